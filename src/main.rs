@@ -1,0 +1,37 @@
+//! kaws: Kubernetes clusters on AWS whose credentials live OpenPGP-sealed in
+//! one Git repository. `main` parses, builds the context, dispatches, and
+//! maps the outcome to a documented exit code.
+
+mod cli;
+mod cluster;
+mod commands;
+mod context;
+mod error;
+mod fault;
+mod identity;
+mod name;
+mod operator;
+mod pki;
+mod repo;
+mod aws;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::error::Exit;
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { Exit::Usage.into() } else { Exit::Success.into() };
+        }
+    };
+    let result = context::Ctx::new(cli.global).and_then(|ctx| commands::dispatch(&ctx, cli.command));
+    match result {
+        Ok(()) => Exit::Success.into(),
+        Err(e) => error::report(&e).into(),
+    }
+}

@@ -1,0 +1,80 @@
+//! Loading the operator from a transferable secret key file.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use anyhow::{Context as _, Result};
+use sequoia_openpgp as openpgp;
+use openpgp::cert::prelude::*;
+use openpgp::crypto::Password;
+use openpgp::parse::Parse;
+use openpgp::policy::Policy;
+use zeroize::Zeroizing;
+
+use super::{live_signing_keys, Operator};
+use crate::error::refused;
+
+pub fn load(path: &Path, policy: &dyn Policy, now: SystemTime) -> Result<Operator> {
+    let bytes = Zeroizing::new(
+        std::fs::read(path).with_context(|| format!("reading the secret key file {}", path.display()))?,
+    );
+    let bad = |why: String| {
+        refused(format!("{} is not a usable OpenPGP secret key: {why}", path.display()))
+            .hint("export it with `gpg --export-secret-keys FINGERPRINT > FILE` (or `sq key export`)")
+    };
+    let mut certs = CertParser::from_bytes(&bytes[..])
+        .map_err(|e| bad(e.to_string()))?
+        .collect::<openpgp::Result<Vec<Cert>>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if certs.len() != 1 {
+        return Err(bad(format!("it holds {} keys; exactly one is needed", certs.len())).into());
+    }
+    let tsk = certs.pop().expect("one");
+    if !tsk.is_tsk() {
+        return Err(bad("it holds no secret key material".into()).into());
+    }
+    let candidates = live_signing_keys(&tsk, policy, now)?;
+    let mut password: Option<Password> = None;
+    for public in candidates {
+        let Some(ka) = tsk.keys().secret().key_handle(public.fingerprint()).next() else {
+            continue; // gpg's "stub" for a key kept on a card
+        };
+        let mut key = ka.key().clone().role_into_unspecified();
+        if !key.has_unencrypted_secret() {
+            if password.is_none() {
+                password = Some(read_password(&tsk)?);
+            }
+            key = key.decrypt_secret(password.as_ref().expect("set")).map_err(|_| {
+                refused(format!("the passphrase does not unlock {}", path.display()))
+                    .hint("check KAWS_PASSPHRASE_FILE, or type it again")
+            })?;
+        }
+        let pair = key.into_keypair()?;
+        return Ok(Operator {
+            cert: tsk.strip_secret_key_material(),
+            name: None,
+            signer: Mutex::new(Box::new(pair)),
+        });
+    }
+    Err(bad("none of its live signing keys has secret material in the file".into()).into())
+}
+
+/// The passphrase, from `KAWS_PASSPHRASE_FILE` or the terminal.
+fn read_password(tsk: &Cert) -> Result<Password> {
+    if let Some(file) = std::env::var_os("KAWS_PASSPHRASE_FILE") {
+        let text = Zeroizing::new(
+            std::fs::read_to_string(&file)
+                .with_context(|| format!("reading KAWS_PASSPHRASE_FILE {}", Path::new(&file).display()))?,
+        );
+        let line = text.strip_suffix('\n').unwrap_or(&text);
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        return Ok(Password::from(line));
+    }
+    let prompt = format!("Passphrase for OpenPGP key {}: ", tsk.fingerprint().to_hex());
+    let typed = Zeroizing::new(rpassword::prompt_password(prompt).map_err(|e| {
+        refused(format!("the secret key is passphrase-protected and no terminal can ask for it ({e})"))
+            .hint("set KAWS_PASSPHRASE_FILE to a 0600 file holding the passphrase")
+    })?);
+    Ok(Password::from(typed.as_str()))
+}

@@ -1,0 +1,232 @@
+//! The kaws repository on disk: a git work tree whose root holds
+//! `kaws.toml`, `pubkeys/` and `clusters/`. Decisions are made from what is
+//! committed at HEAD (the working tree must match it for the paths kaws
+//! manages); changes land through [`txn`] as one signed commit.
+
+pub mod config;
+pub mod txn;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use git2::{Oid, Repository};
+
+use crate::error::{failed, refused};
+use crate::identity::Admins;
+pub use config::Config;
+pub use txn::{Author, Change, CommitSigner};
+
+pub const CONFIG_FILE: &str = "kaws.toml";
+pub const PUBKEYS_DIR: &str = "pubkeys";
+pub const CLUSTERS_DIR: &str = "clusters";
+/// The paths kaws owns; a dirty working tree here stops every change.
+pub const MANAGED: [&str; 4] = [CONFIG_FILE, ".gitignore", PUBKEYS_DIR, CLUSTERS_DIR];
+const TRUST_ROOT_KEY: &str = "kaws.trustroot";
+
+pub struct Repo {
+    git: Repository,
+    root: PathBuf,
+    /// Held for the life of the value: one kaws process changes a repository at a time.
+    _lock: File,
+}
+
+impl Repo {
+    /// Finds the kaws repository containing `start` (the nearest ancestor
+    /// with a `kaws.toml` at the root of a git work tree).
+    pub fn discover(start: &Path) -> Result<Repo> {
+        let start = start
+            .canonicalize()
+            .with_context(|| format!("{} does not exist", start.display()))?;
+        for dir in start.ancestors() {
+            if dir.join(CONFIG_FILE).is_file() && dir.join(".git").exists() {
+                return Repo::open(dir);
+            }
+        }
+        Err(failed(format!("{} is not inside a kaws repository", start.display()))
+            .hint("run `kaws init DIR --admin NAME` to make one, or pass --repo DIR")
+            .into())
+    }
+
+    /// Opens the git repository whose work tree root is `root`.
+    pub fn open(root: &Path) -> Result<Repo> {
+        let git = Repository::open(root)
+            .with_context(|| format!("{} is not a git repository", root.display()))?;
+        let workdir = git
+            .workdir()
+            .context("the git repository is bare; kaws needs a working tree")?
+            .canonicalize()?;
+        if workdir != root.canonicalize()? {
+            return Err(failed(format!(
+                "{} is inside the git work tree {}, not at its root",
+                root.display(),
+                workdir.display()
+            ))
+            .into());
+        }
+        let lock = lock(&git)?;
+        txn::recover(&git)?;
+        Ok(Repo { git, root: workdir, _lock: lock })
+    }
+
+    /// Opens `root` as a git repository, creating one if it is none.
+    pub fn open_or_init(root: &Path) -> Result<Repo> {
+        std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+        if Repository::open(root).is_err() {
+            let mut opts = git2::RepositoryInitOptions::new();
+            opts.initial_head("main");
+            Repository::init_opts(root, &opts)
+                .with_context(|| format!("git init {}", root.display()))?;
+        }
+        Repo::open(root)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn head(&self) -> Option<Oid> {
+        self.git.head().ok().and_then(|h| h.target())
+    }
+
+    /// Is there a `kaws.toml` committed or in the working tree?
+    pub fn is_kaws_repo(&self) -> bool {
+        self.root.join(CONFIG_FILE).exists() || self.read_head(CONFIG_FILE).ok().flatten().is_some()
+    }
+
+    /// A file's content as committed at HEAD.
+    pub fn read_head(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        let Some(head) = self.head() else { return Ok(None) };
+        let tree = self.git.find_commit(head)?.tree()?;
+        match tree.get_path(Path::new(path)) {
+            Ok(entry) => Ok(Some(entry.to_object(&self.git)?.peel_to_blob()?.content().to_vec())),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The files directly inside `dir` at HEAD, as (name, content).
+    pub fn list_head(&self, dir: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let Some(head) = self.head() else { return Ok(Vec::new()) };
+        let tree = self.git.find_commit(head)?.tree()?;
+        let sub = match tree.get_path(Path::new(dir)) {
+            Ok(e) => e.to_object(&self.git)?.peel_to_tree()?,
+            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for entry in sub.iter() {
+            if entry.kind() == Some(git2::ObjectType::Blob) {
+                let name = entry.name().context("a file name is not UTF-8")?.to_owned();
+                out.push((name, entry.to_object(&self.git)?.peel_to_blob()?.content().to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The directories directly inside `dir` at HEAD.
+    pub fn list_head_dirs(&self, dir: &str) -> Result<Vec<String>> {
+        let Some(head) = self.head() else { return Ok(Vec::new()) };
+        let tree = self.git.find_commit(head)?.tree()?;
+        let sub = match tree.get_path(Path::new(dir)) {
+            Ok(e) => e.to_object(&self.git)?.peel_to_tree()?,
+            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(sub
+            .iter()
+            .filter(|e| e.kind() == Some(git2::ObjectType::Tree))
+            .filter_map(|e| e.name().map(str::to_owned))
+            .collect())
+    }
+
+    pub fn config(&self) -> Result<Config> {
+        let bytes = self
+            .read_head(CONFIG_FILE)?
+            .ok_or_else(|| failed("kaws.toml is not committed").hint("run `kaws init`"))?;
+        let text = String::from_utf8(bytes).context("kaws.toml is not UTF-8")?;
+        Ok(Config::parse(&text).map_err(|e| refused(e.to_string()))?)
+    }
+
+    /// The administrator set at HEAD, every certificate checked against its
+    /// file name and `kaws.toml`.
+    pub fn admins(&self, config: &Config) -> Result<Admins> {
+        let files = self.list_head(PUBKEYS_DIR)?;
+        Admins::load(&config.admins, files).map_err(|e| {
+            refused(format!("the repository's administrator set is inconsistent: {e}"))
+                .hint("restore pubkeys/ and kaws.toml from a reviewed commit (git log -- pubkeys kaws.toml)")
+                .into()
+        })
+    }
+
+    /// Refuses to go on when the managed paths differ from HEAD.
+    pub fn ensure_clean(&self) -> Result<()> {
+        let mut opts = git2::StatusOptions::new();
+        opts.include_untracked(true).recurse_untracked_dirs(true).include_ignored(false);
+        for p in MANAGED {
+            opts.pathspec(p);
+        }
+        let statuses = self.git.statuses(Some(&mut opts))?;
+        let dirty: Vec<String> = statuses
+            .iter()
+            .filter(|s| s.status() != git2::Status::CURRENT)
+            .filter_map(|s| s.path().map(str::to_owned))
+            .collect();
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let shown = dirty.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+        Err(failed(format!("the working tree has uncommitted changes under kaws' paths: {shown}"))
+            .hint("commit, stash or discard them (git status), then run the command again")
+            .into())
+    }
+
+    /// Lands `change` as one signed commit; `None` if nothing changed.
+    pub fn commit(
+        &self,
+        change: &Change,
+        message: &str,
+        author: &Author,
+        signer: &dyn CommitSigner,
+    ) -> Result<Option<Oid>> {
+        txn::commit(&self.git, change, message, author, signer)
+    }
+
+    pub fn set_trust_root(&self, oid: Oid) -> Result<()> {
+        let mut cfg = self.git.config()?.open_level(git2::ConfigLevel::Local)?;
+        cfg.set_str(TRUST_ROOT_KEY, &oid.to_string())?;
+        Ok(())
+    }
+
+    /// git's `user.email`, if set, for commit authorship.
+    pub fn user_email(&self) -> Option<String> {
+        self.git.config().ok()?.get_string("user.email").ok()
+    }
+
+    /// git's `user.signingkey`, if set.
+    pub fn signing_key(&self) -> Option<String> {
+        self.git.config().ok()?.get_string("user.signingkey").ok()
+    }
+}
+
+/// An exclusive advisory lock on `.git/kaws/lock`, released by the kernel
+/// when the process ends, however it ends.
+fn lock(git: &Repository) -> Result<File> {
+    let dir = git.path().join("kaws");
+    std::fs::create_dir_all(&dir)?;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))
+        .context("opening .git/kaws/lock")?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(failed(
+            "another kaws process is working on this repository",
+        )
+        .hint("wait for it to finish, then run the command again")
+        .into()),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).context("locking .git/kaws/lock"),
+    }
+}
