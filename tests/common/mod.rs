@@ -1,0 +1,254 @@
+//! Test harness: a throwaway gpg home (the independent OpenPGP peer), keys
+//! made by real gpg, and a runner for the kaws binary with a clean
+//! environment. Everything a test starts (gpg-agent) is stopped on drop.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+pub struct Gpg {
+    pub home: TempDir,
+}
+
+/// A key made by gpg.
+#[derive(Clone, Debug)]
+pub struct Key {
+    pub fpr: String,
+    pub email: String,
+}
+
+pub struct KeyOpts<'a> {
+    pub uid: &'a str,
+    pub encrypt: bool,
+    pub expire: &'a str,
+    pub faked_time: Option<&'a str>,
+    pub passphrase: &'a str,
+}
+
+impl Default for KeyOpts<'_> {
+    fn default() -> Self {
+        KeyOpts { uid: "", encrypt: true, expire: "1y", faked_time: None, passphrase: "" }
+    }
+}
+
+impl Gpg {
+    pub fn new() -> Gpg {
+        // Short path: the agent's socket must fit in sun_path.
+        let home = tempfile::Builder::new().prefix("kg").tempdir_in("/tmp").unwrap();
+        std::fs::write(home.path().join("gpg-agent.conf"), "allow-loopback-pinentry\n").unwrap();
+        Gpg { home }
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new("gpg");
+        c.env("GNUPGHOME", self.home.path()).args(["--batch", "--quiet", "--no-tty"]);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self.cmd().args(args).output().expect("gpg runs");
+        assert!(out.status.success(), "gpg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
+    pub fn gen(&self, name: &str) -> Key {
+        self.gen_with(name, KeyOpts::default())
+    }
+
+    pub fn gen_with(&self, name: &str, o: KeyOpts) -> Key {
+        let email = format!("{name}@example.org");
+        let uid = if o.uid.is_empty() { format!("{name} <{email}>") } else { o.uid.to_owned() };
+        let mut base: Vec<String> =
+            vec!["--pinentry-mode".into(), "loopback".into(), "--passphrase".into(), o.passphrase.into()];
+        if let Some(t) = o.faked_time {
+            base.push("--faked-system-time".into());
+            base.push(t.into());
+        }
+        let mut args = base.clone();
+        args.extend(["--quick-gen-key".into(), uid.clone(), "ed25519".into(), "sign".into(), o.expire.into()]);
+        self.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let fpr = self.fpr_of(&uid);
+        if o.encrypt {
+            let mut args = base;
+            args.extend(["--quick-add-key".into(), fpr.clone(), "cv25519".into(), "encr".into(), o.expire.into()]);
+            self.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+        Key { fpr, email }
+    }
+
+    fn fpr_of(&self, uid: &str) -> String {
+        let out = self.run(&["--with-colons", "--list-keys", &format!("={uid}")]);
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines()
+            .find(|l| l.starts_with("fpr:"))
+            .map(|l| l.split(':').nth(9).unwrap().to_owned())
+            .expect("fingerprint")
+    }
+
+    /// Writes `gpg --export [--armor]` of `fprs` to `dir/file`.
+    pub fn export(&self, fprs: &[&str], armor: bool, path: &Path) -> PathBuf {
+        let mut args = vec!["--export"];
+        if armor {
+            args.push("--armor");
+        }
+        args.extend(fprs);
+        std::fs::write(path, self.run(&args).stdout).unwrap();
+        path.to_path_buf()
+    }
+
+    pub fn export_secret(&self, fpr: &str, passphrase: &str, path: &Path) -> PathBuf {
+        let out = self.run(&[
+            "--pinentry-mode", "loopback", "--passphrase", passphrase, "--export-secret-keys", fpr,
+        ]);
+        std::fs::write(path, out.stdout).unwrap();
+        path.to_path_buf()
+    }
+
+    /// Imports the revocation certificate gpg made at key generation.
+    pub fn revoke(&self, fpr: &str) {
+        let rev = self.home.path().join("openpgp-revocs.d").join(format!("{fpr}.rev"));
+        let text = std::fs::read_to_string(rev).unwrap().replace(":-----BEGIN", "-----BEGIN");
+        let tmp = self.home.path().join("rev.asc");
+        std::fs::write(&tmp, text).unwrap();
+        self.run(&["--import", tmp.to_str().unwrap()]);
+    }
+
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+}
+
+impl Drop for Gpg {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf").env("GNUPGHOME", self.home.path()).args(["--kill", "all"]).output();
+    }
+}
+
+/// The kaws binary with an environment that holds nothing of the user's.
+pub fn kaws(gpg: &Gpg, dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kaws"));
+    c.current_dir(dir)
+        .env_remove("KAWS_SECRET_KEY")
+        .env_remove("KAWS_PASSPHRASE_FILE")
+        .env_remove("KAWS_TEST_ABORT_AFTER")
+        .env("GNUPGHOME", gpg.home())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .env("NO_COLOR", "1");
+    c
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(mut c: Command) -> Run {
+    let out = c.output().expect("kaws runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every commit reachable from HEAD passes `git verify-commit` with gpg.
+pub fn assert_all_commits_verify(repo: &Path, gpg: &Gpg) {
+    for commit in git(repo, &["rev-list", "HEAD"]).lines() {
+        let ok = Command::new("git")
+            .current_dir(repo)
+            .env("GNUPGHOME", gpg.home())
+            .args(["verify-commit", commit])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "commit {commit} does not verify");
+    }
+}
+
+/// HEAD, `git status`, and a listing of every file with its content: what
+/// "the repository is unchanged" compares.
+pub fn snapshot(dir: &Path) -> String {
+    let head = Command::new("git").current_dir(dir).args(["rev-parse", "HEAD"]).output().unwrap();
+    let status = git(dir, &["status", "--porcelain", "--untracked-files=all", "--ignored"]);
+    let mut files = Vec::new();
+    for entry in walk(dir) {
+        let rel = entry.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+        if rel.starts_with(".git/") || rel == ".git" {
+            continue;
+        }
+        files.push(format!("{rel}:{}", std::fs::read(&entry).map(|b| b.len()).unwrap_or(0)));
+    }
+    files.sort();
+    format!("{}\n{status}\n{}", String::from_utf8_lossy(&head.stdout), files.join("\n"))
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            if p.file_name().unwrap() != ".git" {
+                out.extend(walk(&p));
+            }
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A repository founded by `alice` whose secret key is in a file.
+pub struct Fixture {
+    pub gpg: Gpg,
+    pub tmp: TempDir,
+    pub alice: Key,
+    pub alice_secret: PathBuf,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let gpg = Gpg::new();
+        let tmp = tempfile::tempdir().unwrap();
+        let alice = gpg.gen("alice");
+        let alice_secret = gpg.export_secret(&alice.fpr, "", &tmp.path().join("alice.sec"));
+        let f = Fixture { gpg, tmp, alice, alice_secret };
+        let r = run(f.kaws_as_alice(f.tmp.path(), &["init", "repo", "--admin", "alice"]));
+        assert_eq!(r.code, 0, "init: {}", r.stderr);
+        f
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.tmp.path().join("repo")
+    }
+
+    pub fn kaws_as_alice(&self, dir: &Path, args: &[&str]) -> Command {
+        let mut c = kaws(&self.gpg, dir);
+        c.arg("--secret-key").arg(&self.alice_secret).args(args);
+        c
+    }
+
+    /// `kaws` in the repository as alice.
+    pub fn alice(&self, args: &[&str]) -> Run {
+        run(self.kaws_as_alice(&self.repo(), args))
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+}
