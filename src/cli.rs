@@ -51,6 +51,9 @@ pub enum Command {
     /// Manage administrators' OpenPGP certificates (pubkeys/)
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Create and inspect clusters: spec, PKI, sealed keys
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
@@ -93,4 +96,75 @@ pub enum KeyCommand {
     Remove { name: String },
     /// List administrators and whether each is usable now
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Create a cluster: its spec, CAs, the control-plane certificates, every key sealed to the primaries
+    Init(ClusterInitArgs),
+    /// Report every certificate of a cluster: CA, subject, SANs, expiry, status
+    Certs {
+        cluster: String,
+        /// Exit 1 when any certificate expires within DAYS (for cron and CI)
+        #[arg(long, value_name = "DAYS")]
+        expiring_within: Option<u32>,
+    },
+    /// Re-issue leaf certificates that expire soon, keeping their keys
+    Renew {
+        cluster: String,
+        /// Renew leaves that expire within DAYS
+        #[arg(long, value_name = "DAYS", default_value_t = 30, conflicts_with = "all")]
+        within: u32,
+        /// Renew every leaf
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterInitArgs {
+    pub cluster: String,
+    /// The DNS domain; the API is api.CLUSTER.DOMAIN
+    #[arg(long)]
+    pub domain: String,
+    /// The AWS region
+    #[arg(long)]
+    pub region: String,
+    /// An administrator who can decrypt the cluster's keys (repeatable; default: the operator)
+    #[arg(long = "primary", value_name = "NAME")]
+    pub primaries: Vec<String>,
+    /// Who may reach the bastion and the API (repeatable)
+    #[arg(long = "admin-cidr", value_name = "CIDR")]
+    pub admin_cidrs: Vec<String>,
+    /// Accept an admin CIDR of 0.0.0.0/0
+    #[arg(long)]
+    pub allow_world_admin: bool,
+    /// Control-plane instances (odd)
+    #[arg(long, default_value_t = 3)]
+    pub masters: u32,
+    /// Worker nodes
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u32,
+    /// Availability zones
+    #[arg(long, default_value_t = 3)]
+    pub azs: u32,
+    #[arg(long, default_value = "10.0.0.0/16", value_name = "CIDR")]
+    pub vpc_cidr: String,
+    #[arg(long, default_value = "10.96.0.0/12", value_name = "CIDR")]
+    pub service_cidr: String,
+    #[arg(long, default_value = "192.168.0.0/16", value_name = "CIDR")]
+    pub pod_cidr: String,
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    #[arg(long, default_value = crate::cluster::spec::DEFAULT_KUBERNETES, value_name = "VERSION")]
+    pub kubernetes_version: String,
+    /// ecdsa-p256, ecdsa-p384 or rsa-3072 (default: kaws.toml's default, else ecdsa-p256)
+    #[arg(long, value_name = "ALGORITHM")]
+    pub key_algorithm: Option<String>,
+    /// CA validity in days
+    #[arg(long, default_value_t = 3650, value_name = "DAYS")]
+    pub ca_days: u32,
+    /// Leaf certificate validity in days
+    #[arg(long, default_value_t = 365, value_name = "DAYS")]
+    pub leaf_days: u32,
 }

@@ -40,6 +40,10 @@ impl UserError {
         UserError { exit: Exit::Failure, message: message.into(), hint: None }
     }
 
+    pub fn usage(message: impl Into<String>) -> Self {
+        UserError { exit: Exit::Usage, message: message.into(), hint: None }
+    }
+
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self

@@ -13,6 +13,7 @@ mod name;
 mod operator;
 mod pki;
 mod repo;
+mod vault;
 mod aws;
 
 use std::process::ExitCode;

@@ -105,6 +105,55 @@ name_type!(
     "cluster name"
 );
 
+/// A lowercase DNS name: labels of `[a-z0-9-]` (1-63 characters, no
+/// leading or trailing `-`), at most 253 characters in all.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DnsName(String);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0:?} is not a lowercase DNS name (labels of a-z, 0-9 and '-', separated by dots)")]
+pub struct DnsNameError(pub String);
+
+impl DnsName {
+    pub fn labels(&self) -> usize {
+        self.0.split('.').count()
+    }
+}
+
+impl FromStr for DnsName {
+    type Err = DnsNameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let label_ok = |l: &str| {
+            (1..=63).contains(&l.len())
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if s.is_empty() || s.len() > 253 || !s.split('.').all(label_ok) {
+            return Err(DnsNameError(s.to_owned()));
+        }
+        Ok(DnsName(s.to_owned()))
+    }
+}
+
+impl fmt::Display for DnsName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for DnsName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for DnsName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +176,17 @@ mod tests {
     fn good_names_are_accepted() {
         for good in ["ab", "alice", "bob-2", "a1", &"a".repeat(32)] {
             assert_eq!(good.parse::<ClusterName>().unwrap().as_str(), good);
+        }
+    }
+
+    #[test]
+    fn dns_names() {
+        for good in ["example.com", "a.b.c", "cluster.local", "x-1.example.org"] {
+            assert!(good.parse::<DnsName>().is_ok(), "{good}");
+        }
+        for bad in ["", "Example.com", "a..b", "-a.com", "a-.com", "a b.com", "a.com.", "ex$(id).com",
+                    "a\n.com", "é.com", &format!("{}.com", "a".repeat(64))] {
+            assert!(bad.parse::<DnsName>().is_err(), "{bad:?}");
         }
     }
 

@@ -1,8 +1,11 @@
-//! A cluster's recorded facts. `primaries.toml` names the administrators
-//! (by fingerprint) every sealed key of the cluster is encrypted to; the
-//! cluster spec (`cluster.toml`) and its resource graph join this module as
-//! the PKI and provisioning work lands.
+//! A cluster's recorded facts: its validated spec (`cluster.toml`) and who
+//! can decrypt its sealed keys (`primaries.toml`, administrators by
+//! fingerprint). The resource graph for AWS joins this module with the
+//! provisioning work.
 
+pub mod spec;
+
+pub use spec::ClusterSpec;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +28,11 @@ impl Primaries {
         toml::from_str(text).map_err(|e| {
             anyhow::anyhow!("clusters/{cluster}/{PRIMARIES_FILE} is not valid: {e}")
         })
+    }
+
+    pub fn to_toml(&self) -> String {
+        let body = toml::to_string_pretty(self).expect("primaries serialize");
+        format!("# Every sealed key of this cluster is encrypted to these administrators.\n{body}")
     }
 
     pub fn contains(&self, fpr: &Fingerprint) -> bool {

@@ -12,7 +12,7 @@ use openpgp::parse::Parse;
 use openpgp::policy::Policy;
 use zeroize::Zeroizing;
 
-use super::{live_signing_keys, Operator};
+use super::{live_signing_keys, Operator, Secrets};
 use crate::error::refused;
 
 pub fn load(path: &Path, policy: &dyn Policy, now: SystemTime) -> Result<Operator> {
@@ -52,16 +52,17 @@ pub fn load(path: &Path, policy: &dyn Policy, now: SystemTime) -> Result<Operato
         }
         let pair = key.into_keypair()?;
         return Ok(Operator {
-            cert: tsk.strip_secret_key_material(),
+            cert: tsk.clone().strip_secret_key_material(),
             name: None,
             signer: Mutex::new(Box::new(pair)),
+            secrets: Secrets::File { tsk, password: Mutex::new(password), unlocked: Mutex::new(Vec::new()) },
         });
     }
     Err(bad("none of its live signing keys has secret material in the file".into()).into())
 }
 
 /// The passphrase, from `KAWS_PASSPHRASE_FILE` or the terminal.
-fn read_password(tsk: &Cert) -> Result<Password> {
+pub(super) fn read_password(tsk: &Cert) -> Result<Password> {
     if let Some(file) = std::env::var_os("KAWS_PASSPHRASE_FILE") {
         let text = Zeroizing::new(
             std::fs::read_to_string(&file)

@@ -38,6 +38,15 @@ pub struct Operator {
     cert: Cert,
     name: Option<AdminName>,
     signer: Mutex<Box<dyn Signer + Send + Sync>>,
+    secrets: Secrets,
+}
+
+/// Where decryption keys come from.
+enum Secrets {
+    /// The key file's secret keys; encrypted ones are unlocked on first use
+    /// with the passphrase (asked once) and kept in sequoia's protected memory.
+    File { tsk: Cert, password: Mutex<Option<openpgp::crypto::Password>>, unlocked: Mutex<Vec<openpgp::crypto::KeyPair>> },
+    Agent,
 }
 
 impl fmt::Debug for Operator {
@@ -125,7 +134,7 @@ impl Operator {
         })?;
         let ctx = sequoia_gpg_agent::gnupg::Context::new()?;
         let pair = sequoia_gpg_agent::KeyPair::new_for_gnupg_context(&ctx, &key)?;
-        Ok(Operator { cert, name: None, signer: Mutex::new(Box::new(pair)) })
+        Ok(Operator { cert, name: None, signer: Mutex::new(Box::new(pair)), secrets: Secrets::Agent })
     }
 
     pub fn fingerprint(&self) -> Fingerprint {
@@ -176,6 +185,46 @@ impl Signer for ByRef<'_> {
         digest: &[u8],
     ) -> openpgp::Result<openpgp::crypto::mpi::Signature> {
         self.0.sign(hash_algo, digest)
+    }
+}
+
+impl crate::vault::KeyRing for Operator {
+    fn decryptor_for(
+        &self,
+        recipient: &openpgp::KeyHandle,
+    ) -> Result<Option<Box<dyn openpgp::crypto::Decryptor + Send + Sync>>> {
+        match &self.secrets {
+            Secrets::Agent => {
+                let Some(ka) = self.cert.keys().key_handle(recipient.clone()).next() else {
+                    return Ok(None);
+                };
+                let ctx = sequoia_gpg_agent::gnupg::Context::new()?;
+                let pair = sequoia_gpg_agent::KeyPair::new_for_gnupg_context(&ctx, ka.key())?;
+                Ok(Some(Box::new(pair)))
+            }
+            Secrets::File { tsk, password, unlocked } => {
+                let mut cache = unlocked.lock().expect("lock");
+                if let Some(pair) = cache.iter().find(|p| recipient.aliases(p.public().key_handle())) {
+                    return Ok(Some(Box::new(pair.clone())));
+                }
+                let Some(ka) = tsk.keys().secret().key_handle(recipient.clone()).next() else {
+                    return Ok(None);
+                };
+                let mut key = ka.key().clone().role_into_unspecified();
+                if !key.has_unencrypted_secret() {
+                    let mut pw = password.lock().expect("lock");
+                    if pw.is_none() {
+                        *pw = Some(keyfile::read_password(tsk)?);
+                    }
+                    key = key.decrypt_secret(pw.as_ref().expect("set")).map_err(|_| {
+                        refused("the passphrase does not unlock the operator's decryption key")
+                    })?;
+                }
+                let pair = key.into_keypair()?;
+                cache.push(pair.clone());
+                Ok(Some(Box::new(pair)))
+            }
+        }
     }
 }
 

@@ -56,3 +56,34 @@ impl<'de> Deserialize<'de> for KeyAlgorithm {
         String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
+
+impl KeyAlgorithm {
+    fn signature_algorithm(self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            Self::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            Self::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            Self::Rsa3072 => &rcgen::PKCS_RSA_SHA256,
+        }
+    }
+
+    /// A fresh private key. ECDSA keys come from rcgen (ring); ring cannot
+    /// generate RSA keys, so RSA-3072 comes from OpenSSL.
+    pub fn generate(self) -> Result<rcgen::KeyPair, rcgen::Error> {
+        match self {
+            Self::EcdsaP256 | Self::EcdsaP384 => rcgen::KeyPair::generate_for(self.signature_algorithm()),
+            Self::Rsa3072 => {
+                let rsa = openssl::rsa::Rsa::generate(3072).map_err(|_| rcgen::Error::KeyGenerationUnavailable)?;
+                let pkey = openssl::pkey::PKey::from_rsa(rsa).map_err(|_| rcgen::Error::KeyGenerationUnavailable)?;
+                let der = zeroize::Zeroizing::new(
+                    pkey.private_key_to_pkcs8().map_err(|_| rcgen::Error::KeyGenerationUnavailable)?,
+                );
+                rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der.as_slice().into(), self.signature_algorithm())
+            }
+        }
+    }
+
+    /// Loads a PKCS#8 PEM private key of this algorithm.
+    pub fn load(self, pem: &str) -> Result<rcgen::KeyPair, rcgen::Error> {
+        rcgen::KeyPair::from_pem_and_sign_algo(pem, self.signature_algorithm())
+    }
+}

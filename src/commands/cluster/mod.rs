@@ -1,0 +1,92 @@
+//! `kaws cluster …`: one file per subcommand, sharing how a cluster's
+//! directory is read from HEAD.
+
+mod certs;
+mod init;
+mod renew;
+
+pub use certs::certs;
+pub use init::init;
+pub use renew::renew;
+
+use anyhow::{Context as _, Result};
+use sequoia_openpgp::Cert;
+
+use crate::cluster::{ClusterSpec, Primaries, PRIMARIES_FILE};
+use crate::context::{parse_name, Ctx};
+use crate::error::{failed, refused};
+use crate::identity::{cert, Admins};
+use crate::name::ClusterName;
+use crate::operator::Operator;
+use crate::repo::{Repo, CLUSTERS_DIR};
+
+/// A cluster as committed at HEAD.
+pub(crate) struct Loaded {
+    pub name: ClusterName,
+    pub spec: ClusterSpec,
+    pub primaries: Primaries,
+}
+
+impl Loaded {
+    pub fn path(&self, rel: &str) -> String {
+        cluster_path(&self.name, rel)
+    }
+}
+
+pub(crate) fn cluster_path(name: &ClusterName, rel: &str) -> String {
+    format!("{CLUSTERS_DIR}/{name}/{rel}")
+}
+
+pub(crate) fn load(ctx: &Ctx, repo: &Repo, raw: &str) -> Result<Loaded> {
+    let _ = ctx;
+    let name: ClusterName = parse_name(raw, "cluster name")?;
+    let spec_bytes = repo
+        .read_head(&cluster_path(&name, crate::cluster::spec::SPEC_FILE))?
+        .ok_or_else(|| failed(format!("no cluster named {name} in this repository")).hint("create it with `kaws cluster init`"))?;
+    let spec = ClusterSpec::parse(std::str::from_utf8(&spec_bytes).context("cluster.toml is not UTF-8")?)
+        .map_err(|e| refused(format!("clusters/{name}/cluster.toml is not valid: {e:#}")))?;
+    if spec.name != name {
+        return Err(refused(format!("clusters/{name}/cluster.toml names the cluster {}", spec.name)).into());
+    }
+    let prim_bytes = repo
+        .read_head(&cluster_path(&name, PRIMARIES_FILE))?
+        .ok_or_else(|| refused(format!("clusters/{name}/{PRIMARIES_FILE} is missing")))?;
+    let primaries = Primaries::parse(&name, &String::from_utf8_lossy(&prim_bytes))?;
+    Ok(Loaded { name, spec, primaries })
+}
+
+/// The certificates of the cluster's primaries, each usable now.
+pub(crate) fn primary_certs<'a>(ctx: &Ctx, admins: &'a Admins, primaries: &Primaries) -> Result<Vec<&'a Cert>> {
+    let mut out = Vec::new();
+    for (name, fpr) in &primaries.primaries {
+        let admin = admins
+            .by_fingerprint(fpr)
+            .filter(|a| &a.name == name)
+            .ok_or_else(|| {
+                refused(format!("primary {name} ({fpr}) is not an administrator of this repository"))
+                    .hint("change the primaries with `kaws cluster reencrypt`")
+            })?;
+        cert::check_usable(&admin.cert, &ctx.policy, ctx.now).map_err(|e| {
+            refused(format!("primary {name} ({fpr}) is not usable: {e}"))
+                .hint("renew or replace the key (`kaws key update`), or change the primaries")
+        })?;
+        out.push(&admin.cert);
+    }
+    Ok(out)
+}
+
+/// The operator, which must be one of the cluster's primaries.
+pub(crate) fn primary_operator(ctx: &Ctx, repo: &Repo, admins: &Admins, loaded: &Loaded) -> Result<Operator> {
+    let op = ctx.operator(repo, admins)?;
+    if !loaded.primaries.contains(&op.fingerprint()) {
+        let names: Vec<String> = loaded.primaries.primaries.keys().map(|n| n.to_string()).collect();
+        return Err(refused(format!(
+            "the operator ({}) is not a primary of cluster {}; only primaries can read its keys",
+            op.name().map_or_else(|| op.fingerprint().to_string(), |n| n.to_string()),
+            loaded.name
+        ))
+        .hint(format!("ask a primary ({}) to run this", names.join(", ")))
+        .into());
+    }
+    Ok(op)
+}
