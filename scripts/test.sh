@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+export PATH="${KAWS_CACHE:-$HOME/.cache/kaws}/bin:$PATH"
 cargo test --locked "$@"

@@ -38,6 +38,7 @@ impl Gpg {
     pub fn new() -> Gpg {
         // Short path: the agent's socket must fit in sun_path.
         let home = tempfile::Builder::new().prefix("kg").tempdir_in("/tmp").unwrap();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(home.path()).unwrap().permissions(), 0o700);
         std::fs::write(home.path().join("gpg-agent.conf"), "allow-loopback-pinentry\n").unwrap();
         Gpg { home }
     }
@@ -251,4 +252,77 @@ impl Fixture {
     pub fn file(&self, name: &str) -> PathBuf {
         self.tmp.path().join(name)
     }
+}
+
+impl Gpg {
+    /// `gpg --decrypt FILE`, or the error text.
+    pub fn decrypt(&self, path: &Path) -> Result<Vec<u8>, String> {
+        let out = self.cmd().args(["--decrypt"]).arg(path).output().unwrap();
+        if out.status.success() {
+            Ok(out.stdout)
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// A gpg home holding only `fpr`'s secret key (exported from this one).
+    pub fn with_only(&self, fpr: &str) -> Gpg {
+        let other = Gpg::new();
+        let sec = other.home().join("only.sec");
+        self.export_secret(fpr, "", &sec);
+        other.run(&["--import", sec.to_str().unwrap()]);
+        other
+    }
+}
+
+/// A child process killed (and reaped) when dropped.
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until something listens on 127.0.0.1:`port`.
+pub fn wait_port(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("nothing listens on 127.0.0.1:{port}");
+}
+
+/// Writes `bytes` to a new 0600 file (test secrets live outside the repository).
+pub fn write_secret(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+pub fn openssl(args: &[&str]) -> Output {
+    Command::new("openssl").args(args).output().expect("openssl runs")
+}
+
+/// Finds a tool installed by scripts/setup.sh (on PATH via scripts/test.sh,
+/// or in the default cache).
+pub fn tool(name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
+    {
+        return p;
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let p = PathBuf::from(home).join(".cache/kaws/bin").join(name);
+    assert!(p.is_file(), "{name} is not installed: run scripts/setup.sh (scripts/test.sh does)");
+    p
 }
