@@ -128,6 +128,7 @@ pub fn commit(
 
     let journal = Journal { branch: branch.clone(), old: old.map(|o| o.to_string()), new: new.to_string() };
     write_atomic(&journal_path(git), toml::to_string(&journal)?.as_bytes(), 0o600)?;
+    fs::File::open(journal_path(git))?.sync_all()?;
     fault::point();
 
     let log = format!("kaws: {}", message.lines().next().unwrap_or(""));
@@ -216,6 +217,8 @@ fn remove_file(root: &Path, rel: &Path) -> Result<()> {
 
 /// Writes `bytes` to `path` through a temporary file in the same directory
 /// and a rename, so readers see the old content or the new, never a part.
+/// (No fsync: the committed objects are the truth, and recovery rewrites
+/// working-tree files from them.)
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let dir = path.parent().context("path has no parent")?;
@@ -226,7 +229,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     tmp.write_all(bytes)?;
     tmp.as_file().set_permissions(fs::Permissions::from_mode(mode))?;
-    tmp.as_file().sync_all()?;
     tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

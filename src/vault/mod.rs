@@ -49,9 +49,12 @@ fn encryption_keys<'a>(
     Ok(keys)
 }
 
-/// Encrypts `plain` to `readers` and checks the result names exactly the
-/// intended subkeys before returning it.
-pub fn seal<'a>(plain: &[u8], readers: &[&'a Cert], policy: &'a dyn Policy, now: SystemTime) -> Result<Vec<u8>> {
+/// The encryption subkeys of every reader, checked once for a batch.
+fn recipient_keys<'a>(
+    readers: &[&'a Cert],
+    policy: &'a dyn Policy,
+    now: SystemTime,
+) -> Result<Vec<&'a Key<PublicParts, UnspecifiedRole>>> {
     let mut keys = Vec::new();
     for cert in readers {
         keys.extend(encryption_keys(cert, policy, now)?);
@@ -59,6 +62,12 @@ pub fn seal<'a>(plain: &[u8], readers: &[&'a Cert], policy: &'a dyn Policy, now:
     if keys.is_empty() {
         bail!("a sealed key needs at least one reader");
     }
+    Ok(keys)
+}
+
+/// Encrypts `plain` to `keys` and checks the result names exactly those
+/// subkeys before returning it.
+fn seal_to(plain: &[u8], keys: &[&Key<PublicParts, UnspecifiedRole>]) -> Result<Vec<u8>> {
     let mut sink = Vec::new();
     {
         let recipients = keys
@@ -79,6 +88,33 @@ pub fn seal<'a>(plain: &[u8], readers: &[&'a Cert], policy: &'a dyn Policy, now:
         bail!("the sealed message's recipients {got:?} are not the intended {want:?}");
     }
     Ok(sink)
+}
+
+/// Seals many secrets to the same readers, spread over the machine's cores.
+/// Results come back in input order.
+pub fn seal_all<'a>(
+    plains: &[&[u8]],
+    readers: &[&'a Cert],
+    policy: &'a dyn Policy,
+    now: SystemTime,
+) -> Result<Vec<Vec<u8>>> {
+    let keys = recipient_keys(readers, policy, now)?;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(plains.len().max(1));
+    let chunk = plains.len().div_ceil(workers).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = plains
+            .chunks(chunk)
+            .map(|part| {
+                let keys = &keys;
+                s.spawn(move || part.iter().map(|p| seal_to(p, keys)).collect::<Result<Vec<_>>>())
+            })
+            .collect();
+        let mut out = Vec::with_capacity(plains.len());
+        for h in handles {
+            out.extend(h.join().map_err(|_| anyhow::anyhow!("a sealing thread panicked"))??);
+        }
+        Ok(out)
+    })
 }
 
 /// The key IDs a sealed message is encrypted to (its PKESK packets).

@@ -38,7 +38,8 @@ impl Gpg {
     pub fn new() -> Gpg {
         // Short path: the agent's socket must fit in sun_path.
         let home = tempfile::Builder::new().prefix("kg").tempdir_in("/tmp").unwrap();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(home.path()).unwrap().permissions(), 0o700);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         std::fs::write(home.path().join("gpg-agent.conf"), "allow-loopback-pinentry\n").unwrap();
         Gpg { home }
     }

@@ -1,8 +1,6 @@
 //! `kaws cluster init`: spec, CAs, the control-plane certificate set and
 //! every private key sealed to the primaries, in one signed commit.
 
-use std::collections::BTreeMap;
-
 use anyhow::{Context as _, Result};
 
 use super::cluster_path;
@@ -90,14 +88,10 @@ pub fn init(ctx: &Ctx, args: ClusterInitArgs) -> Result<()> {
         change.write(cluster_path(&name, &format!("pki/{path}.crt")), pem.as_bytes());
     }
     change.write(cluster_path(&name, "pki/sa.pub"), material.sa_pub.as_bytes());
-    let mut sealed = BTreeMap::new();
-    for key in &material.keys {
-        let armored = crate::vault::seal(key.pem.as_bytes(), &readers, &ctx.policy, ctx.now)
-            .with_context(|| format!("sealing {}", key.path))?;
-        sealed.insert(key.path.clone(), armored);
-    }
-    for (path, armored) in sealed {
-        change.write(cluster_path(&name, &format!("pki/{path}.key.pgp")), armored);
+    let plains: Vec<&[u8]> = material.keys.iter().map(|k| k.pem.as_bytes()).collect();
+    let sealed = crate::vault::seal_all(&plains, &readers, &ctx.policy, ctx.now).context("sealing the cluster's keys")?;
+    for (key, armored) in material.keys.iter().zip(sealed) {
+        change.write(cluster_path(&name, &format!("pki/{}.key.pgp", key.path)), armored);
     }
     let primary_list: Vec<String> = primaries.primaries.keys().map(|n| n.to_string()).collect();
     let message = format!(
