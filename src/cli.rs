@@ -54,6 +54,9 @@ pub enum Command {
     /// Create and inspect clusters: spec, PKI, sealed keys
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Administrators' client credentials for a cluster
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
@@ -167,4 +170,35 @@ pub struct ClusterInitArgs {
     /// Leaf certificate validity in days
     #[arg(long, default_value_t = 365, value_name = "DAYS")]
     pub leaf_days: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Make NAME's client key (sealed to NAME only) and a CSR signed with NAME's OpenPGP key; run by NAME
+    Create { cluster: String, name: String },
+    /// Verify NAME's CSR against NAME's pinned OpenPGP key and issue the certificate; run by a primary
+    Sign {
+        cluster: String,
+        name: String,
+        /// Validity in days (at most 365)
+        #[arg(long, default_value_t = crate::pki::csr::DEFAULT_DAYS)]
+        days: u32,
+    },
+    /// Add a kubeconfig context kaws-CLUSTER-NAME; run by NAME
+    Install {
+        cluster: String,
+        name: String,
+        /// The kubeconfig to merge into (default: $KUBECONFIG, else ~/.kube/config)
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+        /// Write the private key into the kubeconfig instead of using the exec plugin
+        #[arg(long)]
+        embed_key: bool,
+    },
+    /// The kubectl exec credential plugin: prints an ExecCredential
+    Credential { cluster: String, name: String },
+    /// Remove NAME's certificate and binding and record the revocation; run by a primary
+    Revoke { cluster: String, name: String },
+    /// List administrators' credentials for a cluster
+    List { cluster: String },
 }

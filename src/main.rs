@@ -9,6 +9,7 @@ mod context;
 mod error;
 mod fault;
 mod identity;
+mod kubeconfig;
 mod name;
 mod operator;
 mod pki;

@@ -3,6 +3,7 @@
 //! fingerprint). The resource graph for AWS joins this module with the
 //! provisioning work.
 
+pub mod admins;
 pub mod spec;
 
 pub use spec::ClusterSpec;

@@ -24,13 +24,9 @@ fn read_cert_file(path: &Path) -> Result<sequoia_openpgp::Cert> {
     })
 }
 
-/// Opens the repository for a change: clean managed paths, checked admin set.
 fn open_for_change(ctx: &Ctx) -> Result<(Repo, crate::repo::Config, Admins)> {
-    let repo = ctx.repo()?;
-    repo.ensure_clean()?;
-    let config = repo.config()?;
-    let admins = repo.admins(&config)?;
-    Ok((repo, config, admins))
+    let o = super::open(ctx, true)?;
+    Ok((o.repo, o.config, o.admins))
 }
 
 /// The operator, which must be an administrator.
@@ -205,9 +201,7 @@ struct Row {
 }
 
 pub fn list(ctx: &Ctx) -> Result<()> {
-    let repo = ctx.repo()?;
-    let config = repo.config()?;
-    let admins = repo.admins(&config)?;
+    let admins = super::open(ctx, false)?.admins;
     let rows: Vec<Row> = admins
         .iter()
         .map(|a| {

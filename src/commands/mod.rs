@@ -1,13 +1,17 @@
 //! One thin file per command: resolve inputs, call the domain, print.
 
-mod cluster;
+mod admin;
+pub(crate) mod cluster;
 mod init;
 pub(crate) mod key;
 mod misc;
 
 use anyhow::Result;
 
-use crate::cli::{ClusterCommand, Command, KeyCommand};
+use crate::identity::Admins;
+use crate::repo::{Config, Repo};
+
+use crate::cli::{AdminCommand, ClusterCommand, Command, KeyCommand};
 use crate::context::Ctx;
 
 pub fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
@@ -22,7 +26,33 @@ pub fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
             cluster::certs(ctx, &cluster, expiring_within)
         }
         Command::Cluster(ClusterCommand::Renew { cluster, within, all }) => cluster::renew(ctx, &cluster, within, all),
+        Command::Admin(AdminCommand::Create { cluster, name }) => admin::create(ctx, &cluster, &name),
+        Command::Admin(AdminCommand::Sign { cluster, name, days }) => admin::sign(ctx, &cluster, &name, days),
+        Command::Admin(AdminCommand::Install { cluster, name, kubeconfig, embed_key }) => {
+            admin::install(ctx, &cluster, &name, kubeconfig.as_deref(), embed_key)
+        }
+        Command::Admin(AdminCommand::Credential { cluster, name }) => admin::credential(ctx, &cluster, &name),
+        Command::Admin(AdminCommand::Revoke { cluster, name }) => admin::revoke(ctx, &cluster, &name),
+        Command::Admin(AdminCommand::List { cluster }) => admin::list(ctx, &cluster),
         Command::Completions { shell } => misc::completions(shell),
         Command::Man { out_dir } => misc::man(out_dir.as_deref()),
     }
+}
+
+/// The repository with its checked administrator set; `change` also
+/// refuses a dirty working tree.
+pub(crate) struct Opened {
+    pub repo: Repo,
+    pub config: Config,
+    pub admins: Admins,
+}
+
+pub(crate) fn open(ctx: &Ctx, change: bool) -> Result<Opened> {
+    let repo = ctx.repo()?;
+    if change {
+        repo.ensure_clean()?;
+    }
+    let config = repo.config()?;
+    let admins = repo.admins(&config)?;
+    Ok(Opened { repo, config, admins })
 }

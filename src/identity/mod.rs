@@ -4,6 +4,7 @@
 
 pub mod cert;
 mod fingerprint;
+pub mod verify;
 
 use std::collections::BTreeMap;
 

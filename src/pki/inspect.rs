@@ -28,6 +28,8 @@ pub struct Facts {
     pub sans: BTreeSet<San>,
     pub usages: Vec<Usage>,
     pub spki: Vec<u8>,
+    /// SHA-256 of the DER, uppercase hex.
+    pub sha256: String,
 }
 
 fn parse_pem(pem_text: &str) -> Result<Vec<u8>, InspectError> {
@@ -78,6 +80,7 @@ pub fn facts_der(der: &[u8]) -> Result<Facts, InspectError> {
         sans,
         usages,
         spki: cert.public_key().raw.to_vec(),
+        sha256: openssl::sha::sha256(der).iter().map(|b| format!("{b:02X}")).collect(),
     })
 }
 

@@ -36,7 +36,7 @@ impl Authority {
         Authority { cert_pem, key }
     }
 
-    fn issuer(&self) -> Result<Issuer<'_, &KeyPair>, rcgen::Error> {
+    pub(super) fn issuer(&self) -> Result<Issuer<'_, &KeyPair>, rcgen::Error> {
         Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)
     }
 }
@@ -55,7 +55,7 @@ fn window(now: SystemTime, days: u32) -> (OffsetDateTime, OffsetDateTime) {
     (now - Duration::minutes(5), now + Duration::days(days.into()))
 }
 
-fn base_params(cn: &str, org: Option<&str>, now: SystemTime, days: u32) -> CertificateParams {
+pub(super) fn base_params(cn: &str, org: Option<&str>, now: SystemTime, days: u32) -> CertificateParams {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     if let Some(o) = org {

@@ -3,6 +3,7 @@
 //! nothing of OpenPGP or git: it turns a spec into PEM, and checks PEM.
 
 mod algorithm;
+pub mod csr;
 pub mod inspect;
 pub mod issue;
 pub mod table;

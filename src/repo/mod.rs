@@ -105,15 +105,20 @@ impl Repo {
         }
     }
 
+    /// The tree of `dir` at HEAD, if there is one.
+    fn head_tree(&self, dir: &str) -> Result<Option<git2::Tree<'_>>> {
+        let Some(head) = self.head() else { return Ok(None) };
+        let tree = self.git.find_commit(head)?.tree()?;
+        match tree.get_path(Path::new(dir)) {
+            Ok(e) => Ok(Some(e.to_object(&self.git)?.peel_to_tree()?)),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The files directly inside `dir` at HEAD, as (name, content).
     pub fn list_head(&self, dir: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        let Some(head) = self.head() else { return Ok(Vec::new()) };
-        let tree = self.git.find_commit(head)?.tree()?;
-        let sub = match tree.get_path(Path::new(dir)) {
-            Ok(e) => e.to_object(&self.git)?.peel_to_tree()?,
-            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
+        let Some(sub) = self.head_tree(dir)? else { return Ok(Vec::new()) };
         let mut out = Vec::new();
         for entry in sub.iter() {
             if entry.kind() == Some(git2::ObjectType::Blob) {
@@ -124,15 +129,31 @@ impl Repo {
         Ok(out)
     }
 
+    /// Every file under `dir` at HEAD, recursively, as (path relative to `dir`, content).
+    pub fn walk_head(&self, dir: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let Some(sub) = self.head_tree(dir)? else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        let mut failure = None;
+        sub.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
+            if entry.kind() == Some(git2::ObjectType::Blob) {
+                let blob = entry.to_object(&self.git).and_then(|o| o.peel_to_blob());
+                match (blob, entry.name()) {
+                    (Ok(b), Some(n)) => out.push((format!("{root}{n}"), b.content().to_vec())),
+                    (Err(e), _) => failure = Some(anyhow::Error::from(e)),
+                    (_, None) => failure = Some(anyhow::anyhow!("a file name under {dir} is not UTF-8")),
+                }
+            }
+            git2::TreeWalkResult::Ok
+        })?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
     /// The directories directly inside `dir` at HEAD.
     pub fn list_head_dirs(&self, dir: &str) -> Result<Vec<String>> {
-        let Some(head) = self.head() else { return Ok(Vec::new()) };
-        let tree = self.git.find_commit(head)?.tree()?;
-        let sub = match tree.get_path(Path::new(dir)) {
-            Ok(e) => e.to_object(&self.git)?.peel_to_tree()?,
-            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
+        let Some(sub) = self.head_tree(dir)? else { return Ok(Vec::new()) };
         Ok(sub
             .iter()
             .filter(|e| e.kind() == Some(git2::ObjectType::Tree))

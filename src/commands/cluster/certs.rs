@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{load, Loaded};
+use super::Loaded;
 use crate::cli::Output;
 use crate::context::Ctx;
 use crate::error::{failed, refused};
@@ -43,10 +43,7 @@ fn entries(loaded: &Loaded) -> Vec<(String, String)> {
 }
 
 pub fn certs(ctx: &Ctx, raw: &str, expiring_within: Option<u32>) -> Result<()> {
-    let repo = ctx.repo()?;
-    let config = repo.config()?;
-    let admins = repo.admins(&config)?;
-    let loaded = load(ctx, &repo, raw)?;
+    let (crate::commands::Opened { repo, admins, .. }, loaded) = super::open_cluster(ctx, raw, false)?;
     let threshold = i64::from(expiring_within.unwrap_or(30));
     let now = ctx.now.duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
 

@@ -55,6 +55,13 @@ pub(crate) fn load(ctx: &Ctx, repo: &Repo, raw: &str) -> Result<Loaded> {
     Ok(Loaded { name, spec, primaries })
 }
 
+/// The repository and one of its clusters, as `open` gives them.
+pub(crate) fn open_cluster(ctx: &Ctx, raw: &str, change: bool) -> Result<(super::Opened, Loaded)> {
+    let opened = super::open(ctx, change)?;
+    let loaded = load(ctx, &opened.repo, raw)?;
+    Ok((opened, loaded))
+}
+
 /// The certificates of the cluster's primaries, each usable now.
 pub(crate) fn primary_certs<'a>(ctx: &Ctx, admins: &'a Admins, primaries: &Primaries) -> Result<Vec<&'a Cert>> {
     let mut out = Vec::new();

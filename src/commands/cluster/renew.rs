@@ -4,17 +4,13 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result};
 
-use super::{load, primary_operator};
+use super::primary_operator;
 use crate::context::Ctx;
 use crate::pki::{self, inspect, issue, table};
 use crate::repo::Change;
 
 pub fn renew(ctx: &Ctx, raw: &str, within: u32, all: bool) -> Result<()> {
-    let repo = ctx.repo()?;
-    repo.ensure_clean()?;
-    let config = repo.config()?;
-    let admins = repo.admins(&config)?;
-    let loaded = load(ctx, &repo, raw)?;
+    let (crate::commands::Opened { repo, admins, .. }, loaded) = super::open_cluster(ctx, raw, true)?;
     let op = primary_operator(ctx, &repo, &admins, &loaded)?;
     let actor = op.name().cloned().context("the operator is a primary, so an administrator")?;
     let spec = &loaded.spec;

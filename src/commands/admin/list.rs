@@ -1,0 +1,63 @@
+//! `kaws admin list CLUSTER`.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::cli::Output;
+use crate::cluster::admins::{Revoked, REVOKED_FILE};
+use crate::commands::cluster::load;
+use crate::context::Ctx;
+use crate::pki::inspect;
+
+#[derive(Serialize, Default)]
+struct Row {
+    name: String,
+    status: &'static str,
+    serial: Option<String>,
+    expires: Option<String>,
+}
+
+pub fn list(ctx: &Ctx, cluster: &str) -> Result<()> {
+    let repo = ctx.repo()?;
+    let loaded = load(ctx, &repo, cluster)?;
+    let now = ctx.now.duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
+    for (file, bytes) in repo.list_head(&loaded.path("admins"))? {
+        let Some((name, ext)) = file.split_once('.') else { continue };
+        let row = rows.entry(name.to_owned()).or_insert_with(|| Row { name: name.to_owned(), status: "requested", ..Row::default() });
+        if ext == "crt" {
+            let f = inspect::facts(&String::from_utf8_lossy(&bytes))?;
+            row.status = if f.not_after <= now { "expired" } else { "issued" };
+            row.serial = Some(f.serial);
+            row.expires = Some(crate::commands::key::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(f.not_after.max(0) as u64)));
+        }
+    }
+    if let Some(b) = repo.read_head(&loaded.path(REVOKED_FILE))? {
+        for e in Revoked::parse(&String::from_utf8_lossy(&b))?.entries {
+            rows.entry(format!("{} (serial {})", e.name, e.serial)).or_insert(Row {
+                name: e.name.to_string(),
+                status: "revoked",
+                serial: Some(e.serial),
+                expires: None,
+            });
+        }
+    }
+    let rows: Vec<Row> = rows.into_values().collect();
+    match ctx.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Output::Text => {
+            for r in &rows {
+                println!(
+                    "{:<20} {:<10} serial {:<50} expires {}",
+                    r.name,
+                    r.status,
+                    r.serial.as_deref().unwrap_or("-"),
+                    r.expires.as_deref().unwrap_or("-")
+                );
+            }
+        }
+    }
+    Ok(())
+}

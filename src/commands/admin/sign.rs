@@ -1,0 +1,110 @@
+//! `kaws admin sign CLUSTER NAME`, run by a primary: the CSR is checked
+//! against NAME's fingerprint-pinned OpenPGP key before anything is issued.
+
+use anyhow::{Context as _, Result};
+
+use super::{admin, read};
+use crate::cluster::admins::{cert_file, csr_file, rbac_file, rbac_manifest, sig_file};
+use crate::commands::cluster::{open_cluster, primary_operator};
+use crate::context::Ctx;
+use crate::error::{failed, refused, UserError};
+use crate::identity::{cert, verify};
+use crate::name::AdminName;
+use crate::pki::{self, csr, inspect, table::Usage};
+use crate::repo::{Change, Repo, CLUSTERS_DIR};
+
+pub fn sign(ctx: &Ctx, cluster: &str, raw: &str, days: u32) -> Result<()> {
+    if !(1..=csr::MAX_DAYS).contains(&days) {
+        return Err(UserError::usage(format!("--days {days}: between 1 and {}", csr::MAX_DAYS)).into());
+    }
+    let (crate::commands::Opened { repo, admins, .. }, loaded) = open_cluster(ctx, cluster, true)?;
+    let (name, admin) = admin(&admins, raw)?;
+    let op = primary_operator(ctx, &repo, &admins, &loaded)?;
+    let actor = op.name().cloned().context("a primary is an administrator")?;
+    cert::check_usable(&admin.cert, &ctx.policy, ctx.now).map_err(|e| {
+        refused(format!("{name}'s OpenPGP certificate is not usable now: {e}"))
+            .hint("their key must be valid to bind a CSR; `kaws key update` with a renewed certificate")
+    })?;
+    let missing = || {
+        failed(format!("{name} has not requested a certificate for {}", loaded.name))
+            .hint(format!("{name} runs `kaws admin create {} {name}`", loaded.name))
+            .into()
+    };
+    let csr_bytes = read(&repo, &loaded, &csr_file(&name), missing)?;
+    let sig_bytes = read(&repo, &loaded, &sig_file(&name), missing)?;
+
+    verify::detached(&csr_bytes, &sig_bytes, &admin.cert, &ctx.policy, ctx.now).map_err(|e| {
+        refused(format!("{}/{}: {e}", loaded.name, csr_file(&name)))
+            .hint(format!("{name} signs the exact CSR with their own key ({}); nothing was issued", admin.fingerprint))
+    })?;
+    let csr_pem = String::from_utf8(csr_bytes).map_err(|_| refused("the CSR is not PEM text"))?;
+    let spki = csr::check_request(&csr_pem, name.as_str())
+        .map_err(|e| refused(format!("{}: {e}", csr_file(&name))).hint("nothing was issued"))?;
+    if let Some(owner) = spki_owner(&repo, &name, &spki)? {
+        return Err(refused(format!("{name}'s CSR reuses the public key of {owner}"))
+            .hint(format!("{name} makes a fresh key with `kaws admin create`"))
+            .into());
+    }
+
+    let alg = loaded.spec.key_algorithm;
+    let ca_pem = String::from_utf8(read(&repo, &loaded, "pki/ca.crt", || failed("pki/ca.crt is missing").into())?)?;
+    let ca_key = crate::vault::open(
+        &read(&repo, &loaded, "pki/ca.key.pgp", || failed("pki/ca.key.pgp is missing").into())?,
+        &op,
+        &ctx.policy,
+    )
+    .context("opening the cluster CA key")?;
+    let ca = pki::authority(alg, ca_pem.clone(), std::str::from_utf8(&ca_key).context("CA key is not PEM")?)?;
+    let cert_pem = csr::issue_admin(&csr_pem, name.as_str(), alg, &ca, ctx.now, days)?;
+    let expect = inspect::Expect {
+        ca: false,
+        common_name: name.as_str(),
+        organization: None,
+        usages: &[Usage::ClientAuth],
+        sans: &[],
+        spki: &spki,
+    };
+    inspect::check(&cert_pem, &ca_pem, &expect)
+        .map_err(|p| anyhow::anyhow!("the issued certificate fails its own checks: {}", p.join("; ")))?;
+
+    let mut change = Change::default();
+    change
+        .write(loaded.path(&cert_file(&name)), cert_pem)
+        .write(loaded.path(&rbac_file(&name)), rbac_manifest(&name));
+    let message = format!(
+        "kaws admin sign: certificate for {name} on {} ({days} days)\n\nCSR signature verified against {}\nSigned by: {actor} ({})\n",
+        loaded.name,
+        admin.fingerprint,
+        op.fingerprint()
+    );
+    let oid = repo.commit(&change, &message, &ctx.author(&repo, &actor), &op)?.context("nothing changed")?;
+    println!("Issued {name}'s certificate for {} ({days} days) in commit {oid}", loaded.name);
+    println!("Apply the binding in the cluster: kubectl apply -f {}", loaded.path(&rbac_file(&name)));
+    println!("Then {name} runs: kaws admin install {} {name}", loaded.name);
+    Ok(())
+}
+
+/// Who else in the repository holds this public key, if anyone: another
+/// administrator's CSR or certificate, or any cluster certificate or
+/// service-account key, in any cluster.
+fn spki_owner(repo: &Repo, name: &AdminName, spki: &[u8]) -> Result<Option<String>> {
+    let own = [csr_file(name), cert_file(name)];
+    for dir in repo.list_head_dirs(CLUSTERS_DIR)? {
+        for (path, bytes) in repo.walk_head(&format!("{CLUSTERS_DIR}/{dir}"))? {
+            if own.contains(&path) {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            let key = match path.rsplit_once('.').map(|(_, ext)| ext) {
+                Some("csr") => csr::public_key_of_request(&text),
+                Some("crt") => inspect::facts(&text).ok().map(|f| f.spki),
+                Some("pub") => csr::public_key_of_pem(&text),
+                _ => None,
+            };
+            if key.as_deref() == Some(spki) {
+                return Ok(Some(format!("{CLUSTERS_DIR}/{dir}/{path}")));
+            }
+        }
+    }
+    Ok(None)
+}
