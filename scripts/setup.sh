@@ -47,3 +47,10 @@ for tool in etcd etcdctl; do
   chmod +x "$etcdbin/$tool"
   ln -sf "$etcdbin/$tool" "$cache/bin/$tool"
 done
+
+# kubectl (1.22 or newer: client.authentication.k8s.io/v1 exec plugins) is
+# a peer of the admin tests; the project's machines ship it.
+command -v kubectl >/dev/null || {
+  echo "setup: kubectl is missing; install kubectl 1.22 or newer" >&2
+  exit 1
+}
