@@ -54,6 +54,14 @@ pub enum Command {
     /// Create and inspect clusters: spec, PKI, sealed keys
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Authenticate the history from the trust root; exit 0 only if HEAD is authenticated
+    Audit {
+        /// Audit from this commit instead of the pinned trust root
+        #[arg(long, value_name = "COMMIT")]
+        trust_root: Option<String>,
+    },
+    /// Pin the trust root of this clone (a commit id shared out of band)
+    Trust { commit: String },
     /// Administrators' client credentials for a cluster
     #[command(subcommand)]
     Admin(AdminCommand),

@@ -47,8 +47,9 @@ impl World {
     fn plant(&self, csr: &[u8], sig: &[u8]) {
         std::fs::write(self.admins().join("bob.csr"), csr).unwrap();
         std::fs::write(self.admins().join("bob.csr.sig"), sig).unwrap();
-        git(&self.f.repo(), &["add", "-A"]);
-        git(&self.f.repo(), &["-c", "user.name=m", "-c", "user.email=m@x", "commit", "-qm", "plant"]);
+        // bob is an administrator: his signed commit is authenticated, so
+        // it is `admin sign`'s own checks that must catch a bad request.
+        git_commit_signed(&self.f.repo(), &self.f.gpg, &self.bob.fpr, "plant");
     }
 
     fn gpg_sign(&self, signer: &str, file: &Path) -> Vec<u8> {

@@ -115,14 +115,17 @@ fn a_renamed_pubkeys_file_refuses_the_repository() {
         repo.join(format!("pubkeys/{}.asc", bob.fpr)),
     )
     .unwrap();
-    git(&repo, &["-c", "user.name=m", "-c", "user.email=m@x", "commit", "-qam", "swap"]);
+    // Signed by an administrator, so authenticated: the file check must catch it.
+    git_commit_signed(&repo, &f.gpg, &f.alice.fpr, "swap");
     let r = f.alice(&["key", "list"]);
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains(&format!("pubkeys/{}.asc holds the certificate {}", bob.fpr, f.alice.fpr)), "{}", r.stderr);
 
-    // A kaws.toml fingerprint with no file is refused as well.
+    // A kaws.toml fingerprint with no file is refused as well. (On top of the
+    // swap it would not even be authenticated: its parent's admin set is broken.)
+    git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
     git(&repo, &["rm", "-q", &format!("pubkeys/{}.asc", bob.fpr)]);
-    git(&repo, &["-c", "user.name=m", "-c", "user.email=m@x", "commit", "-qm", "drop"]);
+    git_commit_signed(&repo, &f.gpg, &f.alice.fpr, "drop");
     let r = f.alice(&["key", "list"]);
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains("does not exist"), "{}", r.stderr);
@@ -167,8 +170,7 @@ fn remove_names_the_clusters_to_rotate() {
         format!("[primaries]\nalice = \"{}\"\nbob = \"{}\"\n", f.alice.fpr, bob.fpr),
     )
     .unwrap();
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["-c", "user.name=m", "-c", "user.email=m@x", "commit", "-qm", "cluster"]);
+    git_commit_signed(&repo, &f.gpg, &f.alice.fpr, "cluster");
 
     assert_refused(&f, &["key", "remove", "nobody"], "no administrator named nobody");
     let r = f.alice(&["key", "remove", "bob"]);

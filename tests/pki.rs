@@ -391,7 +391,7 @@ fn certs_reports_and_renew_reissues_with_the_same_keys() {
 
     // A certificate swapped for another CA's fails the chain check (exit 3).
     std::fs::copy(t.pki().join("front-proxy-client.crt"), t.pki().join("apiserver.crt")).unwrap();
-    git(&f.repo(), &["-c", "user.name=m", "-c", "user.email=m@x", "commit", "-qam", "swap"]);
+    git_commit_signed(&f.repo(), &f.gpg, &f.alice.fpr, "swap");
     let r = f.alice(&["cluster", "certs", CLUSTER]);
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stdout.contains("chain broken"), "{}", r.stdout);

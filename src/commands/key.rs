@@ -25,6 +25,7 @@ fn read_cert_file(path: &Path) -> Result<sequoia_openpgp::Cert> {
 }
 
 fn open_for_change(ctx: &Ctx) -> Result<(Repo, crate::repo::Config, Admins)> {
+    // `open` authenticates HEAD before anything is read.
     let o = super::open(ctx, true)?;
     Ok((o.repo, o.config, o.admins))
 }

@@ -1,6 +1,7 @@
 //! One thin file per command: resolve inputs, call the domain, print.
 
 mod admin;
+mod audit;
 pub(crate) mod cluster;
 mod init;
 pub(crate) mod key;
@@ -34,6 +35,8 @@ pub fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Admin(AdminCommand::Credential { cluster, name }) => admin::credential(ctx, &cluster, &name),
         Command::Admin(AdminCommand::Revoke { cluster, name }) => admin::revoke(ctx, &cluster, &name),
         Command::Admin(AdminCommand::List { cluster }) => admin::list(ctx, &cluster),
+        Command::Audit { trust_root } => audit::audit(ctx, trust_root.as_deref()),
+        Command::Trust { commit } => audit::trust(ctx, &commit),
         Command::Completions { shell } => misc::completions(shell),
         Command::Man { out_dir } => misc::man(out_dir.as_deref()),
     }
@@ -52,6 +55,9 @@ pub(crate) fn open(ctx: &Ctx, change: bool) -> Result<Opened> {
     if change {
         repo.ensure_clean()?;
     }
+    // Fail closed: nothing in the repository is believed until HEAD is
+    // authenticated from the pinned trust root.
+    repo.authenticate(&ctx.policy, ctx.now)?;
     let config = repo.config()?;
     let admins = repo.admins(&config)?;
     Ok(Opened { repo, config, admins })

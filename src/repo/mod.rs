@@ -4,6 +4,7 @@
 //! manages); changes land through [`txn`] as one signed commit.
 
 pub mod config;
+pub mod history;
 pub mod txn;
 
 use std::fs::File;
@@ -22,7 +23,7 @@ pub const PUBKEYS_DIR: &str = "pubkeys";
 pub const CLUSTERS_DIR: &str = "clusters";
 /// The paths kaws owns; a dirty working tree here stops every change.
 pub const MANAGED: [&str; 4] = [CONFIG_FILE, ".gitignore", PUBKEYS_DIR, CLUSTERS_DIR];
-const TRUST_ROOT_KEY: &str = "kaws.trustroot";
+pub(crate) const TRUST_ROOT_KEY: &str = "kaws.trustroot";
 
 pub struct Repo {
     git: Repository,

@@ -170,6 +170,24 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `git add -A && git commit -S` as the holder of `fpr` (a key in `gpg`):
+/// how an administrator, or anyone with push access, changes the repository
+/// behind kaws' back.
+pub fn git_commit_signed(dir: &Path, gpg: &Gpg, fpr: &str, message: &str) {
+    git(dir, &["add", "-A"]);
+    let out = Command::new("git")
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .env("GNUPGHOME", gpg.home())
+        .args(["-c", "user.name=someone", "-c", "user.email=someone@example.org", "-c"])
+        .arg(format!("user.signingkey={fpr}"))
+        .args(["commit", "-S", "-q", "-m", message])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git commit -S: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Every commit reachable from HEAD passes `git verify-commit` with gpg.
 pub fn assert_all_commits_verify(repo: &Path, gpg: &Gpg) {
     for commit in git(repo, &["rev-list", "HEAD"]).lines() {
