@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks, whole process, release build (hyperfine):
-#   `kaws cluster init` with 1 and with 20 primaries
+#   `kaws cluster init` with 1 and with 20 primaries;
+#   `kaws audit` over 10,000 commits, cold and warm (see below)
 #   (target on a 2-core machine: under 40 ms with 20 primaries)
 # Usage: scripts/bench.sh
 set -euo pipefail
@@ -29,3 +30,17 @@ for n in 1 20; do
     --prepare "git -C $repo reset -q --hard $base" \
     "$kaws --repo $repo cluster init bench --domain example.com --region eu-west-1 $(primaries "$n")"
 done
+
+# kaws audit over 10,000 commits with 200 administrator-set changes, cold
+# (no cache) and warm; and the fail-closed check inside an ordinary command.
+# Targets: cold under 2 s, warm under 50 ms, ordinary command under 20 ms warm.
+cargo build --locked --release --quiet --example gen_history
+gen="$PWD/${CARGO_TARGET_DIR:-target}/release/examples/gen_history"
+git -C "$repo" reset -q --hard "$base"
+"$gen" "$repo" "$work/a1.key" 10000 200
+echo "== kaws audit, cold (10,000 commits, 200 administrator-set changes)"
+hyperfine -N --runs 5 --style basic --prepare "rm -f $repo/.git/kaws/audit.json" "$kaws --repo $repo audit"
+echo "== kaws audit, warm"
+hyperfine -N --warmup 2 --runs 30 --style basic "$kaws --repo $repo audit"
+echo "== kaws key list (the fail-closed check inside an ordinary command), warm"
+hyperfine -N --warmup 2 --runs 30 --style basic "$kaws --repo $repo key list"

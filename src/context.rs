@@ -50,6 +50,8 @@ impl Ctx {
         }
     }
 
+    /// The repository, *not yet authenticated*: only `commands::open` (which
+    /// authenticates HEAD first), `audit` and `trust` call this.
     pub fn repo(&self) -> Result<Repo> {
         match &self.repo_dir {
             Some(d) => Repo::discover(d),

@@ -24,6 +24,11 @@ use clap::Parser;
 use crate::error::Exit;
 
 fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when a reader (`| head`) goes away.
+    // SAFETY: called first thing, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

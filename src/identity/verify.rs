@@ -68,6 +68,8 @@ pub enum Rejection {
     /// The administrator's key was expired, revoked or not signing-capable when it signed.
     KeyNotValidAtSigning { admin: String, detail: String },
     Malformed { detail: String },
+    /// The parent's `kaws.toml` and `pubkeys/` disagree, so nobody is an administrator there.
+    InconsistentAdmins { detail: String },
 }
 
 impl std::fmt::Display for Rejection {
@@ -79,6 +81,7 @@ impl std::fmt::Display for Rejection {
             Rejection::BadSignature { admin } => write!(f, "bad signature claiming to be {admin}'s"),
             Rejection::KeyNotValidAtSigning { admin, detail } => write!(f, "{admin}'s key was not valid when it signed: {detail}"),
             Rejection::Malformed { detail } => write!(f, "unreadable signature: {detail}"),
+            Rejection::InconsistentAdmins { detail } => f.write_str(detail),
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::{Context as _, Result};
@@ -53,12 +53,69 @@ pub struct Audit {
 struct Cache {
     trust_root: String,
     head: String,
+    head_authenticated: bool,
     authenticated: Vec<String>,
     problems: Vec<Problem>,
     admin_changes: Vec<AdminChange>,
 }
 
-type AdminSet = Rc<Result<Admins, String>>;
+type AdminSet = Arc<Result<Admins, String>>;
+
+/// A commit waiting to be judged.
+struct Pending {
+    oid: Oid,
+    summary: String,
+    parents: Vec<(Oid, AdminSet)>,
+    own: AdminSet,
+    /// (armored signature, signed payload)
+    signature: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+type Verdict = Result<String, Rejection>;
+
+/// Each commit's verdict against each parent's administrators, computed on
+/// all cores.
+fn judge_all(pending: &[Pending], policy: &dyn Policy, now: SystemTime) -> Vec<Vec<Verdict>> {
+    let judge = |p: &Pending| -> Vec<Verdict> {
+        p.parents
+            .iter()
+            .map(|(parent, set)| {
+                let admins = set.as_ref().as_ref().map_err(|e| Rejection::InconsistentAdmins {
+                    detail: format!("the administrator set at parent {parent} is inconsistent: {e}"),
+                })?;
+                let (sig, data) = p.signature.as_ref().ok_or(Rejection::Unsigned)?;
+                let list: Vec<(String, &sequoia_openpgp::Cert)> =
+                    admins.iter().map(|a| (a.name.to_string(), &a.cert)).collect();
+                by_any(data, sig, &list, policy, now).cloned()
+            })
+            .collect()
+    };
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = pending.len().div_ceil(workers).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = pending.chunks(chunk).map(|part| s.spawn(move || part.iter().map(judge).collect::<Vec<_>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().expect("a verifying thread panicked")).collect()
+    })
+}
+
+/// Who was added and removed between two administrator sets.
+fn admin_change(before: &AdminSet, after: &AdminSet, commit: Oid, signer: &str) -> Option<AdminChange> {
+    let entries = |s: &AdminSet| -> HashSet<String> {
+        match s.as_ref() {
+            Ok(a) => a.iter().map(|x| format!("{} ({})", x.name, x.fingerprint)).collect(),
+            Err(e) => HashSet::from([format!("<inconsistent: {e}>")]),
+        }
+    };
+    let (b, a) = (entries(before), entries(after));
+    if a == b {
+        return None;
+    }
+    let mut added: Vec<String> = a.difference(&b).cloned().collect();
+    let mut removed: Vec<String> = b.difference(&a).cloned().collect();
+    added.sort();
+    removed.sort();
+    Some(AdminChange { commit: commit.to_string(), signed_by: signer.to_owned(), added, removed })
+}
 
 impl Repo {
     fn cache_path(&self) -> std::path::PathBuf {
@@ -95,7 +152,7 @@ impl Repo {
             }
             Admins::load(&config.admins, files).map_err(|e| e.to_string())
         })();
-        let set = Rc::new(set);
+        let set = Arc::new(set);
         memo.insert(key, set.clone());
         Ok(set)
     }
@@ -111,6 +168,14 @@ impl Repo {
             problems: Vec::new(),
             admin_changes: Vec::new(),
         };
+        let cache = self.load_cache(root);
+        if cache.head == report.head {
+            // Nothing new since the last audit from this root.
+            report.authenticated = cache.head_authenticated;
+            report.problems = cache.problems;
+            report.admin_changes = cache.admin_changes;
+            return Ok(report);
+        }
         if head != root && !self.git.graph_descendant_of(head, root)? {
             report.problems.push(Problem {
                 commit: head.to_string(),
@@ -119,7 +184,6 @@ impl Repo {
             });
             return Ok(report);
         }
-        let cache = self.load_cache(root);
         let mut auth: HashSet<Oid> = cache.authenticated.iter().filter_map(|s| Oid::from_str(s).ok()).collect();
         auth.insert(root);
         report.problems = cache.problems;
@@ -134,76 +198,73 @@ impl Repo {
                 walk.hide(prev)?;
             }
         }
+
+        // 1. Read every new commit, parents first, and the administrator set
+        //    of each parent (few distinct sets: memoized by tree ids).
         let mut memo = HashMap::new();
-        // Every key of every administrator seen, to tell "not an administrator
-        // (any more, or yet)" from "a key nobody knows".
-        let mut known_keys: HashSet<String> = HashSet::new();
+        let mut pending = Vec::new();
         for oid in walk {
             let oid = oid?;
             if auth.contains(&oid) {
                 continue;
             }
-            report.commits_checked += 1;
             let commit = self.git.find_commit(oid)?;
-            let signature = self.git.extract_signature(&oid, Some("gpgsig")).ok();
+            let parents: Vec<(Oid, AdminSet)> = commit
+                .parent_ids()
+                .map(|p| Ok((p, self.admins_at(p, &mut memo)?)))
+                .collect::<Result<_>>()?;
+            let own = self.admins_at(oid, &mut memo)?;
+            let signature = self.git.extract_signature(&oid, Some("gpgsig")).ok().map(|(s, d)| (s.to_vec(), d.to_vec()));
+            pending.push(Pending { oid, summary: commit.summary().unwrap_or("").to_owned(), parents, own, signature });
+        }
+        report.commits_checked = pending.len();
+
+        // 2. Judge each (commit, parent) signature on every core: whether a
+        //    signature is an administrator's depends only on the parent's tree.
+        let verdicts = judge_all(&pending, policy, now);
+
+        // 3. Propagate authentication, parents first.
+        let known_keys: HashSet<String> = memo
+            .values()
+            .filter_map(|s| s.as_ref().as_ref().ok())
+            .flat_map(|a: &Admins| a.iter().flat_map(|x| x.cert.keys().map(|k| k.key().fingerprint().to_hex())).collect::<Vec<_>>())
+            .collect();
+        for (p, verdicts) in pending.iter().zip(verdicts) {
             let mut reasons = Vec::new();
             let mut signer = None;
-            let parents: Vec<Oid> = commit.parent_ids().filter(|p| auth.contains(p)).collect();
-            if parents.is_empty() {
-                reasons.push("no authenticated parent".to_owned());
-            }
-            for parent in parents {
-                let set = self.admins_at(parent, &mut memo)?;
-                let admins = match set.as_ref() {
-                    Ok(a) => a,
-                    Err(e) => {
-                        reasons.push(format!("the administrator set at parent {parent} is inconsistent: {e}"));
-                        continue;
-                    }
-                };
-                for a in admins.iter() {
-                    known_keys.extend(a.cert.keys().map(|k| k.key().fingerprint().to_hex()));
+            for ((parent, set), verdict) in p.parents.iter().zip(verdicts) {
+                if !auth.contains(parent) {
+                    continue;
                 }
-                let Some((sig, data)) = &signature else {
-                    reasons.push(Rejection::Unsigned.to_string());
-                    break;
-                };
-                let list: Vec<(String, &sequoia_openpgp::Cert)> =
-                    admins.iter().map(|a| (a.name.to_string(), &a.cert)).collect();
-                match by_any(data, sig, &list, policy, now) {
+                match verdict {
                     Ok(name) => {
-                        signer = Some((parent, name.clone()));
+                        signer = Some((set.clone(), name));
                         break;
                     }
-                    Err(Rejection::UnknownKey { key }) => {
-                        if let Ok(own) = self.admins_at(oid, &mut memo)?.as_ref() {
-                            known_keys.extend(own.iter().flat_map(|a| a.cert.keys().map(|k| k.key().fingerprint().to_hex())));
-                        }
-                        let known = known_keys.iter().any(|f| f.ends_with(&key));
-                        let r = if known { Rejection::NotAnAdministrator { key } } else { Rejection::UnknownKey { key } };
-                        reasons.push(r.to_string());
+                    Err(Rejection::UnknownKey { key }) if known_keys.iter().any(|f| f.ends_with(&key)) => {
+                        reasons.push(Rejection::NotAnAdministrator { key }.to_string())
                     }
                     Err(r) => reasons.push(r.to_string()),
                 }
             }
+            if reasons.is_empty() && signer.is_none() {
+                reasons.push("no authenticated parent".to_owned());
+            }
             match signer {
-                Some((parent, name)) => {
-                    auth.insert(oid);
-                    if let Some(change) = self.admin_change(parent, oid, &name, &mut memo)? {
+                Some((before, name)) => {
+                    auth.insert(p.oid);
+                    if let Some(change) = admin_change(&before, &p.own, p.oid, &name) {
                         report.admin_changes.push(change);
                     }
                 }
-                None => report.problems.push(Problem {
-                    commit: oid.to_string(),
-                    summary: commit.summary().unwrap_or("").to_owned(),
-                    reasons,
-                }),
+                None => report.problems.push(Problem { commit: p.oid.to_string(), summary: p.summary.clone(), reasons }),
             }
         }
         report.authenticated = auth.contains(&head);
         let cache = Cache {
             trust_root: root.to_string(),
             head: head.to_string(),
+            head_authenticated: report.authenticated,
             authenticated: auth.iter().filter(|o| **o != root).map(|o| o.to_string()).collect(),
             problems: report.problems.clone(),
             admin_changes: report.admin_changes.clone(),
@@ -211,32 +272,6 @@ impl Repo {
         // A cache that cannot be written only costs time next run.
         let _ = write_atomic(&self.cache_path(), &serde_json::to_vec(&cache)?, 0o600);
         Ok(report)
-    }
-
-    fn admin_change(
-        &self,
-        parent: Oid,
-        commit: Oid,
-        signer: &str,
-        memo: &mut HashMap<(Option<Oid>, Option<Oid>), AdminSet>,
-    ) -> Result<Option<AdminChange>> {
-        let before = self.admins_at(parent, memo)?;
-        let after = self.admins_at(commit, memo)?;
-        let entries = |s: &AdminSet| -> HashSet<String> {
-            match s.as_ref() {
-                Ok(a) => a.iter().map(|x| format!("{} ({})", x.name, x.fingerprint)).collect(),
-                Err(e) => HashSet::from([format!("<inconsistent: {e}>")]),
-            }
-        };
-        let (b, a) = (entries(&before), entries(&after));
-        if a == b {
-            return Ok(None);
-        }
-        let mut added: Vec<String> = a.difference(&b).cloned().collect();
-        let mut removed: Vec<String> = b.difference(&a).cloned().collect();
-        added.sort();
-        removed.sort();
-        Ok(Some(AdminChange { commit: commit.to_string(), signed_by: signer.to_owned(), added, removed }))
     }
 
     /// Fails closed unless HEAD is authenticated from the pinned trust root.

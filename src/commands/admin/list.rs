@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::cli::Output;
 use crate::cluster::admins::{Revoked, REVOKED_FILE};
-use crate::commands::cluster::load;
+use crate::commands::cluster::open_cluster;
 use crate::context::Ctx;
 use crate::pki::inspect;
 
@@ -20,8 +20,7 @@ struct Row {
 }
 
 pub fn list(ctx: &Ctx, cluster: &str) -> Result<()> {
-    let repo = ctx.repo()?;
-    let loaded = load(ctx, &repo, cluster)?;
+    let (crate::commands::Opened { repo, .. }, loaded) = open_cluster(ctx, cluster, false)?;
     let now = ctx.now.duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     for (file, bytes) in repo.list_head(&loaded.path("admins"))? {

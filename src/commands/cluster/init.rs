@@ -52,11 +52,8 @@ pub fn init(ctx: &Ctx, args: ClusterInitArgs) -> Result<()> {
     let name: ClusterName = parse_name(&args.cluster, "cluster name")?;
     let primary_names: Vec<AdminName> =
         args.primaries.iter().map(|p| parse_name(p, "--primary")).collect::<Result<_>>()?;
-    let repo = ctx.repo()?;
-    repo.ensure_clean()?;
-    let config = repo.config()?;
+    let crate::commands::Opened { repo, config, admins } = crate::commands::open(ctx, true)?;
     let spec = spec_from(&args, name.clone(), config.defaults.key_algorithm)?;
-    let admins = repo.admins(&config)?;
     if repo.list_head_dirs(CLUSTERS_DIR)?.iter().any(|d| d == name.as_str()) {
         return Err(failed(format!("the cluster {name} exists already"))
             .hint(format!("inspect it with `kaws cluster certs {name}`"))
