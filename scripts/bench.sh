@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks, whole process, release build (hyperfine):
 #   `kaws cluster init` with 1 and with 20 primaries;
+#   `kaws cluster reencrypt --rotate` with 20 primaries (target: under 100 ms);
 #   `kaws audit` over 10,000 commits, cold and warm (see below)
 #   (target on a 2-core machine: under 40 ms with 20 primaries)
 # Usage: scripts/bench.sh
@@ -11,6 +12,8 @@ command -v hyperfine >/dev/null || {
   $sudo apt-get install -y -qq hyperfine >/dev/null
 }
 source scripts/lib.sh bench
+# A debugging setting that makes every internal error capture a backtrace.
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 
 # 20 administrators a1..a20; a1 is the operator.
 for i in $(seq 1 20); do
@@ -30,6 +33,15 @@ for n in 1 20; do
     --prepare "git -C $repo reset -q --hard $base" \
     "$kaws --repo $repo cluster init bench --domain example.com --region eu-west-1 $(primaries "$n")"
 done
+
+# kaws cluster reencrypt --rotate on a cluster with 20 primaries (target: under 100 ms).
+git -C "$repo" reset -q --hard "$base"
+"$kaws" --repo "$repo" cluster init bench --domain example.com --region eu-west-1 $(primaries 20) >/dev/null
+with_cluster=$(git -C "$repo" rev-parse HEAD)
+echo "== kaws cluster reencrypt --rotate with 20 primaries"
+hyperfine -N --warmup 2 --runs 20 --style basic \
+  --prepare "git -C $repo reset -q --hard $with_cluster" \
+  "$kaws --repo $repo cluster reencrypt bench $(primaries 20) --rotate"
 
 # kaws audit over 10,000 commits with 200 administrator-set changes, cold
 # (no cache) and warm; and the fail-closed check inside an ordinary command.

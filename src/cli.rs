@@ -120,6 +120,22 @@ pub enum ClusterCommand {
         #[arg(long, value_name = "DAYS")]
         expiring_within: Option<u32>,
     },
+    /// Change who can decrypt the cluster's keys; removing anyone needs --rotate (or --no-rotate)
+    Reencrypt {
+        cluster: String,
+        /// The complete new set of primaries (repeatable)
+        #[arg(long = "primary", value_name = "NAME", required_unless_present = "finish_rotation")]
+        primaries: Vec<String>,
+        /// Generate fresh keys for everything the removed people could read
+        #[arg(long, conflicts_with = "no_rotate")]
+        rotate: bool,
+        /// Remove people without rotating (they can still read every current key from history)
+        #[arg(long)]
+        no_rotate: bool,
+        /// Drop the retired CAs and service-account key from the bundles, once the cluster has rolled
+        #[arg(long, conflicts_with_all = ["rotate", "no_rotate", "primaries"])]
+        finish_rotation: bool,
+    },
     /// Re-issue leaf certificates that expire soon, keeping their keys
     Renew {
         cluster: String,

@@ -72,22 +72,7 @@ fn openssl_csr(dir: &Path, key: &Path, subj: &str) -> Vec<u8> {
 
 /// The stand-in API server, trusting `cafile` for client certificates.
 fn apiserver(w: &World, cafile: &Path) -> (Child, u16) {
-    let pki = w.f.repo().join("clusters/prod/pki");
-    let key = w.f.tmp.path().join(format!("apiserver-{}.pem", free_port()));
-    write_secret(&key, &w.f.gpg.decrypt(&pki.join("apiserver.key.pgp")).unwrap());
-    let port = free_port();
-    let child = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/apiserver.py"))
-        .arg(pki.join("apiserver.crt"))
-        .arg(&key)
-        .arg(cafile)
-        .arg(port.to_string())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let child = Child(child);
-    wait_port(port);
-    (child, port)
+    common::apiserver(&w.f.gpg, &w.f.repo().join("clusters/prod/pki"), w.f.tmp.path(), cafile)
 }
 
 fn kubectl_version(kubeconfig: &Path, context: &str, port: u16) -> Result<serde_json::Value, String> {

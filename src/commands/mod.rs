@@ -26,6 +26,15 @@ pub fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Cluster(ClusterCommand::Certs { cluster, expiring_within }) => {
             cluster::certs(ctx, &cluster, expiring_within)
         }
+        Command::Cluster(ClusterCommand::Reencrypt { cluster, primaries, rotate, no_rotate, finish_rotation }) => {
+            let mode = match (rotate, no_rotate, finish_rotation) {
+                (_, _, true) => cluster::Mode::Finish,
+                (true, _, _) => cluster::Mode::Rotate,
+                (_, true, _) => cluster::Mode::NoRotate,
+                _ => cluster::Mode::Reseal,
+            };
+            cluster::reencrypt(ctx, &cluster, &primaries, mode)
+        }
         Command::Cluster(ClusterCommand::Renew { cluster, within, all }) => cluster::renew(ctx, &cluster, within, all),
         Command::Admin(AdminCommand::Create { cluster, name }) => admin::create(ctx, &cluster, &name),
         Command::Admin(AdminCommand::Sign { cluster, name, days }) => admin::sign(ctx, &cluster, &name, days),

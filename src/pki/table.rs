@@ -30,6 +30,15 @@ impl CaId {
         }
     }
 
+    /// The bundle that trusts this CA and, during a rotation, the retired one.
+    pub fn bundle_path(self) -> &'static str {
+        match self {
+            CaId::Kubernetes => "ca-bundle",
+            CaId::FrontProxy => "front-proxy-ca-bundle",
+            CaId::Etcd => "etcd/ca-bundle",
+        }
+    }
+
     pub fn common_name(self) -> &'static str {
         match self {
             CaId::Kubernetes => "kubernetes",

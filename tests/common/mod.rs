@@ -345,3 +345,25 @@ pub fn tool(name: &str) -> PathBuf {
     assert!(p.is_file(), "{name} is not installed: run scripts/setup.sh (scripts/test.sh does)");
     p
 }
+
+/// Starts tests/fixtures/apiserver.py on a free loopback port with the
+/// cluster's `apiserver` certificate (its key opened by gpg into a 0600 file
+/// under `scratch`), trusting `trust` for client certificates.
+pub fn apiserver(gpg: &Gpg, pki: &Path, scratch: &Path, trust: &Path) -> (Child, u16) {
+    let port = free_port();
+    let key = scratch.join(format!("apiserver-{port}.pem"));
+    write_secret(&key, &gpg.decrypt(&pki.join("apiserver.key.pgp")).expect("a primary opens the apiserver key"));
+    let child = Child(
+        Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/apiserver.py"))
+            .arg(pki.join("apiserver.crt"))
+            .arg(&key)
+            .arg(trust)
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs"),
+    );
+    wait_port(port);
+    (child, port)
+}

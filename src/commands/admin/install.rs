@@ -53,7 +53,11 @@ pub fn install(ctx: &Ctx, cluster: &str, raw: &str, path: Option<&std::path::Pat
     let (crate::commands::Opened { repo, admins, .. }, loaded) = open_cluster(ctx, cluster, false)?;
     let (name, admin) = admin(&admins, raw)?;
     let (cert_pem, facts) = current_cert(ctx, &repo, &loaded, &name)?;
-    let ca_pem = read(&repo, &loaded, "pki/ca.crt", || failed("pki/ca.crt is missing").into())?;
+    // During a CA rotation, trust the bundle (new CA first, then the retired one).
+    let ca_pem = match repo.read_head(&loaded.path("pki/ca-bundle.crt"))? {
+        Some(bundle) => bundle,
+        None => read(&repo, &loaded, "pki/ca.crt", || failed("pki/ca.crt is missing").into())?,
+    };
     let entry_name = format!("kaws-{}-{name}", loaded.name);
 
     let user = if embed_key {

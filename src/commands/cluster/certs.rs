@@ -29,6 +29,8 @@ struct Row {
 #[derive(Serialize)]
 struct Report {
     cluster: String,
+    rotation_generation: u32,
+    rotation_state: crate::cluster::rotation::State,
     key_match_checked: bool,
     key_match_note: Option<String>,
     certificates: Vec<Row>,
@@ -102,7 +104,14 @@ pub fn certs(ctx: &Ctx, raw: &str, expiring_within: Option<u32>) -> Result<()> {
             problem,
         });
     }
-    let report = Report { cluster: loaded.name.to_string(), key_match_checked: op.is_some(), key_match_note: note, certificates: rows };
+    let record = match repo.read_head(&loaded.path(crate::cluster::rotation::ROTATION_FILE))? {
+        Some(b) => crate::cluster::rotation::Record::parse(&String::from_utf8_lossy(&b))?,
+        None => crate::cluster::rotation::Record::default(),
+    };
+    let report = Report {
+        cluster: loaded.name.to_string(),
+        rotation_generation: record.generation,
+        rotation_state: record.state, key_match_checked: op.is_some(), key_match_note: note, certificates: rows };
     print_report(ctx.output, &report)?;
 
     let broken: Vec<&Row> = report.certificates.iter().filter(|r| !matches!(r.status.as_str(), "ok" | "expiring" | "expired")).collect();
@@ -128,7 +137,11 @@ fn print_report(output: Output, report: &Report) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(report)?);
         return Ok(());
     }
-    println!("Cluster {}", report.cluster);
+    let state = match report.rotation_state {
+        crate::cluster::rotation::State::Settled => "settled",
+        crate::cluster::rotation::State::InTransition => "IN TRANSITION (bundles trust the retired CAs too; finish with --finish-rotation)",
+    };
+    println!("Cluster {}  rotation generation {}, {state}", report.cluster, report.rotation_generation);
     for r in &report.certificates {
         println!("{:<28} {:<14} {:>6} days  {}  (CA {})", r.path, r.status, r.days_left, r.not_after, r.ca);
         println!("    subject {}  serial {}", r.subject, r.serial);

@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use super::cluster_path;
 use crate::cli::ClusterInitArgs;
 use crate::cluster::spec::{ClusterSpec, Validity, FORMAT, SPEC_FILE};
-use crate::cluster::{Primaries, PRIMARIES_FILE};
+use crate::cluster::PRIMARIES_FILE;
 use crate::context::{parse_name, Ctx};
 use crate::error::{failed, refused, UserError};
 use crate::name::{AdminName, ClusterName};
@@ -65,13 +65,7 @@ pub fn init(ctx: &Ctx, args: ClusterInitArgs) -> Result<()> {
         refused(format!("the operator key {} is not an administrator", op.fingerprint()))
     })?;
     let names = if primary_names.is_empty() { vec![actor.clone()] } else { primary_names };
-    let mut primaries = Primaries::default();
-    for n in &names {
-        let admin = admins.get(n).ok_or_else(|| {
-            refused(format!("--primary {n}: no administrator of that name")).hint("list them with `kaws key list`")
-        })?;
-        primaries.primaries.insert(n.clone(), admin.fingerprint.clone());
-    }
+    let primaries = super::primaries_from(&admins, &names)?;
     let readers = super::primary_certs(ctx, &admins, &primaries)?;
     if args.admin_cidrs.iter().any(|c| c.ends_with("/0")) {
         eprintln!("warning: the bastion and the API will accept connections from the whole internet (--allow-world-admin)");

@@ -3,10 +3,12 @@
 
 mod certs;
 mod init;
+mod reencrypt;
 mod renew;
 
 pub use certs::certs;
 pub use init::init;
+pub use reencrypt::{reencrypt, Mode};
 pub use renew::renew;
 
 use anyhow::{Context as _, Result};
@@ -60,6 +62,18 @@ pub(crate) fn open_cluster(ctx: &Ctx, raw: &str, change: bool) -> Result<(super:
     let opened = super::open(ctx, change)?;
     let loaded = load(ctx, &opened.repo, raw)?;
     Ok((opened, loaded))
+}
+
+/// The primaries named on the command line, each an administrator.
+pub(crate) fn primaries_from(admins: &Admins, names: &[crate::name::AdminName]) -> Result<Primaries> {
+    let mut primaries = Primaries::default();
+    for n in names {
+        let admin = admins.get(n).ok_or_else(|| {
+            refused(format!("--primary {n}: no administrator of that name")).hint("list them with `kaws key list`")
+        })?;
+        primaries.primaries.insert(n.clone(), admin.fingerprint.clone());
+    }
+    Ok(primaries)
 }
 
 /// The certificates of the cluster's primaries, each usable now.

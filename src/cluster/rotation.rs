@@ -1,0 +1,74 @@
+//! `clusters/CLUSTER/rotation.toml`: the record of key rotations and of
+//! removals that were *not* rotated (whose readers can still open every
+//! current key from git history).
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::Fingerprint;
+use crate::name::AdminName;
+
+pub const ROTATION_FILE: &str = "rotation.toml";
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// No rotation, or the last one finished.
+    #[default]
+    Settled,
+    /// New CAs are in use; bundles still trust the retired ones.
+    InTransition,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Record {
+    /// How many rotations the cluster has had.
+    pub generation: u32,
+    pub state: State,
+    #[serde(default, rename = "rotation")]
+    pub rotations: Vec<Rotation>,
+    #[serde(default, rename = "exposure")]
+    pub exposures: Vec<Exposure>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Rotation {
+    pub generation: u32,
+    pub date: String,
+    pub by: AdminName,
+    /// Fingerprints of the primaries removed by this rotation.
+    pub removed: Vec<Fingerprint>,
+    #[serde(default)]
+    pub retired_ca: Vec<RetiredCa>,
+    pub finished: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RetiredCa {
+    pub path: String,
+    pub serial: String,
+    pub sha256: String,
+}
+
+/// Primaries removed with `--no-rotate`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Exposure {
+    pub date: String,
+    pub by: AdminName,
+    pub removed: Vec<Fingerprint>,
+    pub note: String,
+}
+
+impl Record {
+    pub fn parse(text: &str) -> anyhow::Result<Record> {
+        Ok(toml::from_str(text)?)
+    }
+
+    pub fn to_toml(&self) -> String {
+        let body = toml::to_string_pretty(self).expect("serializes");
+        format!("# Key rotations of this cluster, written by `kaws cluster reencrypt`.\n{body}")
+    }
+}

@@ -1,0 +1,388 @@
+//! `kaws cluster reencrypt`: change who can decrypt a cluster's keys.
+//!
+//! Git keeps every old ciphertext, so resealing to fewer people revokes
+//! nothing. Removing anyone therefore needs `--rotate` (fresh keys for
+//! everything they could read: CAs, leaves, service-account key), or an
+//! explicit `--no-rotate` that is recorded as an exposure. A rotation keeps
+//! the retired CAs and service-account key in bundles until
+//! `--finish-rotation`. Everything lands as one signed commit.
+
+use std::collections::BTreeSet;
+
+use anyhow::{Context as _, Result};
+
+use super::{open_cluster, primaries_from, primary_certs, primary_operator, Loaded};
+use crate::cluster::admins::{cert_file, csr_file, rbac_file, sig_file};
+use crate::cluster::rotation::{Exposure, Record, RetiredCa, Rotation, State, ROTATION_FILE};
+use crate::cluster::PRIMARIES_FILE;
+use crate::commands::Opened;
+use crate::context::{parse_name, Ctx};
+use crate::error::refused;
+use crate::identity::{cert, verify, Admins, Fingerprint};
+use crate::name::AdminName;
+use crate::operator::Operator;
+use crate::pki::{self, csr, inspect, table::CaId};
+use crate::repo::{Change, Repo};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Reseal only; refused if anyone is removed.
+    Reseal,
+    Rotate,
+    NoRotate,
+    Finish,
+}
+
+pub fn reencrypt(ctx: &Ctx, raw: &str, names: &[String], mode: Mode) -> Result<()> {
+    let (Opened { repo, admins, .. }, loaded) = open_cluster(ctx, raw, true)?;
+    let op = primary_operator(ctx, &repo, &admins, &loaded)?;
+    let actor = op
+        .name()
+        .cloned()
+        .context("a primary is an administrator")?;
+    let mut record = match repo.read_head(&loaded.path(ROTATION_FILE))? {
+        Some(b) => Record::parse(&String::from_utf8_lossy(&b))?,
+        None => Record::default(),
+    };
+    if mode == Mode::Finish {
+        return finish(ctx, &repo, &loaded, &op, &actor, record);
+    }
+
+    let names: Vec<AdminName> = names
+        .iter()
+        .map(|n| parse_name(n, "--primary"))
+        .collect::<Result<_>>()?;
+    let new = primaries_from(&admins, &names)?;
+    let readers = primary_certs(ctx, &admins, &new)?;
+    let old: BTreeSet<&Fingerprint> = loaded.primaries.primaries.values().collect();
+    let removed: Vec<Fingerprint> = old
+        .iter()
+        .filter(|f| !new.contains(f))
+        .map(|f| (*f).clone())
+        .collect();
+    if !removed.is_empty() && mode == Mode::Reseal {
+        let who: Vec<String> = removed.iter().map(|f| describe(&admins, f)).collect();
+        return Err(refused(format!(
+            "this removes {} from the primaries of {}. Git keeps every old ciphertext, so they could still read \
+             every current key from history: resealing alone revokes nothing",
+            who.join(", "),
+            loaded.name
+        ))
+        .hint("add --rotate to generate fresh keys for everything they could read (or --no-rotate to accept and record the exposure)")
+        .into());
+    }
+    if mode == Mode::Rotate && record.state == State::InTransition {
+        return Err(refused(format!(
+            "a rotation of {} is still in transition",
+            loaded.name
+        ))
+        .hint(format!(
+            "once the cluster has rolled, run `kaws cluster reencrypt {} --finish-rotation`",
+            loaded.name
+        ))
+        .into());
+    }
+
+    let mut change = Change::default();
+    change.write(loaded.path(PRIMARIES_FILE), new.to_toml());
+    let job = Job {
+        ctx,
+        repo: &repo,
+        loaded: &loaded,
+        admins: &admins,
+        readers: &readers,
+    };
+    let summary = if mode == Mode::Rotate {
+        job.rotate(&mut change)?;
+        record.generation += 1;
+        record.state = State::InTransition;
+        record.rotations.push(Rotation {
+            generation: record.generation,
+            date: crate::commands::key::rfc3339(ctx.now),
+            by: actor.clone(),
+            removed: removed.clone(),
+            retired_ca: retired_cas(&repo, &loaded)?,
+            finished: None,
+        });
+        format!("rotated every key (generation {})", record.generation)
+    } else {
+        job.reseal(&op, &mut change)?;
+        if !removed.is_empty() {
+            record.exposures.push(Exposure {
+                date: crate::commands::key::rfc3339(ctx.now),
+                by: actor.clone(),
+                removed: removed.clone(),
+                note: "removed without rotation: they can still read every key of this generation from git history".into(),
+            });
+        }
+        "resealed every key".to_owned()
+    };
+    change.write(loaded.path(ROTATION_FILE), record.to_toml());
+    let list: Vec<String> = new.primaries.keys().map(|n| n.to_string()).collect();
+    let gone: Vec<String> = removed.iter().map(|f| describe(&admins, f)).collect();
+    let message =
+        format!(
+        "kaws cluster reencrypt: {} {summary}\n\nPrimaries: {}\nRemoved: {}\nBy: {actor} ({})\n",
+        loaded.name,
+        list.join(", "),
+        if gone.is_empty() { "nobody".to_owned() } else { gone.join(", ") },
+        op.fingerprint()
+    );
+    let oid = repo
+        .commit(&change, &message, &ctx.author(&repo, &actor), &op)?
+        .context("nothing changed")?;
+    println!(
+        "{}: {summary} for {} in commit {oid}",
+        loaded.name,
+        list.join(", ")
+    );
+    if mode == Mode::NoRotate && !removed.is_empty() {
+        println!(
+            "WARNING: {} can still read every current key of {} from git history. This is recorded in {}.",
+            gone.join(", "),
+            loaded.name,
+            loaded.path(ROTATION_FILE)
+        );
+    }
+    if mode == Mode::Rotate {
+        println!("Every CA, leaf and the service-account key are new. Until the cluster has rolled, the bundles");
+        println!("(pki/ca-bundle.crt, pki/front-proxy-ca-bundle.crt, pki/etcd/ca-bundle.crt, pki/sa-bundle.pub) trust both.");
+        println!("Administrators run `kaws admin install {} NAME` again. When done: kaws cluster reencrypt {} --finish-rotation", loaded.name, loaded.name);
+    }
+    Ok(())
+}
+
+fn describe(admins: &Admins, fpr: &Fingerprint) -> String {
+    match admins.by_fingerprint(fpr) {
+        Some(a) => format!("{} ({fpr})", a.name),
+        None => fpr.to_string(),
+    }
+}
+
+/// The sealed cluster keys (`pki/**/*.key.pgp`), by path under the cluster.
+fn sealed_files(repo: &Repo, loaded: &Loaded) -> Result<Vec<(String, Vec<u8>)>> {
+    Ok(repo
+        .walk_head(&loaded.path(""))?
+        .into_iter()
+        .filter(|(p, _)| p.starts_with("pki/") && p.ends_with(".key.pgp"))
+        .collect())
+}
+
+/// What one reencrypt works on.
+struct Job<'a> {
+    ctx: &'a Ctx,
+    repo: &'a Repo,
+    loaded: &'a Loaded,
+    admins: &'a Admins,
+    /// The new primaries' certificates.
+    readers: &'a [&'a sequoia_openpgp::Cert],
+}
+
+impl Job<'_> {
+    /// Opens every sealed key and seals it again to the new primaries.
+    fn reseal(&self, op: &Operator, change: &mut Change) -> Result<()> {
+        let (ctx, repo, loaded, readers) = (self.ctx, self.repo, self.loaded, self.readers);
+        let files = sealed_files(repo, loaded)?;
+        let plains = files
+            .iter()
+            .map(|(p, b)| {
+                crate::vault::open(b, op, &ctx.policy).with_context(|| format!("opening {p}"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&[u8]> = plains.iter().map(|p| p.as_slice()).collect();
+        let sealed = crate::vault::seal_all(&refs, readers, &ctx.policy, ctx.now)?;
+        for ((path, _), armored) in files.iter().zip(sealed) {
+            change.write(loaded.path(path), armored);
+        }
+        Ok(())
+    }
+
+    /// Fresh CAs, leaves and service-account key; bundles of new and retired
+    /// trust; administrators' certificates re-issued from their verified CSRs.
+    fn rotate(&self, change: &mut Change) -> Result<()> {
+        let (ctx, repo, loaded, readers) = (self.ctx, self.repo, self.loaded, self.readers);
+        let spec = &loaded.spec;
+        let material =
+            pki::issue_cluster(spec, ctx.now).context("issuing the new certificate set")?;
+        for id in CaId::ALL {
+            let old = read_text(repo, loaded, &format!("pki/{}.crt", id.path()))?;
+            let new = &material
+                .certs
+                .iter()
+                .find(|(p, _)| p == id.path())
+                .expect("every CA is issued")
+                .1;
+            change.write(
+                loaded.path(&format!("pki/{}.crt", id.bundle_path())),
+                format!("{new}{old}"),
+            );
+        }
+        let old_sa = read_text(repo, loaded, "pki/sa.pub")?;
+        change.write(
+            loaded.path("pki/sa-bundle.pub"),
+            format!("{}{old_sa}", material.sa_pub),
+        );
+        for (path, pem) in &material.certs {
+            change.write(loaded.path(&format!("pki/{path}.crt")), pem.as_bytes());
+        }
+        change.write(loaded.path("pki/sa.pub"), material.sa_pub.as_bytes());
+        let plains: Vec<&[u8]> = material.keys.iter().map(|k| k.pem.as_bytes()).collect();
+        let sealed = crate::vault::seal_all(&plains, readers, &ctx.policy, ctx.now)?;
+        for (key, armored) in material.keys.iter().zip(sealed) {
+            change.write(loaded.path(&format!("pki/{}.key.pgp", key.path)), armored);
+        }
+        // Anything sealed that the new set does not cover is not carried over.
+        let fresh: BTreeSet<String> = material
+            .keys
+            .iter()
+            .map(|k| format!("pki/{}.key.pgp", k.path))
+            .collect();
+        for (path, _) in sealed_files(repo, loaded)? {
+            if !fresh.contains(&path) {
+                change.remove(loaded.path(&path));
+            }
+        }
+
+        let ca_cert = &material
+            .certs
+            .iter()
+            .find(|(p, _)| p == "ca")
+            .expect("ca")
+            .1;
+        let ca_key = &material
+            .keys
+            .iter()
+            .find(|k| k.path == "ca")
+            .expect("ca key")
+            .pem;
+        let ca = pki::authority(spec.key_algorithm, ca_cert.clone(), ca_key)?;
+        let now = ctx.now.duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+        for (file, bytes) in repo.list_head(&loaded.path("admins"))? {
+            let Some(raw) = file.strip_suffix(".crt") else {
+                continue;
+            };
+            let name: AdminName = parse_name(raw, "administrator file")?;
+            match self.reissue(&name, &bytes, &ca, now) {
+                Ok(pem) => {
+                    change.write(loaded.path(&cert_file(&name)), pem);
+                }
+                Err(e) => {
+                    eprintln!("warning: {name}'s certificate is not re-issued ({e:#}); {name} must run `kaws admin create` again");
+                    change.remove(loaded.path(&cert_file(&name)));
+                    change.remove(loaded.path(&rbac_file(&name)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-issues `name`'s certificate under the new CA from the CSR on file,
+    /// after verifying its OpenPGP signature again; same expiry as before.
+    fn reissue(
+        &self,
+        name: &AdminName,
+        old_cert: &[u8],
+        ca: &pki::issue::Authority,
+        now: i64,
+    ) -> Result<String> {
+        let (ctx, repo, loaded) = (self.ctx, self.repo, self.loaded);
+        let admin = self
+            .admins
+            .get(name)
+            .context("no longer an administrator")?;
+        cert::check_usable(&admin.cert, &ctx.policy, ctx.now)
+            .map_err(|e| anyhow::anyhow!("their OpenPGP key is not usable: {e}"))?;
+        let csr_pem = read_text(repo, loaded, &csr_file(name))?;
+        let sig = repo
+            .read_head(&loaded.path(&sig_file(name)))?
+            .context("no CSR signature")?;
+        verify::detached(csr_pem.as_bytes(), &sig, &admin.cert, &ctx.policy, ctx.now)?;
+        csr::check_request(&csr_pem, name.as_str())?;
+        let old = inspect::facts(&String::from_utf8_lossy(old_cert))?;
+        let days = ((old.not_after - now).max(0) as u64)
+            .div_ceil(86_400)
+            .clamp(1, u64::from(csr::MAX_DAYS)) as u32;
+        Ok(csr::issue_admin(
+            &csr_pem,
+            name.as_str(),
+            loaded.spec.key_algorithm,
+            ca,
+            ctx.now,
+            days,
+        )?)
+    }
+}
+
+fn finish(
+    ctx: &Ctx,
+    repo: &Repo,
+    loaded: &Loaded,
+    op: &Operator,
+    actor: &AdminName,
+    mut record: Record,
+) -> Result<()> {
+    if record.state != State::InTransition {
+        return Err(
+            refused(format!("no rotation of {} is in progress", loaded.name))
+                .hint(format!(
+                    "`kaws cluster certs {}` shows the rotation state",
+                    loaded.name
+                ))
+                .into(),
+        );
+    }
+    let mut change = Change::default();
+    for id in CaId::ALL {
+        let current = read_text(repo, loaded, &format!("pki/{}.crt", id.path()))?;
+        change.write(
+            loaded.path(&format!("pki/{}.crt", id.bundle_path())),
+            current,
+        );
+    }
+    change.write(
+        loaded.path("pki/sa-bundle.pub"),
+        read_text(repo, loaded, "pki/sa.pub")?,
+    );
+    record.state = State::Settled;
+    if let Some(last) = record.rotations.last_mut() {
+        last.finished = Some(crate::commands::key::rfc3339(ctx.now));
+    }
+    change.write(loaded.path(ROTATION_FILE), record.to_toml());
+    let message = format!(
+        "kaws cluster reencrypt: {} finished rotation {}\n\nThe retired CAs and service-account key are no longer trusted.\nBy: {actor} ({})\n",
+        loaded.name,
+        record.generation,
+        op.fingerprint()
+    );
+    let oid = repo
+        .commit(&change, &message, &ctx.author(repo, actor), op)?
+        .context("nothing changed")?;
+    println!(
+        "{}: rotation {} finished in commit {oid}; the bundles now trust only the current CAs",
+        loaded.name, record.generation
+    );
+    Ok(())
+}
+
+/// The current CAs, as they will be retired.
+fn retired_cas(repo: &Repo, loaded: &Loaded) -> Result<Vec<RetiredCa>> {
+    CaId::ALL
+        .iter()
+        .map(|id| {
+            let pem = read_text(repo, loaded, &format!("pki/{}.crt", id.path()))?;
+            let f = inspect::facts(&pem)?;
+            Ok(RetiredCa {
+                path: id.path().to_owned(),
+                serial: f.serial,
+                sha256: f.sha256,
+            })
+        })
+        .collect()
+}
+
+fn read_text(repo: &Repo, loaded: &Loaded, rel: &str) -> Result<String> {
+    let b = repo
+        .read_head(&loaded.path(rel))?
+        .with_context(|| format!("{rel} is missing"))?;
+    Ok(String::from_utf8(b).with_context(|| format!("{rel} is not text"))?)
+}
