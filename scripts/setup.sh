@@ -11,6 +11,7 @@ packages=(
   capnproto                         # sequoia-gpg-agent's IPC schema compiler
   git gnupg gpg-agent openssl       # the independent peers the tests use
   python3 python3-venv              # a venv for the Python-packaged peers (etcd)
+  cloud-init shellcheck             # peers that check the rendered user-data
 )
 
 missing=()

@@ -136,6 +136,31 @@ pub enum ClusterCommand {
         #[arg(long, conflicts_with_all = ["rotate", "no_rotate", "primaries"])]
         finish_rotation: bool,
     },
+    /// Print the cloud-init user-data an instance of a role would get
+    Render {
+        cluster: String,
+        #[arg(long, value_enum)]
+        role: RenderRole,
+        /// Which master (required for --role master)
+        #[arg(long)]
+        index: Option<u32>,
+        /// The API endpoint's DNS name (default: api.CLUSTER.DOMAIN; the load balancer's once provisioned)
+        #[arg(long, value_name = "HOST")]
+        endpoint: Option<String>,
+        /// Write the bytes EC2 gets (gzip when over 16 KiB) to FILE instead of printing the text
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Show the bootstrap token's expiry, or renew its TTL
+    Token {
+        cluster: String,
+        /// Extend the token's lifetime
+        #[arg(long)]
+        renew: bool,
+        /// New lifetime in hours from now (with --renew)
+        #[arg(long, default_value_t = crate::cluster::token::DEFAULT_TTL_HOURS, requires = "renew")]
+        ttl_hours: u32,
+    },
     /// Re-issue leaf certificates that expire soon, keeping their keys
     Renew {
         cluster: String,
@@ -225,4 +250,11 @@ pub enum AdminCommand {
     Revoke { cluster: String, name: String },
     /// List administrators' credentials for a cluster
     List { cluster: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RenderRole {
+    Bastion,
+    Master,
+    Node,
 }

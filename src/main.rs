@@ -13,6 +13,7 @@ mod kubeconfig;
 mod name;
 mod operator;
 mod pki;
+mod render;
 mod repo;
 mod vault;
 mod aws;

@@ -48,8 +48,10 @@ impl World {
     }
 
     fn sealed(&self) -> Vec<PathBuf> {
-        let out = git(&self.f.repo(), &["ls-files", "clusters/prod/pki"]);
-        out.lines().filter(|l| l.ends_with(".key.pgp")).map(|l| self.f.repo().join(l)).collect()
+        // Every sealed cluster secret: keys and the bootstrap token (not the
+        // administrators' own keys, which only their owners read).
+        let out = git(&self.f.repo(), &["ls-files", "clusters/prod"]);
+        out.lines().filter(|l| l.ends_with(".pgp") && !l.contains("/admins/")).map(|l| self.f.repo().join(l)).collect()
     }
 }
 
@@ -128,15 +130,18 @@ fn removing_a_primary_requires_rotation_and_rotation_really_revokes() {
     let carol_old_cert = tmp.join("carol-old.crt");
     std::fs::copy(f.repo().join("clusters/prod/admins/carol.crt"), &carol_old_cert).unwrap();
 
+    let token_file = f.repo().join("clusters/prod/secrets/bootstrap-token.pgp");
+    let old_token = f.gpg.decrypt(&token_file).unwrap();
     let r = f.alice(&["cluster", "reencrypt", "prod", "--primary", "alice", "--rotate"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_all_commits_verify(&f.repo(), &f.gpg);
+    assert_ne!(f.gpg.decrypt(&token_file).unwrap(), old_token, "the bootstrap token was not rotated");
 
     // bob can open nothing; alice opens everything.
     let bob_only = f.gpg.with_only(&w.bob.fpr);
     let alice_only = f.gpg.with_only(&f.alice.fpr);
     let sealed = w.sealed();
-    assert_eq!(sealed.len(), 14);
+    assert_eq!(sealed.len(), 15);
     for file in &sealed {
         assert!(bob_only.decrypt(file).is_err(), "bob still opens {}", file.display());
         assert!(alice_only.decrypt(file).is_ok(), "alice cannot open {}", file.display());

@@ -6,6 +6,7 @@
 pub mod admins;
 pub mod rotation;
 pub mod spec;
+pub mod token;
 
 pub use spec::ClusterSpec;
 use std::collections::BTreeMap;

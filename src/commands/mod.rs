@@ -35,6 +35,12 @@ pub fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
             };
             cluster::reencrypt(ctx, &cluster, &primaries, mode)
         }
+        Command::Cluster(ClusterCommand::Render { cluster, role, index, endpoint, out }) => {
+            cluster::render(ctx, &cluster, role, index, endpoint.as_deref(), out.as_deref())
+        }
+        Command::Cluster(ClusterCommand::Token { cluster, renew, ttl_hours }) => {
+            cluster::token(ctx, &cluster, renew.then_some(ttl_hours))
+        }
         Command::Cluster(ClusterCommand::Renew { cluster, within, all }) => cluster::renew(ctx, &cluster, within, all),
         Command::Admin(AdminCommand::Create { cluster, name }) => admin::create(ctx, &cluster, &name),
         Command::Admin(AdminCommand::Sign { cluster, name, days }) => admin::sign(ctx, &cluster, &name, days),

@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use super::cluster_path;
 use crate::cli::ClusterInitArgs;
 use crate::cluster::spec::{ClusterSpec, Validity, FORMAT, SPEC_FILE};
-use crate::cluster::PRIMARIES_FILE;
+use crate::cluster::{token, PRIMARIES_FILE};
 use crate::context::{parse_name, Ctx};
 use crate::error::{failed, refused, UserError};
 use crate::name::{AdminName, ClusterName};
@@ -48,6 +48,12 @@ fn spec_from(args: &ClusterInitArgs, name: ClusterName, default_alg: pki::KeyAlg
     Ok(spec)
 }
 
+/// A bootstrap-token record valid for `hours` from now.
+pub(crate) fn token_record(ctx: &Ctx, hours: u32) -> Result<token::Record> {
+    let now = ctx.now.duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    Ok(token::Record { created: crate::commands::key::rfc3339(ctx.now), expires: now + i64::from(hours) * 3600 })
+}
+
 pub fn init(ctx: &Ctx, args: ClusterInitArgs) -> Result<()> {
     let name: ClusterName = parse_name(&args.cluster, "cluster name")?;
     let primary_names: Vec<AdminName> =
@@ -79,8 +85,12 @@ pub fn init(ctx: &Ctx, args: ClusterInitArgs) -> Result<()> {
         change.write(cluster_path(&name, &format!("pki/{path}.crt")), pem.as_bytes());
     }
     change.write(cluster_path(&name, "pki/sa.pub"), material.sa_pub.as_bytes());
-    let plains: Vec<&[u8]> = material.keys.iter().map(|k| k.pem.as_bytes()).collect();
-    let sealed = crate::vault::seal_all(&plains, &readers, &ctx.policy, ctx.now).context("sealing the cluster's keys")?;
+    let token = token::generate();
+    let mut plains: Vec<&[u8]> = material.keys.iter().map(|k| k.pem.as_bytes()).collect();
+    plains.push(token.as_bytes());
+    let mut sealed = crate::vault::seal_all(&plains, &readers, &ctx.policy, ctx.now).context("sealing the cluster's keys")?;
+    change.write(cluster_path(&name, token::SEALED_FILE), sealed.pop().expect("the token is sealed"));
+    change.write(cluster_path(&name, token::RECORD_FILE), token_record(ctx, token::DEFAULT_TTL_HOURS)?.to_toml());
     for (key, armored) in material.keys.iter().zip(sealed) {
         change.write(cluster_path(&name, &format!("pki/{}.key.pgp", key.path)), armored);
     }

@@ -4,11 +4,13 @@
 mod certs;
 mod init;
 mod reencrypt;
+mod render;
 mod renew;
 
 pub use certs::certs;
 pub use init::init;
 pub use reencrypt::{reencrypt, Mode};
+pub use render::{render, token};
 pub use renew::renew;
 
 use anyhow::{Context as _, Result};

@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result};
 use super::{open_cluster, primaries_from, primary_certs, primary_operator, Loaded};
 use crate::cluster::admins::{cert_file, csr_file, rbac_file, sig_file};
 use crate::cluster::rotation::{Exposure, Record, RetiredCa, Rotation, State, ROTATION_FILE};
-use crate::cluster::PRIMARIES_FILE;
+use crate::cluster::{token, PRIMARIES_FILE};
 use crate::commands::Opened;
 use crate::context::{parse_name, Ctx};
 use crate::error::refused;
@@ -159,12 +159,12 @@ fn describe(admins: &Admins, fpr: &Fingerprint) -> String {
     }
 }
 
-/// The sealed cluster keys (`pki/**/*.key.pgp`), by path under the cluster.
+/// The sealed cluster secrets (`pki/**/*.key.pgp`, `secrets/*.pgp`), by path under the cluster.
 fn sealed_files(repo: &Repo, loaded: &Loaded) -> Result<Vec<(String, Vec<u8>)>> {
     Ok(repo
         .walk_head(&loaded.path(""))?
         .into_iter()
-        .filter(|(p, _)| p.starts_with("pki/") && p.ends_with(".key.pgp"))
+        .filter(|(p, _)| (p.starts_with("pki/") && p.ends_with(".key.pgp")) || (p.starts_with("secrets/") && p.ends_with(".pgp")))
         .collect())
 }
 
@@ -226,17 +226,23 @@ impl Job<'_> {
             change.write(loaded.path(&format!("pki/{path}.crt")), pem.as_bytes());
         }
         change.write(loaded.path("pki/sa.pub"), material.sa_pub.as_bytes());
-        let plains: Vec<&[u8]> = material.keys.iter().map(|k| k.pem.as_bytes()).collect();
-        let sealed = crate::vault::seal_all(&plains, readers, &ctx.policy, ctx.now)?;
+        let new_token = token::generate();
+        let mut plains: Vec<&[u8]> = material.keys.iter().map(|k| k.pem.as_bytes()).collect();
+        plains.push(new_token.as_bytes());
+        let mut sealed = crate::vault::seal_all(&plains, readers, &ctx.policy, ctx.now)?;
+        change.write(loaded.path(token::SEALED_FILE), sealed.pop().expect("the token is sealed"));
+        let record = super::init::token_record(ctx, token::DEFAULT_TTL_HOURS)?;
+        change.write(loaded.path(token::RECORD_FILE), record.to_toml());
         for (key, armored) in material.keys.iter().zip(sealed) {
             change.write(loaded.path(&format!("pki/{}.key.pgp", key.path)), armored);
         }
         // Anything sealed that the new set does not cover is not carried over.
-        let fresh: BTreeSet<String> = material
+        let mut fresh: BTreeSet<String> = material
             .keys
             .iter()
             .map(|k| format!("pki/{}.key.pgp", k.path))
             .collect();
+        fresh.insert(token::SEALED_FILE.to_owned());
         for (path, _) in sealed_files(repo, loaded)? {
             if !fresh.contains(&path) {
                 change.remove(loaded.path(&path));

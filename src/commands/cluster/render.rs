@@ -1,0 +1,113 @@
+//! `kaws cluster render` (user-data for review, tests and provisioning) and
+//! `kaws cluster token` (the bootstrap token's lifetime).
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+
+use super::{open_cluster, primary_operator, Loaded};
+use crate::cli::RenderRole;
+use crate::cluster::token;
+use crate::commands::Opened;
+use crate::context::Ctx;
+use crate::error::{failed, UserError};
+use crate::name::DnsName;
+use crate::pki::inspect;
+use crate::render::{self, Context, Role};
+use crate::repo::{Change, Repo};
+
+/// The public inputs of a render, from HEAD.
+pub(crate) fn public_inputs(ctx: &Ctx, repo: &Repo, loaded: &Loaded) -> Result<render::context::Public> {
+    let mut pki = Vec::new();
+    for (path, bytes) in repo.walk_head(&loaded.path("pki"))? {
+        if path.ends_with(".crt") || path.ends_with(".pub") {
+            pki.push((path, String::from_utf8(bytes).context("a certificate is not text")?));
+        }
+    }
+    let mut rbac = Vec::new();
+    for (file, bytes) in repo.list_head(&loaded.path("rbac"))? {
+        let name = file.strip_suffix(".yaml").context("unexpected file under rbac/")?;
+        let name: crate::name::AdminName = name.parse().map_err(|e| failed(format!("rbac/{file}: {e}")))?;
+        rbac.push((name.to_string(), String::from_utf8(bytes).context("a manifest is not text")?));
+    }
+    let ca = pki.iter().find(|(p, _)| p == "ca.crt").context("pki/ca.crt is missing")?;
+    let spki = inspect::facts(&ca.1)?.spki;
+    let ca_hash = openssl::sha::sha256(&spki).iter().map(|b| format!("{b:02x}")).collect();
+    let record = repo
+        .read_head(&loaded.path(token::RECORD_FILE))?
+        .map(|b| token::Record::parse(&String::from_utf8_lossy(&b)))
+        .transpose()?
+        .context("bootstrap-token.toml is missing")?;
+    let now = ctx.now.duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    Ok(render::context::Public { pki, rbac, ca_hash, token_hours: record.hours_left(now) })
+}
+
+pub fn render(ctx: &Ctx, raw: &str, role: RenderRole, index: Option<u32>, endpoint: Option<&str>, out: Option<&Path>) -> Result<()> {
+    let (Opened { repo, .. }, loaded) = open_cluster(ctx, raw, false)?;
+    let role = match (role, index) {
+        (RenderRole::Master, Some(i)) => Role::Master(i),
+        (RenderRole::Master, None) => return Err(UserError::usage("--role master needs --index I").into()),
+        (_, Some(_)) => return Err(UserError::usage("--index goes with --role master only").into()),
+        (RenderRole::Bastion, None) => Role::Bastion,
+        (RenderRole::Node, None) => Role::Node,
+    };
+    let endpoint: DnsName = match endpoint {
+        Some(e) => e.parse().map_err(|e| UserError::usage(format!("--endpoint: {e}")))?,
+        None => loaded.spec.api_name().parse().expect("the API name of a valid spec is a DNS name"),
+    };
+    let public = public_inputs(ctx, &repo, &loaded)?;
+    let context = Context::new(&loaded.spec, role, &endpoint, &public).map_err(|e| UserError::usage(e.to_string()))?;
+    let text = render::user_data(&context).context("rendering the user-data")?;
+    match out {
+        None => print!("{text}"),
+        Some(path) => {
+            let bytes = render::encode(&text)?;
+            if bytes.len() > render::USER_DATA_LIMIT {
+                return Err(failed(format!("the user-data is {} bytes even compressed; EC2 takes at most {}", bytes.len(), render::USER_DATA_LIMIT)).into());
+            }
+            std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {} bytes of user-data ({} as text) to {}", bytes.len(), text.len(), path.display());
+        }
+    }
+    Ok(())
+}
+
+pub fn token(ctx: &Ctx, raw: &str, renew: Option<u32>) -> Result<()> {
+    let (Opened { repo, admins, .. }, loaded) = open_cluster(ctx, raw, renew.is_some())?;
+    let now = ctx.now.duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    let Some(hours) = renew else {
+        let bytes = repo.read_head(&loaded.path(token::RECORD_FILE))?.context("bootstrap-token.toml is missing")?;
+        let record = token::Record::parse(&String::from_utf8_lossy(&bytes))?;
+        let when = crate::commands::key::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(record.expires.max(0) as u64));
+        if record.expires <= now {
+            return Err(failed(format!("the bootstrap token of {} expired at {when}", loaded.name))
+                .hint(format!("renew it: kaws cluster token {} --renew", loaded.name))
+                .into());
+        }
+        println!("The bootstrap token of {} expires at {when} ({} hours left)", loaded.name, record.hours_left(now));
+        return Ok(());
+    };
+    if !(1..=24 * 365).contains(&hours) {
+        return Err(UserError::usage("--ttl-hours: between 1 and 8760").into());
+    }
+    let op = primary_operator(ctx, &repo, &admins, &loaded)?;
+    let actor = op.name().cloned().context("a primary is an administrator")?;
+    let record = super::init::token_record(ctx, hours)?;
+    let mut change = Change::default();
+    change.write(loaded.path(token::RECORD_FILE), record.to_toml());
+    let message = format!("kaws cluster token: {} bootstrap token renewed for {hours} hours\n\nBy: {actor} ({})\n", loaded.name, op.fingerprint());
+    let oid = repo.commit(&change, &message, &ctx.author(&repo, &actor), &op)?.context("nothing changed")?;
+    println!("Renewed the bootstrap token of {} for {hours} hours in commit {oid}", loaded.name);
+    // The token ID (its first six characters) is public by design: it names
+    // the Secret; the secret half never leaves this process.
+    let sealed = repo.read_head(&loaded.path(token::SEALED_FILE))?.context("the sealed bootstrap token is missing")?;
+    let value = crate::vault::open(&sealed, &op, &ctx.policy)?;
+    let value = std::str::from_utf8(&value).ok().filter(|v| token::is_valid(v)).context("the sealed bootstrap token is malformed")?;
+    let expires = crate::commands::key::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(record.expires as u64));
+    println!("Extend it in the live cluster:");
+    println!(
+        "  kubectl -n kube-system patch secret bootstrap-token-{} --type merge -p '{{\"stringData\":{{\"expiration\":\"{expires}\"}}}}'",
+        &value[..6]
+    );
+    Ok(())
+}

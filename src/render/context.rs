@@ -1,0 +1,164 @@
+//! The typed template context. Built only from the validated spec, public
+//! certificates and validated names: no field can carry a secret, and no
+//! string in it can break out of YAML or shell quoting.
+
+use serde::Serialize;
+
+use crate::cluster::ClusterSpec;
+use crate::name::DnsName;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Bastion,
+    Master(u32),
+    Node,
+}
+
+/// A public file written by cloud-init.
+#[derive(Clone, Debug, Serialize)]
+pub struct File {
+    pub path: String,
+    pub content: String,
+}
+
+/// Keys every master fetches from `/kaws/CLUSTER/master/shared/` (kubeadm
+/// needs the CA keys present to join a control plane it did not mint).
+pub const SHARED_MASTER_KEYS: &[&str] = &[
+    "ca.key",
+    "sa.key",
+    "front-proxy-ca.key",
+    "etcd/ca.key",
+    "apiserver.key",
+    "apiserver-kubelet-client.key",
+    "front-proxy-client.key",
+    "apiserver-etcd-client.key",
+    "etcd/healthcheck-client.key",
+    "controller-manager.key",
+    "scheduler.key",
+];
+
+/// Public certificates every master gets in its user-data, by path under pki/.
+pub const SHARED_MASTER_CERTS: &[&str] = &[
+    "ca.crt",
+    "front-proxy-ca.crt",
+    "etcd/ca.crt",
+    "apiserver.crt",
+    "apiserver-kubelet-client.crt",
+    "front-proxy-client.crt",
+    "apiserver-etcd-client.crt",
+    "etcd/healthcheck-client.crt",
+    "controller-manager.crt",
+    "scheduler.crt",
+    "sa.pub",
+];
+
+#[derive(Debug, Serialize)]
+pub struct Context {
+    #[serde(skip)]
+    pub role: Role,
+    cluster: String,
+    region: String,
+    ssm_prefix: String,
+    kubernetes_version: String,
+    kubernetes_minor: String,
+    repo_key_fingerprint: &'static str,
+    endpoint: String,
+    ca_hash: String,
+    service_cidr: String,
+    pod_cidr: String,
+    cluster_domain: String,
+    token_ttl: String,
+    cni_version: &'static str,
+    cni_url: &'static str,
+    cni_sha256: &'static str,
+    index: u32,
+    hostname: String,
+    master_ip: String,
+    shared_keys: &'static [&'static str],
+    #[serde(skip)]
+    public_files: Vec<File>,
+}
+
+/// Public inputs to a render, read from the repository by the caller.
+pub struct Public {
+    /// `(path under pki/, PEM)` of the public certificates (and `sa.pub`).
+    pub pki: Vec<(String, String)>,
+    /// `(admin name, manifest)` of each per-administrator binding.
+    pub rbac: Vec<(String, String)>,
+    /// SHA-256 (hex) of the cluster CA's DER SubjectPublicKeyInfo.
+    pub ca_hash: String,
+    /// Hours the bootstrap token has left.
+    pub token_hours: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error("--index {0}: the cluster has masters 0 to {1}")]
+    NoSuchMaster(u32, u32),
+    #[error("the public certificate pki/{0} is missing")]
+    Missing(String),
+}
+
+impl Context {
+    pub fn new(spec: &ClusterSpec, role: Role, endpoint: &DnsName, public: &Public) -> Result<Context, ContextError> {
+        let index = match role {
+            Role::Master(i) if i >= spec.masters => return Err(ContextError::NoSuchMaster(i, spec.masters - 1)),
+            Role::Master(i) => i,
+            _ => 0,
+        };
+        let minor = spec.kubernetes_version.rsplit_once('.').map_or(spec.kubernetes_version.as_str(), |(m, _)| m);
+        let mut public_files = Vec::new();
+        if let Role::Master(i) = role {
+            let find = |p: &str| {
+                public.pki.iter().find(|(path, _)| path == p).map(|(_, pem)| pem.clone()).ok_or_else(|| ContextError::Missing(p.to_owned()))
+            };
+            for p in SHARED_MASTER_CERTS {
+                public_files.push(File { path: format!("/etc/kubernetes/pki/{p}"), content: find(p)? });
+            }
+            for kind in ["server", "peer"] {
+                public_files.push(File {
+                    path: format!("/etc/kubernetes/pki/etcd/{kind}.crt"),
+                    content: find(&format!("etcd/{kind}-{i}.crt"))?,
+                });
+            }
+            if i == 0 {
+                for (name, manifest) in &public.rbac {
+                    public_files.push(File { path: format!("/etc/kubernetes/kaws/rbac/{name}.yaml"), content: manifest.clone() });
+                }
+            }
+        }
+        Ok(Context {
+            role,
+            cluster: spec.name.to_string(),
+            region: spec.region.clone(),
+            ssm_prefix: format!("/kaws/{}", spec.name),
+            kubernetes_version: spec.kubernetes_version.clone(),
+            kubernetes_minor: minor.to_owned(),
+            repo_key_fingerprint: super::REPO_KEY_FINGERPRINT,
+            endpoint: endpoint.to_string(),
+            ca_hash: public.ca_hash.clone(),
+            service_cidr: spec.service_cidr.to_string(),
+            pod_cidr: spec.pod_cidr.to_string(),
+            cluster_domain: spec.cluster_domain.to_string(),
+            token_ttl: format!("{}h0m0s", public.token_hours.max(1)),
+            cni_version: super::CNI_VERSION,
+            cni_url: super::CNI_URL,
+            cni_sha256: super::CNI_SHA256,
+            index,
+            hostname: spec.master_hostname(index),
+            master_ip: spec.master_ip(index).to_string(),
+            shared_keys: SHARED_MASTER_KEYS,
+            public_files,
+        })
+    }
+
+    /// The public files cloud-init writes: certificates, and on the first
+    /// master the default-deny policy and the administrators' bindings.
+    pub fn files(&self, default_deny: &str) -> Vec<File> {
+        let mut files = self.public_files.clone();
+        if self.role == Role::Master(0) {
+            files.push(File { path: "/etc/kubernetes/kaws/default-deny.yaml".into(), content: default_deny.to_owned() });
+        }
+        files
+    }
+}
