@@ -149,6 +149,21 @@ fn kubectl_authenticates_through_the_exec_plugin_and_an_embedded_key() {
     let v = kubectl_version(&kc2, "kaws-prod-bob", port).expect("kubectl with an embedded key");
     assert_eq!(v["clientCommonName"], "bob");
 
+    // kubectl may run the plugin several times at once: every run succeeds.
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = kaws(&w.f.gpg, &w.f.repo());
+            c.arg("--secret-key").arg(&w.bob_secret).args(["admin", "credential", "prod", "bob"]);
+            c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    for child in runs {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let cred: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(cred["kind"], "ExecCredential");
+    }
+
     // alice cannot fetch bob's credential, nor embed his key.
     let r = w.f.alice(&["admin", "credential", "prod", "bob"]);
     assert_eq!(r.code, 3, "{}", r.stderr);

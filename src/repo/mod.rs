@@ -232,8 +232,11 @@ impl Repo {
 }
 
 /// An exclusive advisory lock on `.git/kaws/lock`, released by the kernel
-/// when the process ends, however it ends.
+/// when the process ends, however it ends. kaws operations are short, so a
+/// second process (say kubectl running the exec plugin twice at once) waits
+/// for the first, up to a limit.
 fn lock(git: &Repository) -> Result<File> {
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
     let dir = git.path().join("kaws");
     std::fs::create_dir_all(&dir)?;
     let file = File::options()
@@ -242,13 +245,19 @@ fn lock(git: &Repository) -> Result<File> {
         .write(true)
         .open(dir.join("lock"))
         .context("opening .git/kaws/lock")?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(failed(
-            "another kaws process is working on this repository",
-        )
-        .hint("wait for it to finish, then run the command again")
-        .into()),
-        Err(std::fs::TryLockError::Error(e)) => Err(e).context("locking .git/kaws/lock"),
+    let start = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(failed("another kaws process has held this repository for 30 seconds")
+                    .hint("wait for it to finish (ps aux | grep kaws), then run the command again")
+                    .into())
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e).context("locking .git/kaws/lock"),
+        }
     }
 }
