@@ -9,12 +9,12 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 use git2::{build::TreeUpdateBuilder, FileMode, Repository};
-use sequoia_openpgp as openpgp;
 use openpgp::cert::prelude::*;
 use openpgp::parse::Parse;
 use openpgp::policy::StandardPolicy;
 use openpgp::serialize::stream::{Armorer, Message, Signer};
 use openpgp::serialize::SerializeInto;
+use sequoia_openpgp as openpgp;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -47,8 +47,8 @@ fn main() -> Result<()> {
             match added.take() {
                 None => {
                     let name = format!("bench{i}");
-                    let (cert, _) = CertBuilder::general_purpose(Some(format!("{name} <{name}@example.org>")))
-                        .generate()?;
+                    let (cert, _) =
+                        CertBuilder::general_purpose(Some(format!("{name} <{name}@example.org>"))).generate()?;
                     let fpr = cert.fingerprint().to_hex();
                     let blob = git.blob(&cert.armored().to_vec()?)?;
                     update.upsert(format!("pubkeys/{fpr}.asc"), blob, FileMode::Blob);

@@ -27,11 +27,7 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(global: Global) -> Result<Ctx> {
-        let as_name = global
-            .as_name
-            .as_deref()
-            .map(|s| parse_name::<AdminName>(s, "--as"))
-            .transpose()?;
+        let as_name = global.as_name.as_deref().map(|s| parse_name::<AdminName>(s, "--as")).transpose()?;
         Ok(Ctx {
             policy: StandardPolicy::new(),
             now: SystemTime::now(),
@@ -69,17 +65,18 @@ impl Ctx {
         };
         let op = Operator::resolve(&sel, admins)?;
         if self.verbose {
-            eprintln!("kaws: operator {} ({})", op.name().map_or("not an administrator", |n| n.as_str()), op.fingerprint());
+            eprintln!(
+                "kaws: operator {} ({})",
+                op.name().map_or("not an administrator", |n| n.as_str()),
+                op.fingerprint()
+            );
         }
         Ok(op)
     }
 
     /// Commit authorship for `name`: git's user.email when set.
     pub fn author(&self, repo: &Repo, name: &AdminName) -> Author {
-        Author {
-            name: name.to_string(),
-            email: repo.user_email().unwrap_or_else(|| format!("{name}@kaws.invalid")),
-        }
+        Author { name: name.to_string(), email: repo.user_email().unwrap_or_else(|| format!("{name}@kaws.invalid")) }
     }
 }
 

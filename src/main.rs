@@ -2,6 +2,7 @@
 //! one Git repository. `main` parses, builds the context, dispatches, and
 //! maps the outcome to a documented exit code.
 
+mod aws;
 mod cli;
 mod cluster;
 mod commands;
@@ -16,7 +17,6 @@ mod pki;
 mod render;
 mod repo;
 mod vault;
-mod aws;
 
 use std::process::ExitCode;
 

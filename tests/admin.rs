@@ -27,7 +27,8 @@ impl World {
             let r = f.alice(&["key", "add", n, f.file(&format!("{n}.asc")).to_str().unwrap()]);
             assert_eq!(r.code, 0, "{}", r.stderr);
         }
-        let r = f.alice(&["cluster", "init", "prod", "--domain", "example.com", "--region", "eu-west-1", "--masters", "1"]);
+        let r =
+            f.alice(&["cluster", "init", "prod", "--domain", "example.com", "--region", "eu-west-1", "--masters", "1"]);
         assert_eq!(r.code, 0, "{}", r.stderr);
         let bob_secret = f.gpg.export_secret(&bob.fpr, "", &f.file("bob.sec"));
         World { f, bob, bob_secret, carol }
@@ -53,7 +54,15 @@ impl World {
     }
 
     fn gpg_sign(&self, signer: &str, file: &Path) -> Vec<u8> {
-        let out = self.f.gpg.run(&["--armor", "--local-user", signer, "--detach-sign", "--output", "-", file.to_str().unwrap()]);
+        let out = self.f.gpg.run(&[
+            "--armor",
+            "--local-user",
+            signer,
+            "--detach-sign",
+            "--output",
+            "-",
+            file.to_str().unwrap(),
+        ]);
         out.stdout
     }
 }
@@ -61,7 +70,15 @@ impl World {
 /// An ECDSA P-256 CSR made by openssl with `subj`, for a key file (made if absent).
 fn openssl_csr(dir: &Path, key: &Path, subj: &str) -> Vec<u8> {
     if !key.exists() {
-        let out = openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key.to_str().unwrap()]);
+        let out = openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            key.to_str().unwrap(),
+        ]);
         assert!(out.status.success());
     }
     let csr = dir.join("req.csr");
@@ -104,12 +121,16 @@ fn kubectl_authenticates_through_the_exec_plugin_and_an_embedded_key() {
     let r = w.f.alice(&["admin", "sign", "prod", "bob", "--days", "7"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let rbac: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(w.f.repo().join("clusters/prod/rbac/bob.yaml")).unwrap()).unwrap();
+        serde_yaml::from_str(&std::fs::read_to_string(w.f.repo().join("clusters/prod/rbac/bob.yaml")).unwrap())
+            .unwrap();
     assert_eq!(rbac["subjects"][0]["name"], "bob");
     assert_eq!(rbac["roleRef"]["name"], "cluster-admin");
 
     // The issued certificate: CN=bob, no organization, clientAuth, 7 days.
-    let txt = String::from_utf8(openssl(&["x509", "-in", w.admins().join("bob.crt").to_str().unwrap(), "-noout", "-text"]).stdout).unwrap();
+    let txt = String::from_utf8(
+        openssl(&["x509", "-in", w.admins().join("bob.crt").to_str().unwrap(), "-noout", "-text"]).stdout,
+    )
+    .unwrap();
     assert!(txt.contains("Subject: CN = bob\n"), "{txt}");
     assert!(txt.contains("TLS Web Client Authentication") && !txt.contains("Server Authentication"));
     assert!(txt.contains("CA:FALSE"));

@@ -70,10 +70,8 @@ fn certificates_exported_by_gpg_are_accepted_armored_and_binary() {
 fn bad_certificates_are_refused_and_leave_the_repository_unchanged() {
     let f = Fixture::new();
     let no_enc = f.gpg.gen_with("noenc", KeyOpts { encrypt: false, ..Default::default() });
-    let expired = f.gpg.gen_with(
-        "expired",
-        KeyOpts { expire: "1d", faked_time: Some("20200101T000000"), ..Default::default() },
-    );
+    let expired =
+        f.gpg.gen_with("expired", KeyOpts { expire: "1d", faked_time: Some("20200101T000000"), ..Default::default() });
     let revoked = f.gpg.gen("revoked");
     f.gpg.revoke(&revoked.fpr);
     let bob = f.gpg.gen("bob");
@@ -110,16 +108,17 @@ fn a_renamed_pubkeys_file_refuses_the_repository() {
     assert_eq!(f.alice(&["key", "add", "bob", f.file("bob.asc").to_str().unwrap()]).code, 0);
     // Someone swaps bob's file for alice's content, keeping bob's name.
     let repo = f.repo();
-    std::fs::copy(
-        repo.join(format!("pubkeys/{}.asc", f.alice.fpr)),
-        repo.join(format!("pubkeys/{}.asc", bob.fpr)),
-    )
-    .unwrap();
+    std::fs::copy(repo.join(format!("pubkeys/{}.asc", f.alice.fpr)), repo.join(format!("pubkeys/{}.asc", bob.fpr)))
+        .unwrap();
     // Signed by an administrator, so authenticated: the file check must catch it.
     git_commit_signed(&repo, &f.gpg, &f.alice.fpr, "swap");
     let r = f.alice(&["key", "list"]);
     assert_eq!(r.code, 3, "{}", r.stderr);
-    assert!(r.stderr.contains(&format!("pubkeys/{}.asc holds the certificate {}", bob.fpr, f.alice.fpr)), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("pubkeys/{}.asc holds the certificate {}", bob.fpr, f.alice.fpr)),
+        "{}",
+        r.stderr
+    );
 
     // A kaws.toml fingerprint with no file is refused as well. (On top of the
     // swap it would not even be authenticated: its parent's admin set is broken.)

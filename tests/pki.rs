@@ -23,8 +23,17 @@ impl Pki {
         f.gpg.export(&[&bob.fpr], true, &f.file("bob.asc"));
         assert_eq!(f.alice(&["key", "add", "bob", f.file("bob.asc").to_str().unwrap()]).code, 0);
         let r = f.alice(&[
-            "cluster", "init", CLUSTER, "--domain", "example.com", "--region", "eu-west-1",
-            "--admin-cidr", "203.0.113.0/24", "--primary", "alice",
+            "cluster",
+            "init",
+            CLUSTER,
+            "--domain",
+            "example.com",
+            "--region",
+            "eu-west-1",
+            "--admin-cidr",
+            "203.0.113.0/24",
+            "--primary",
+            "alice",
         ]);
         assert_eq!(r.code, 0, "{}", r.stderr);
         Pki { f, bob }
@@ -96,9 +105,16 @@ fn openssl_accepts_every_leaf_and_sees_what_the_table_promises() {
     }
     let api = text(&t.p("apiserver.crt"));
     for san in [
-        "DNS:kubernetes,", "DNS:kubernetes.default,", "DNS:kubernetes.default.svc,",
-        "DNS:kubernetes.default.svc.cluster.local", "DNS:api.prod.example.com", "IP Address:10.96.0.1",
-        "IP Address:10.0.0.10", "IP Address:10.0.32.10", "IP Address:10.0.64.10", "DNS:localhost",
+        "DNS:kubernetes,",
+        "DNS:kubernetes.default,",
+        "DNS:kubernetes.default.svc,",
+        "DNS:kubernetes.default.svc.cluster.local",
+        "DNS:api.prod.example.com",
+        "IP Address:10.96.0.1",
+        "IP Address:10.0.0.10",
+        "IP Address:10.0.32.10",
+        "IP Address:10.0.64.10",
+        "DNS:localhost",
         "IP Address:127.0.0.1",
     ] {
         assert!(api.contains(san), "apiserver lacks {san}:\n{api}");
@@ -159,7 +175,11 @@ fn walkdir(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
-        if p.is_dir() { out.extend(walkdir(&p)) } else { out.push(p) }
+        if p.is_dir() {
+            out.extend(walkdir(&p))
+        } else {
+            out.push(p)
+        }
     }
     out
 }
@@ -171,7 +191,15 @@ fn a_tls_client_trusting_only_ca_crt_accepts_the_apiserver_by_its_public_name() 
     let port = free_port();
     let _server = Child(
         Command::new("openssl")
-            .args(["s_server", "-quiet", "-accept", &format!("127.0.0.1:{port}"), "-cert", &t.p("apiserver.crt"), "-key"])
+            .args([
+                "s_server",
+                "-quiet",
+                "-accept",
+                &format!("127.0.0.1:{port}"),
+                "-cert",
+                &t.p("apiserver.crt"),
+                "-key",
+            ])
             .arg(&key)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -182,8 +210,18 @@ fn a_tls_client_trusting_only_ca_crt_accepts_the_apiserver_by_its_public_name() 
     wait_port(port);
     let connect = |name: &str, ca: &str| {
         Command::new("openssl")
-            .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-CAfile", &t.p(ca), "-verify_return_error",
-                   "-servername", name, "-verify_hostname", name])
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{port}"),
+                "-CAfile",
+                &t.p(ca),
+                "-verify_return_error",
+                "-servername",
+                name,
+                "-verify_hostname",
+                name,
+            ])
             .stdin(Stdio::null())
             .output()
             .unwrap()
@@ -279,12 +317,28 @@ fn invalid_specs_and_primaries_are_refused_before_anything_is_written() {
         (with(&["--key-algorithm", "dsa"]), 2, "unknown key algorithm"),
         (with(&["--leaf-days", "4000"]), 2, "validity"),
         (with(&["--primary", "nobody"]), 3, "no administrator of that name"),
-        (vec!["cluster", "init", "dev", "--domain", "Example.COM", "--region", "eu-west-1"], 2, "not a lowercase DNS name"),
-        (vec!["cluster", "init", "dev", "--domain", "example.com\nx: y", "--region", "eu-west-1"], 2, "not a lowercase DNS name"),
+        (
+            vec!["cluster", "init", "dev", "--domain", "Example.COM", "--region", "eu-west-1"],
+            2,
+            "not a lowercase DNS name",
+        ),
+        (
+            vec!["cluster", "init", "dev", "--domain", "example.com\nx: y", "--region", "eu-west-1"],
+            2,
+            "not a lowercase DNS name",
+        ),
         (vec!["cluster", "init", "dev", "--domain", "localhost", "--region", "eu-west-1"], 2, "two labels"),
         (vec!["cluster", "init", "dev", "--domain", "example.com", "--region", "eu-west-1;id"], 2, "not an AWS region"),
-        (vec!["cluster", "init", "../dev", "--domain", "example.com", "--region", "eu-west-1"], 3, "not an acceptable name"),
-        (vec!["cluster", "init", "Dev", "--domain", "example.com", "--region", "eu-west-1"], 3, "not an acceptable name"),
+        (
+            vec!["cluster", "init", "../dev", "--domain", "example.com", "--region", "eu-west-1"],
+            3,
+            "not an acceptable name",
+        ),
+        (
+            vec!["cluster", "init", "Dev", "--domain", "example.com", "--region", "eu-west-1"],
+            3,
+            "not an acceptable name",
+        ),
         (vec!["cluster", "init", CLUSTER, "--domain", "example.com", "--region", "eu-west-1"], 1, "exists already"),
     ];
     for (args, code, needle) in cases {

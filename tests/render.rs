@@ -9,8 +9,19 @@ use std::process::Command;
 use common::*;
 
 fn cluster(f: &Fixture, name: &str, masters: &str) {
-    let r = f.alice(&["cluster", "init", name, "--domain", "example.com", "--region", "eu-west-1", "--masters", masters,
-                      "--admin-cidr", "203.0.113.0/24"]);
+    let r = f.alice(&[
+        "cluster",
+        "init",
+        name,
+        "--domain",
+        "example.com",
+        "--region",
+        "eu-west-1",
+        "--masters",
+        masters,
+        "--admin-cidr",
+        "203.0.113.0/24",
+    ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
 
@@ -72,7 +83,12 @@ fn every_role_passes_cloud_init_shellcheck_and_the_size_limit_and_carries_no_sec
             let file = scratch.join(format!("{name}-{}.yaml", role.join("-")));
             std::fs::write(&file, &text).unwrap();
             let schema = Command::new("cloud-init").args(["schema", "--config-file"]).arg(&file).output().unwrap();
-            assert!(schema.status.success(), "{what}: {}{}", String::from_utf8_lossy(&schema.stdout), String::from_utf8_lossy(&schema.stderr));
+            assert!(
+                schema.status.success(),
+                "{what}: {}{}",
+                String::from_utf8_lossy(&schema.stdout),
+                String::from_utf8_lossy(&schema.stderr)
+            );
 
             for (path, content) in files(&text) {
                 if content.starts_with("#!") {
@@ -121,7 +137,11 @@ fn kubeadm_configuration_and_the_ca_hash_match_openssl() {
     let pem = f.tmp.path().join("ca.pub");
     std::fs::write(&pem, pubkey).unwrap();
     let der = openssl(&["pkey", "-pubin", "-in", pem.to_str().unwrap(), "-outform", "der"]).stdout;
-    let out = Command::new("sha256sum").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let out = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     use std::io::Write;
     out.stdin.as_ref().unwrap().write_all(&der).unwrap();
     let hash = String::from_utf8(out.wait_with_output().unwrap().stdout).unwrap()[..64].to_owned();
@@ -134,8 +154,12 @@ fn kubeadm_configuration_and_the_ca_hash_match_openssl() {
     assert_eq!(cc["networking"]["dnsDomain"], "cluster.local");
     assert_eq!(cc["certificatesDir"], "/etc/kubernetes/pki");
     assert_eq!(cc["kubernetesVersion"], "v1.34.1");
-    let args: Vec<(String, String)> = cc["apiServer"]["extraArgs"].as_sequence().unwrap().iter()
-        .map(|a| (a["name"].as_str().unwrap().to_owned(), a["value"].as_str().unwrap().to_owned())).collect();
+    let args: Vec<(String, String)> = cc["apiServer"]["extraArgs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| (a["name"].as_str().unwrap().to_owned(), a["value"].as_str().unwrap().to_owned()))
+        .collect();
     assert!(args.contains(&("authorization-mode".into(), "Node,RBAC".into())));
     assert!(args.iter().any(|(n, _)| n == "audit-policy-file"));
     let ic = kind(&init, "InitConfiguration");
@@ -148,11 +172,22 @@ fn kubeadm_configuration_and_the_ca_hash_match_openssl() {
     assert_eq!(jc["controlPlane"]["localAPIEndpoint"]["advertiseAddress"], "10.0.64.10");
     assert_eq!(jc["discovery"]["bootstrapToken"]["caCertHashes"][0], format!("sha256:{hash}"));
     let node = kubeadm_docs(&render(&f, "prod", &["node"]));
-    assert_eq!(kind(&node, "JoinConfiguration")["discovery"]["bootstrapToken"]["caCertHashes"][0], format!("sha256:{hash}"));
+    assert_eq!(
+        kind(&node, "JoinConfiguration")["discovery"]["bootstrapToken"]["caCertHashes"][0],
+        format!("sha256:{hash}")
+    );
     assert!(kind(&node, "JoinConfiguration").get("controlPlane").is_none());
 
     // A load balancer's name as the endpoint (known after provisioning).
-    let r = f.alice(&["cluster", "render", "prod", "--role", "node", "--endpoint", "kaws-prod-123.elb.eu-west-1.amazonaws.com"]);
+    let r = f.alice(&[
+        "cluster",
+        "render",
+        "prod",
+        "--role",
+        "node",
+        "--endpoint",
+        "kaws-prod-123.elb.eu-west-1.amazonaws.com",
+    ]);
     assert!(r.stdout.contains("kaws-prod-123.elb.eu-west-1.amazonaws.com:6443"), "{}", r.stderr);
 }
 
@@ -190,10 +225,13 @@ fn hostile_values_never_reach_a_template() {
 fn the_bootstrap_token_is_sealed_and_renewable() {
     let f = Fixture::new();
     cluster(&f, "prod", "1");
-    let token = String::from_utf8(f.gpg.decrypt(&f.repo().join("clusters/prod/secrets/bootstrap-token.pgp")).unwrap()).unwrap();
+    let token =
+        String::from_utf8(f.gpg.decrypt(&f.repo().join("clusters/prod/secrets/bootstrap-token.pgp")).unwrap()).unwrap();
     let shape = |t: &str| {
         let (id, secret) = t.split_once('.').unwrap();
-        id.len() == 6 && secret.len() == 16 && t.bytes().all(|b| b == b'.' || b.is_ascii_lowercase() || b.is_ascii_digit())
+        id.len() == 6
+            && secret.len() == 16
+            && t.bytes().all(|b| b == b'.' || b.is_ascii_lowercase() || b.is_ascii_digit())
     };
     assert!(shape(&token), "{token}");
     let r = f.alice(&["cluster", "token", "prod"]);

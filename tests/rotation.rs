@@ -26,8 +26,21 @@ impl World {
             assert_eq!(f.alice(&["key", "add", n, f.file(&format!("{n}.asc")).to_str().unwrap()]).code, 0);
             keys.push(k);
         }
-        let r = f.alice(&["cluster", "init", "prod", "--domain", "example.com", "--region", "eu-west-1", "--masters", "1",
-                          "--primary", "alice", "--primary", "bob"]);
+        let r = f.alice(&[
+            "cluster",
+            "init",
+            "prod",
+            "--domain",
+            "example.com",
+            "--region",
+            "eu-west-1",
+            "--masters",
+            "1",
+            "--primary",
+            "alice",
+            "--primary",
+            "bob",
+        ]);
         assert_eq!(r.code, 0, "{}", r.stderr);
         let carol_secret = f.gpg.export_secret(&keys[1].fpr, "", &f.file("carol.sec"));
         let w = World { bob: keys.remove(0), carol: keys.remove(0), f, carol_secret };
@@ -57,9 +70,16 @@ impl World {
 
 fn leaf_pairs() -> Vec<(&'static str, &'static str)> {
     vec![
-        ("apiserver", "ca"), ("apiserver-kubelet-client", "ca"), ("controller-manager", "ca"), ("scheduler", "ca"),
-        ("super-admin", "ca"), ("front-proxy-client", "front-proxy-ca"), ("apiserver-etcd-client", "etcd/ca"),
-        ("etcd/healthcheck-client", "etcd/ca"), ("etcd/server-0", "etcd/ca"), ("etcd/peer-0", "etcd/ca"),
+        ("apiserver", "ca"),
+        ("apiserver-kubelet-client", "ca"),
+        ("controller-manager", "ca"),
+        ("scheduler", "ca"),
+        ("super-admin", "ca"),
+        ("front-proxy-client", "front-proxy-ca"),
+        ("apiserver-etcd-client", "etcd/ca"),
+        ("etcd/healthcheck-client", "etcd/ca"),
+        ("etcd/server-0", "etcd/ca"),
+        ("etcd/peer-0", "etcd/ca"),
     ]
 }
 
@@ -68,7 +88,11 @@ fn copy_dir(from: &Path, to: &Path) {
     for e in std::fs::read_dir(from).unwrap() {
         let p = e.unwrap().path();
         let dest = to.join(p.file_name().unwrap());
-        if p.is_dir() { copy_dir(&p, &dest) } else { std::fs::copy(&p, &dest).unwrap(); }
+        if p.is_dir() {
+            copy_dir(&p, &dest)
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
     }
 }
 
@@ -83,18 +107,37 @@ fn kubeconfig(dir: &Path, name: &str, port: u16, ca: &Path, cert: &Path, key: &P
         let out = Command::new("kubectl").arg("--kubeconfig").arg(&kc).args(args).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     };
-    k(&["config", "set-cluster", "c", &format!("--server=https://127.0.0.1:{port}"),
-        &format!("--certificate-authority={}", ca.display()), "--embed-certs"]);
-    k(&["config", "set-credentials", "u", &format!("--client-certificate={}", cert.display()),
-        &format!("--client-key={}", key.display()), "--embed-certs"]);
+    k(&[
+        "config",
+        "set-cluster",
+        "c",
+        &format!("--server=https://127.0.0.1:{port}"),
+        &format!("--certificate-authority={}", ca.display()),
+        "--embed-certs",
+    ]);
+    k(&[
+        "config",
+        "set-credentials",
+        "u",
+        &format!("--client-certificate={}", cert.display()),
+        &format!("--client-key={}", key.display()),
+        "--embed-certs",
+    ]);
     k(&["config", "set-context", "x", "--cluster=c", "--user=u"]);
     k(&["config", "use-context", "x"]);
     kc
 }
 
 fn kubectl_ok(kc: &Path) -> bool {
-    Command::new("kubectl").arg("--kubeconfig").arg(kc).args(["get", "--raw", "/version"])
-        .stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap().success()
+    Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kc)
+        .args(["get", "--raw", "/version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
 }
 
 fn apiserver(w: &World, trust: &Path) -> (Child, u16) {
@@ -117,8 +160,16 @@ fn removing_a_primary_requires_rotation_and_rotation_really_revokes() {
         assert_eq!(before, snapshot(&f.repo()), "{args:?} changed the repository");
     };
     refused(&["cluster", "reencrypt", "prod", "--primary", "alice"], None, "resealing alone revokes nothing");
-    refused(&["cluster", "reencrypt", "prod", "--primary", "alice", "--rotate"], Some(Path::new("carol")), "not a primary");
-    refused(&["cluster", "reencrypt", "prod", "--primary", "alice", "--primary", "nobody"], None, "no administrator of that name");
+    refused(
+        &["cluster", "reencrypt", "prod", "--primary", "alice", "--rotate"],
+        Some(Path::new("carol")),
+        "not a primary",
+    );
+    refused(
+        &["cluster", "reencrypt", "prod", "--primary", "alice", "--primary", "nobody"],
+        None,
+        "no administrator of that name",
+    );
     refused(&["cluster", "reencrypt", "prod", "--finish-rotation"], None, "no rotation of prod is in progress");
 
     // Before: carol's certificate and key, and every old leaf.
@@ -177,10 +228,19 @@ fn removing_a_primary_requires_rotation_and_rotation_really_revokes() {
     // carol's own `admin install` (exec plugin) works against the new CA.
     let kc = tmp.join("carol.kubeconfig");
     assert_eq!(w.carol(&["admin", "install", "prod", "carol", "--kubeconfig", kc.to_str().unwrap()]).code, 0);
-    let out = Command::new("kubectl").arg("--kubeconfig").arg(&kc)
-        .args(["config", "set-cluster", "kaws-prod-carol", &format!("--server=https://127.0.0.1:{port}")]).output().unwrap();
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .args(["config", "set-cluster", "kaws-prod-carol", &format!("--server=https://127.0.0.1:{port}")])
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    let out = Command::new("kubectl").arg("--kubeconfig").arg(&kc).args(["--context", "kaws-prod-carol", "get", "--raw", "/version"]).output().unwrap();
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .args(["--context", "kaws-prod-carol", "get", "--raw", "/version"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // A second rotation waits for the first to finish.
@@ -251,7 +311,11 @@ fn a_rotation_killed_at_any_point_leaves_the_old_or_the_new_state() {
         let mut c = f.kaws_as_alice(&repo, &args);
         c.env("KAWS_TEST_ABORT_AFTER", step.to_string());
         let _ = run(c);
-        if check(&format!("abort after step {step}")) { outcomes.1 += 1 } else { outcomes.0 += 1 }
+        if check(&format!("abort after step {step}")) {
+            outcomes.1 += 1
+        } else {
+            outcomes.0 += 1
+        }
     }
     for delay in [0u64, 10, 30, 60, 120, 250] {
         let mut c = f.kaws_as_alice(&repo, &args);

@@ -28,9 +28,7 @@ pub struct Primaries {
 
 impl Primaries {
     pub fn parse(cluster: &ClusterName, text: &str) -> anyhow::Result<Primaries> {
-        toml::from_str(text).map_err(|e| {
-            anyhow::anyhow!("clusters/{cluster}/{PRIMARIES_FILE} is not valid: {e}")
-        })
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("clusters/{cluster}/{PRIMARIES_FILE} is not valid: {e}"))
     }
 
     pub fn to_toml(&self) -> String {
@@ -44,12 +42,8 @@ impl Primaries {
 
     /// The `kaws cluster reencrypt` that takes `gone` out and rotates.
     pub fn rotate_command(&self, cluster: &ClusterName, gone: &Fingerprint) -> String {
-        let keep: Vec<String> = self
-            .primaries
-            .iter()
-            .filter(|(_, f)| *f != gone)
-            .map(|(n, _)| format!("--primary {n}"))
-            .collect();
+        let keep: Vec<String> =
+            self.primaries.iter().filter(|(_, f)| *f != gone).map(|(n, _)| format!("--primary {n}")).collect();
         format!("kaws cluster reencrypt {cluster} {} --rotate", keep.join(" "))
     }
 }

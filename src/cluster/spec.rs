@@ -137,11 +137,8 @@ impl ClusterSpec {
         if self.api_name().len() > 253 {
             return Err(SpecError::ApiName(self.api_name()));
         }
-        let nets = [
-            ("--vpc-cidr", self.vpc_cidr),
-            ("--service-cidr", self.service_cidr),
-            ("--pod-cidr", self.pod_cidr),
-        ];
+        let nets =
+            [("--vpc-cidr", self.vpc_cidr), ("--service-cidr", self.service_cidr), ("--pod-cidr", self.pod_cidr)];
         for (what, net) in nets.iter().copied().chain(self.admin_cidrs.iter().map(|n| ("--admin-cidr", *n))) {
             if net != net.trunc() {
                 return Err(SpecError::NotNetwork { what, net });

@@ -11,7 +11,8 @@ pub fn audit(ctx: &Ctx, trust_root: Option<&str>) -> Result<()> {
     let root = match trust_root {
         Some(rev) => repo.resolve_ancestor(rev)?,
         None => repo.trust_root()?.ok_or_else(|| {
-            refused("this clone has no pinned trust root").hint("run `kaws trust COMMIT` with the commit id your team shared")
+            refused("this clone has no pinned trust root")
+                .hint("run `kaws trust COMMIT` with the commit id your team shared")
         })?,
     };
     let report = repo.audit(root, &ctx.policy, ctx.now)?;
@@ -58,7 +59,9 @@ pub fn trust(ctx: &Ctx, rev: &str) -> Result<()> {
     let oid = repo.resolve_ancestor(rev)?;
     let tree = repo.git_commit_has_config(oid)?;
     if !tree {
-        return Err(refused(format!("{oid} has no kaws.toml; a trust root must be a commit of the kaws repository")).into());
+        return Err(
+            refused(format!("{oid} has no kaws.toml; a trust root must be a commit of the kaws repository")).into()
+        );
     }
     repo.set_trust_root(oid)?;
     println!("Pinned trust root {oid} for this clone");

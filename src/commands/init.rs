@@ -62,9 +62,8 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<()> {
         .write(format!("{PUBKEYS_DIR}/{}", fpr.file_name()), cert::armored(operator.cert())?)
         .write(format!("{PUBKEYS_DIR}/README.md"), include_str!("../../pubkeys/README.md"))
         .write(format!("{CLUSTERS_DIR}/README.md"), include_str!("../../clusters/README.md"));
-    let message = format!(
-        "kaws init: new repository, founding administrator {name}\n\nAdministrator: {name} ({fpr})\n"
-    );
+    let message =
+        format!("kaws init: new repository, founding administrator {name}\n\nAdministrator: {name} ({fpr})\n");
     let oid = repo
         .commit(&change, &message, &ctx.author(&repo, &name), &operator)?
         .ok_or_else(|| failed("nothing to commit"))?;
@@ -72,7 +71,9 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> Result<()> {
     println!("Created kaws repository {}", repo.root().display());
     println!("Founding administrator: {name} ({fpr})");
     println!("Trust root: {oid}");
-    eprintln!("hint: share the trust root out of band; it is the commit from which this repository's history is verified");
+    eprintln!(
+        "hint: share the trust root out of band; it is the commit from which this repository's history is verified"
+    );
     Ok(())
 }
 

@@ -46,8 +46,9 @@ pub fn add(ctx: &Ctx, raw_name: &str, path: &Path) -> Result<()> {
     let cert = read_cert_file(path)?;
     let fpr = Fingerprint::from(cert.fingerprint());
     cert::check_usable(&cert, &ctx.policy, ctx.now).map_err(|e| {
-        refused(format!("the certificate {fpr} in {} is not usable: {e}", path.display()))
-            .hint("administrators need a valid, unexpired, unrevoked certificate with a signing key and an encryption subkey")
+        refused(format!("the certificate {fpr} in {} is not usable: {e}", path.display())).hint(
+            "administrators need a valid, unexpired, unrevoked certificate with a signing key and an encryption subkey",
+        )
     })?;
     if let Some(a) = admins.get(&name) {
         return Err(refused(format!("an administrator named {name} exists already ({})", a.fingerprint))
@@ -73,9 +74,12 @@ pub fn add(ctx: &Ctx, raw_name: &str, path: &Path) -> Result<()> {
         Some(a) => a.name.clone(),
         None if self_proposed => name.clone(),
         None => {
-            return Err(refused(format!("the operator key {} is neither an administrator nor the key being added", op.fingerprint()))
-                .hint("an administrator adds others; an outsider may only propose their own key")
-                .into())
+            return Err(refused(format!(
+                "the operator key {} is neither an administrator nor the key being added",
+                op.fingerprint()
+            ))
+            .hint("an administrator adds others; an outsider may only propose their own key")
+            .into())
         }
     };
 
@@ -85,10 +89,7 @@ pub fn add(ctx: &Ctx, raw_name: &str, path: &Path) -> Result<()> {
         .write(format!("{PUBKEYS_DIR}/{}", fpr.file_name()), cert::armored(&cert)?)
         .write(CONFIG_FILE, config.to_toml());
     let by = if self_proposed && admins.by_fingerprint(&fpr).is_none() { "Proposed by" } else { "Added by" };
-    let message = format!(
-        "kaws key add: administrator {name} ({fpr})\n\n{by}: {actor} ({})\n",
-        op.fingerprint()
-    );
+    let message = format!("kaws key add: administrator {name} ({fpr})\n\n{by}: {actor} ({})\n", op.fingerprint());
     let oid = repo.commit(&change, &message, &ctx.author(&repo, &actor), &op)?.context("nothing changed")?;
     println!("Added administrator {name} ({fpr}) in commit {oid}");
     if self_proposed {
@@ -108,11 +109,8 @@ pub fn update(ctx: &Ctx, path: &Path) -> Result<()> {
         refused(format!("{fpr} ({}) is not an administrator's certificate", path.display()))
             .hint("add new administrators with `kaws key add NAME CERTFILE`")
     })?;
-    let merged = admin
-        .cert
-        .clone()
-        .merge_public(newer)
-        .with_context(|| format!("merging {} into {fpr}", path.display()))?;
+    let merged =
+        admin.cert.clone().merge_public(newer).with_context(|| format!("merging {} into {fpr}", path.display()))?;
     let (op, actor) = admin_operator(ctx, &repo, &admins)?;
     if merged.armored().to_vec()? == admin.cert.armored().to_vec()? {
         println!("{} ({fpr}) is already up to date", admin.name);
@@ -151,9 +149,7 @@ pub fn remove(ctx: &Ctx, raw_name: &str) -> Result<()> {
 
     config.admins.remove(&name);
     let mut change = Change::default();
-    change
-        .remove(format!("{PUBKEYS_DIR}/{}", gone.fingerprint.file_name()))
-        .write(CONFIG_FILE, config.to_toml());
+    change.remove(format!("{PUBKEYS_DIR}/{}", gone.fingerprint.file_name())).write(CONFIG_FILE, config.to_toml());
     let message = format!(
         "kaws key remove: administrator {name} ({})\n\nRemoved by: {actor} ({})\n",
         gone.fingerprint,
@@ -176,9 +172,8 @@ pub fn remove(ctx: &Ctx, raw_name: &str) -> Result<()> {
 fn clusters_readable_by(repo: &Repo, fpr: &Fingerprint) -> Result<Vec<(ClusterName, Primaries)>> {
     let mut out = Vec::new();
     for dir in repo.list_head_dirs(CLUSTERS_DIR)? {
-        let cluster: ClusterName = dir
-            .parse()
-            .map_err(|e| refused(format!("clusters/{dir} is not a valid cluster name: {e}")))?;
+        let cluster: ClusterName =
+            dir.parse().map_err(|e| refused(format!("clusters/{dir} is not a valid cluster name: {e}")))?;
         let Some(bytes) = repo.read_head(&format!("{CLUSTERS_DIR}/{cluster}/{PRIMARIES_FILE}"))? else {
             continue;
         };

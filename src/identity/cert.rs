@@ -3,11 +3,11 @@
 
 use std::time::SystemTime;
 
-use sequoia_openpgp as openpgp;
 use openpgp::cert::prelude::*;
 use openpgp::parse::Parse;
 use openpgp::policy::Policy;
 use openpgp::types::RevocationStatus;
+use sequoia_openpgp as openpgp;
 
 /// Why a file cannot be an administrator's certificate.
 #[derive(Debug, thiserror::Error)]
@@ -58,14 +58,8 @@ pub fn parse_one_public(bytes: &[u8]) -> Result<Cert, CertFileError> {
 /// Checks that `cert` can serve as an administrator at `time`: valid
 /// self-signatures, alive, not revoked, a live signing key and a live
 /// encryption subkey.
-pub fn check_usable<'a>(
-    cert: &'a Cert,
-    policy: &'a dyn Policy,
-    time: SystemTime,
-) -> Result<ValidCert<'a>, Unusable> {
-    let vc = cert
-        .with_policy(policy, time)
-        .map_err(|e| Unusable::Invalid(e.to_string()))?;
+pub fn check_usable<'a>(cert: &'a Cert, policy: &'a dyn Policy, time: SystemTime) -> Result<ValidCert<'a>, Unusable> {
+    let vc = cert.with_policy(policy, time).map_err(|e| Unusable::Invalid(e.to_string()))?;
     if let RevocationStatus::Revoked(_) = vc.revocation_status() {
         return Err(Unusable::Revoked);
     }
@@ -95,9 +89,7 @@ pub fn armored(cert: &Cert) -> anyhow::Result<Vec<u8>> {
 
 /// Informational user IDs (never used to identify anyone).
 pub fn user_ids(cert: &Cert) -> Vec<String> {
-    cert.userids()
-        .map(|u| String::from_utf8_lossy(u.userid().value()).into_owned())
-        .collect()
+    cert.userids().map(|u| String::from_utf8_lossy(u.userid().value()).into_owned()).collect()
 }
 
 pub fn creation_time(cert: &Cert) -> SystemTime {
@@ -106,7 +98,5 @@ pub fn creation_time(cert: &Cert) -> SystemTime {
 
 /// The primary key's expiration under `policy` at `time`, if it has one.
 pub fn expiration_time(cert: &Cert, policy: &dyn Policy, time: SystemTime) -> Option<SystemTime> {
-    cert.with_policy(policy, time)
-        .ok()
-        .and_then(|vc| vc.primary_key().key_expiration_time())
+    cert.with_policy(policy, time).ok().and_then(|vc| vc.primary_key().key_expiration_time())
 }

@@ -25,7 +25,9 @@ pub struct Admin {
 /// Why the `pubkeys/` directory and `kaws.toml` do not agree.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("pubkeys/{file} holds the certificate {actual}, not the one its name says; someone renamed or replaced it")]
+    #[error(
+        "pubkeys/{file} holds the certificate {actual}, not the one its name says; someone renamed or replaced it"
+    )]
     NameMismatch { file: String, actual: Fingerprint },
     #[error("pubkeys/{file} is not a valid administrator certificate: {source}")]
     BadFile { file: String, source: cert::CertFileError },
@@ -49,10 +51,7 @@ impl Admins {
     /// Builds the set from `kaws.toml`'s `[admins]` and the files of
     /// `pubkeys/` as `(file name, content)`. Every file's fingerprint is
     /// recomputed from its content; any disagreement refuses the whole set.
-    pub fn load(
-        names: &BTreeMap<AdminName, Fingerprint>,
-        files: Vec<(String, Vec<u8>)>,
-    ) -> Result<Admins, StoreError> {
+    pub fn load(names: &BTreeMap<AdminName, Fingerprint>, files: Vec<(String, Vec<u8>)>) -> Result<Admins, StoreError> {
         let mut certs: BTreeMap<Fingerprint, Cert> = BTreeMap::new();
         for (file, bytes) in files {
             if file == "README.md" {
@@ -63,8 +62,8 @@ impl Admins {
                 .and_then(|f| f.parse::<Fingerprint>().ok())
                 .filter(|f| f.file_name() == file)
                 .ok_or_else(|| StoreError::UnexpectedFile { file: file.clone() })?;
-            let cert = cert::parse_one_public(&bytes)
-                .map_err(|source| StoreError::BadFile { file: file.clone(), source })?;
+            let cert =
+                cert::parse_one_public(&bytes).map_err(|source| StoreError::BadFile { file: file.clone(), source })?;
             let actual = Fingerprint::from(cert.fingerprint());
             if actual != claimed {
                 return Err(StoreError::NameMismatch { file, actual });
@@ -81,14 +80,10 @@ impl Admins {
                     fingerprint: fpr.clone(),
                 });
             }
-            let cert = certs.get(fpr).ok_or_else(|| StoreError::MissingFile {
-                name: name.clone(),
-                fingerprint: fpr.clone(),
-            })?;
-            by_name.insert(
-                name.clone(),
-                Admin { name: name.clone(), fingerprint: fpr.clone(), cert: cert.clone() },
-            );
+            let cert = certs
+                .get(fpr)
+                .ok_or_else(|| StoreError::MissingFile { name: name.clone(), fingerprint: fpr.clone() })?;
+            by_name.insert(name.clone(), Admin { name: name.clone(), fingerprint: fpr.clone(), cert: cert.clone() });
         }
         if let Some(orphan) = certs.keys().find(|f| !by_fpr.contains_key(f)) {
             return Err(StoreError::Orphan { file: orphan.file_name() });

@@ -4,15 +4,17 @@
 
 use std::time::SystemTime;
 
-use sequoia_openpgp as openpgp;
 use openpgp::parse::stream::{DetachedVerifierBuilder, MessageLayer, MessageStructure, VerificationHelper};
 use openpgp::parse::Parse;
 use openpgp::policy::Policy;
 use openpgp::{Cert, KeyHandle};
+use sequoia_openpgp as openpgp;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error("no valid signature by {0} (signed by another key, altered data, or a key expired or revoked when it signed)")]
+    #[error(
+        "no valid signature by {0} (signed by another key, altered data, or a key expired or revoked when it signed)"
+    )]
     NotBy(String),
     #[error("the signature file cannot be read: {0}")]
     Malformed(String),
@@ -43,7 +45,13 @@ impl VerificationHelper for Pinned<'_> {
 }
 
 /// Verifies `signature` (armored or binary, detached) over `data` against `cert` only.
-pub fn detached(data: &[u8], signature: &[u8], cert: &Cert, policy: &dyn Policy, now: SystemTime) -> Result<(), VerifyError> {
+pub fn detached(
+    data: &[u8],
+    signature: &[u8],
+    cert: &Cert,
+    policy: &dyn Policy,
+    now: SystemTime,
+) -> Result<(), VerifyError> {
     let helper = Pinned { cert, good: false };
     let mut v = DetachedVerifierBuilder::from_bytes(signature)
         .map_err(|e| VerifyError::Malformed(e.to_string()))?
@@ -51,7 +59,11 @@ pub fn detached(data: &[u8], signature: &[u8], cert: &Cert, policy: &dyn Policy,
         .map_err(|e| VerifyError::Malformed(e.to_string()))?;
     let by = || VerifyError::NotBy(cert.fingerprint().to_hex());
     v.verify_bytes(data).map_err(|_| by())?;
-    if v.into_helper().good { Ok(()) } else { Err(by()) }
+    if v.into_helper().good {
+        Ok(())
+    } else {
+        Err(by())
+    }
 }
 
 /// Why a commit's signature does not make it an administrator's.
@@ -60,16 +72,29 @@ pub fn detached(data: &[u8], signature: &[u8], cert: &Cert, policy: &dyn Policy,
 pub enum Rejection {
     Unsigned,
     /// The issuer is no key of anyone kaws knows.
-    UnknownKey { key: String },
+    UnknownKey {
+        key: String,
+    },
     /// The key belongs to a certificate that is not an administrator in the parent.
-    NotAnAdministrator { key: String },
+    NotAnAdministrator {
+        key: String,
+    },
     /// The key is an administrator's, but the signature does not verify.
-    BadSignature { admin: String },
+    BadSignature {
+        admin: String,
+    },
     /// The administrator's key was expired, revoked or not signing-capable when it signed.
-    KeyNotValidAtSigning { admin: String, detail: String },
-    Malformed { detail: String },
+    KeyNotValidAtSigning {
+        admin: String,
+        detail: String,
+    },
+    Malformed {
+        detail: String,
+    },
     /// The parent's `kaws.toml` and `pubkeys/` disagree, so nobody is an administrator there.
-    InconsistentAdmins { detail: String },
+    InconsistentAdmins {
+        detail: String,
+    },
 }
 
 impl std::fmt::Display for Rejection {
@@ -77,9 +102,13 @@ impl std::fmt::Display for Rejection {
         match self {
             Rejection::Unsigned => write!(f, "unsigned"),
             Rejection::UnknownKey { key } => write!(f, "signed by an unknown key {key}"),
-            Rejection::NotAnAdministrator { key } => write!(f, "signed by {key}, which is not an administrator's key in the parent"),
+            Rejection::NotAnAdministrator { key } => {
+                write!(f, "signed by {key}, which is not an administrator's key in the parent")
+            }
             Rejection::BadSignature { admin } => write!(f, "bad signature claiming to be {admin}'s"),
-            Rejection::KeyNotValidAtSigning { admin, detail } => write!(f, "{admin}'s key was not valid when it signed: {detail}"),
+            Rejection::KeyNotValidAtSigning { admin, detail } => {
+                write!(f, "{admin}'s key was not valid when it signed: {detail}")
+            }
             Rejection::Malformed { detail } => write!(f, "unreadable signature: {detail}"),
             Rejection::InconsistentAdmins { detail } => f.write_str(detail),
         }
@@ -106,9 +135,8 @@ pub fn by_any<'a, N: std::fmt::Display>(
     let Some(first) = issuers.first() else {
         return Err(malformed(&"the signature names no issuer"));
     };
-    let owner = admins.iter().find(|(_, cert)| {
-        cert.keys().any(|k| issuers.iter().any(|i| i.aliases(k.key().key_handle())))
-    });
+    let owner =
+        admins.iter().find(|(_, cert)| cert.keys().any(|k| issuers.iter().any(|i| i.aliases(k.key().key_handle()))));
     let Some((name, cert)) = owner else {
         return Err(Rejection::UnknownKey { key: first.to_hex() });
     };

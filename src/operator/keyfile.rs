@@ -5,20 +5,19 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use anyhow::{Context as _, Result};
-use sequoia_openpgp as openpgp;
 use openpgp::cert::prelude::*;
 use openpgp::crypto::Password;
 use openpgp::parse::Parse;
 use openpgp::policy::Policy;
+use sequoia_openpgp as openpgp;
 use zeroize::Zeroizing;
 
 use super::{live_signing_keys, Operator, Secrets};
 use crate::error::refused;
 
 pub fn load(path: &Path, policy: &dyn Policy, now: SystemTime) -> Result<Operator> {
-    let bytes = Zeroizing::new(
-        std::fs::read(path).with_context(|| format!("reading the secret key file {}", path.display()))?,
-    );
+    let bytes =
+        Zeroizing::new(std::fs::read(path).with_context(|| format!("reading the secret key file {}", path.display()))?);
     let bad = |why: String| {
         refused(format!("{} is not a usable OpenPGP secret key: {why}", path.display()))
             .hint("export it with `gpg --export-secret-keys FINGERPRINT > FILE` (or `sq key export`)")

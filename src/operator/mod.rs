@@ -12,7 +12,6 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use anyhow::{Context as _, Result};
-use sequoia_openpgp as openpgp;
 use openpgp::cert::amalgamation::key::PrimaryKey;
 use openpgp::crypto::Signer;
 use openpgp::packet::key::{PublicParts, UnspecifiedRole};
@@ -20,6 +19,7 @@ use openpgp::packet::Key;
 use openpgp::policy::Policy;
 use openpgp::serialize::stream::{Armorer, Message};
 use openpgp::Cert;
+use sequoia_openpgp as openpgp;
 
 use crate::error::refused;
 use crate::identity::{Admins, Fingerprint};
@@ -45,7 +45,11 @@ pub struct Operator {
 enum Secrets {
     /// The key file's secret keys; encrypted ones are unlocked on first use
     /// with the passphrase (asked once) and kept in sequoia's protected memory.
-    File { tsk: Cert, password: Mutex<Option<openpgp::crypto::Password>>, unlocked: Mutex<Vec<openpgp::crypto::KeyPair>> },
+    File {
+        tsk: Cert,
+        password: Mutex<Option<openpgp::crypto::Password>>,
+        unlocked: Mutex<Vec<openpgp::crypto::KeyPair>>,
+    },
     Agent,
 }
 
@@ -77,8 +81,7 @@ impl Operator {
             .as_name
             .map(|n| {
                 admins.get(n).ok_or_else(|| {
-                    refused(format!("--as {n}: no administrator of that name"))
-                        .hint("list them with `kaws key list`")
+                    refused(format!("--as {n}: no administrator of that name")).hint("list them with `kaws key list`")
                 })
             })
             .transpose()?;
@@ -89,7 +92,11 @@ impl Operator {
                     if a.fingerprint != op.fingerprint() {
                         return Err(refused(format!(
                             "--as {}: the key in {} is {}, not {}'s key {}",
-                            a.name, path.display(), op.fingerprint(), a.name, a.fingerprint
+                            a.name,
+                            path.display(),
+                            op.fingerprint(),
+                            a.name,
+                            a.fingerprint
                         ))
                         .into());
                     }
@@ -157,9 +164,8 @@ impl Operator {
         {
             let message = Message::new(&mut sink);
             let message = Armorer::new(message).kind(openpgp::armor::Kind::Signature).build()?;
-            let mut signer = openpgp::serialize::stream::Signer::new(message, ByRef(&mut **guard))?
-                .detached()
-                .build()?;
+            let mut signer =
+                openpgp::serialize::stream::Signer::new(message, ByRef(&mut **guard))?.detached().build()?;
             signer.write_all(data)?;
             signer.finalize()?;
         }
@@ -216,9 +222,9 @@ impl crate::vault::KeyRing for Operator {
                     if pw.is_none() {
                         *pw = Some(keyfile::read_password(tsk)?);
                     }
-                    key = key.decrypt_secret(pw.as_ref().expect("set")).map_err(|_| {
-                        refused("the passphrase does not unlock the operator's decryption key")
-                    })?;
+                    key = key
+                        .decrypt_secret(pw.as_ref().expect("set"))
+                        .map_err(|_| refused("the passphrase does not unlock the operator's decryption key"))?;
                 }
                 let pair = key.into_keypair()?;
                 cache.push(pair.clone());

@@ -32,10 +32,7 @@ pub struct UnknownAlgorithm(String);
 impl FromStr for KeyAlgorithm {
     type Err = UnknownAlgorithm;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|a| a.as_str() == s)
-            .ok_or_else(|| UnknownAlgorithm(s.to_owned()))
+        Self::ALL.into_iter().find(|a| a.as_str() == s).ok_or_else(|| UnknownAlgorithm(s.to_owned()))
     }
 }
 

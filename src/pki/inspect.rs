@@ -164,10 +164,20 @@ pub fn check(cert_pem: &str, issuer_pem: &str, expect: &Expect) -> Result<(), Ve
         }
         _ => fail("no keyUsage".into()),
     }
-    if cert.get_extension_unique(&x509_parser::oid_registry::OID_X509_EXT_SUBJECT_KEY_IDENTIFIER).ok().flatten().is_none() {
+    if cert
+        .get_extension_unique(&x509_parser::oid_registry::OID_X509_EXT_SUBJECT_KEY_IDENTIFIER)
+        .ok()
+        .flatten()
+        .is_none()
+    {
         fail("no subjectKeyIdentifier".into());
     }
-    if cert.get_extension_unique(&x509_parser::oid_registry::OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER).ok().flatten().is_none() {
+    if cert
+        .get_extension_unique(&x509_parser::oid_registry::OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER)
+        .ok()
+        .flatten()
+        .is_none()
+    {
         fail("no authorityKeyIdentifier".into());
     }
     match facts_der(&der) {
@@ -182,5 +192,9 @@ pub fn check(cert_pem: &str, issuer_pem: &str, expect: &Expect) -> Result<(), Ve
         }
         Err(e) => fail(e.to_string()),
     }
-    if problems.is_empty() { Ok(()) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
 }

@@ -81,7 +81,13 @@ pub fn new_ca(id: CaId, alg: KeyAlgorithm, now: SystemTime, days: u32) -> Result
 }
 
 /// The parameters of a leaf: kaws' template, nothing from outside.
-fn leaf_params(leaf: &Leaf, sans: &[San], alg: KeyAlgorithm, now: SystemTime, days: u32) -> Result<CertificateParams, rcgen::Error> {
+fn leaf_params(
+    leaf: &Leaf,
+    sans: &[San],
+    alg: KeyAlgorithm,
+    now: SystemTime,
+    days: u32,
+) -> Result<CertificateParams, rcgen::Error> {
     let mut p = base_params(&leaf.common_name, leaf.organization, now, days);
     p.is_ca = IsCa::ExplicitNoCa;
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -106,7 +112,14 @@ fn leaf_params(leaf: &Leaf, sans: &[San], alg: KeyAlgorithm, now: SystemTime, da
 }
 
 /// A new leaf with a fresh key, signed by `ca`.
-pub fn new_leaf(leaf: &Leaf, sans: &[San], alg: KeyAlgorithm, ca: &Authority, now: SystemTime, days: u32) -> Result<Issued, rcgen::Error> {
+pub fn new_leaf(
+    leaf: &Leaf,
+    sans: &[San],
+    alg: KeyAlgorithm,
+    ca: &Authority,
+    now: SystemTime,
+    days: u32,
+) -> Result<Issued, rcgen::Error> {
     let key = alg.generate()?;
     let cert = leaf_params(leaf, sans, alg, now, days)?.signed_by(&key, &ca.issuer()?)?;
     Ok(Issued { cert_pem: cert.pem(), key_pem: Zeroizing::new(key.serialize_pem()) })
@@ -114,7 +127,15 @@ pub fn new_leaf(leaf: &Leaf, sans: &[San], alg: KeyAlgorithm, ca: &Authority, no
 
 /// Re-issues a leaf for an existing key (renewal): a new certificate with a
 /// new serial and validity, same subject and SANs.
-pub fn renew_leaf(leaf: &Leaf, sans: &[San], alg: KeyAlgorithm, key: &KeyPair, ca: &Authority, now: SystemTime, days: u32) -> Result<String, rcgen::Error> {
+pub fn renew_leaf(
+    leaf: &Leaf,
+    sans: &[San],
+    alg: KeyAlgorithm,
+    key: &KeyPair,
+    ca: &Authority,
+    now: SystemTime,
+    days: u32,
+) -> Result<String, rcgen::Error> {
     Ok(leaf_params(leaf, sans, alg, now, days)?.signed_by(key, &ca.issuer()?)?.pem())
 }
 

@@ -41,7 +41,8 @@ pub fn issue_cluster(spec: &ClusterSpec, now: SystemTime) -> Result<ClusterPki> 
     let mut out = ClusterPki { certs: Vec::new(), sa_pub: String::new(), keys: Vec::new() };
     let mut authorities = Vec::new();
     for id in CaId::ALL {
-        let (issued, auth) = issue::new_ca(id, alg, now, v.ca_days).with_context(|| format!("issuing {}", id.path()))?;
+        let (issued, auth) =
+            issue::new_ca(id, alg, now, v.ca_days).with_context(|| format!("issuing {}", id.path()))?;
         verify_ca(id, &issued.cert_pem, alg, &issued.key_pem)?;
         out.certs.push((id.path().to_owned(), issued.cert_pem));
         out.keys.push(SecretFile { path: id.path().to_owned(), pem: issued.key_pem });

@@ -114,7 +114,14 @@ pub fn leaves(spec: &ClusterSpec) -> Vec<Leaf> {
         leaf("apiserver", Kubernetes, "kube-apiserver", None, SERVER, SanSource::ApiServer),
         // kubeadm binds this group to cluster-admin for the API server's
         // calls to kubelets; it is not system:masters.
-        leaf("apiserver-kubelet-client", Kubernetes, "kube-apiserver-kubelet-client", Some("kubeadm:cluster-admins"), CLIENT, NoSans),
+        leaf(
+            "apiserver-kubelet-client",
+            Kubernetes,
+            "kube-apiserver-kubelet-client",
+            Some("kubeadm:cluster-admins"),
+            CLIENT,
+            NoSans,
+        ),
         leaf("controller-manager", Kubernetes, "system:kube-controller-manager", None, CLIENT, NoSans),
         leaf("scheduler", Kubernetes, "system:kube-scheduler", None, CLIENT, NoSans),
         // Break-glass: readable by primaries only, never delivered to an instance.

@@ -110,7 +110,12 @@ impl Context {
         let mut public_files = Vec::new();
         if let Role::Master(i) = role {
             let find = |p: &str| {
-                public.pki.iter().find(|(path, _)| path == p).map(|(_, pem)| pem.clone()).ok_or_else(|| ContextError::Missing(p.to_owned()))
+                public
+                    .pki
+                    .iter()
+                    .find(|(path, _)| path == p)
+                    .map(|(_, pem)| pem.clone())
+                    .ok_or_else(|| ContextError::Missing(p.to_owned()))
             };
             for p in SHARED_MASTER_CERTS {
                 public_files.push(File { path: format!("/etc/kubernetes/pki/{p}"), content: find(p)? });
@@ -123,7 +128,10 @@ impl Context {
             }
             if i == 0 {
                 for (name, manifest) in &public.rbac {
-                    public_files.push(File { path: format!("/etc/kubernetes/kaws/rbac/{name}.yaml"), content: manifest.clone() });
+                    public_files.push(File {
+                        path: format!("/etc/kubernetes/kaws/rbac/{name}.yaml"),
+                        content: manifest.clone(),
+                    });
                 }
             }
         }
@@ -157,7 +165,8 @@ impl Context {
     pub fn files(&self, default_deny: &str) -> Vec<File> {
         let mut files = self.public_files.clone();
         if self.role == Role::Master(0) {
-            files.push(File { path: "/etc/kubernetes/kaws/default-deny.yaml".into(), content: default_deny.to_owned() });
+            files
+                .push(File { path: "/etc/kubernetes/kaws/default-deny.yaml".into(), content: default_deny.to_owned() });
         }
         files
     }

@@ -40,11 +40,7 @@ pub enum ConfigError {
 
 impl Config {
     pub fn new(founder: AdminName, fingerprint: Fingerprint) -> Config {
-        Config {
-            format: FORMAT,
-            defaults: Defaults::default(),
-            admins: BTreeMap::from([(founder, fingerprint)]),
-        }
+        Config { format: FORMAT, defaults: Defaults::default(), admins: BTreeMap::from([(founder, fingerprint)]) }
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
@@ -76,7 +72,9 @@ mod tests {
         assert_eq!(back.admins, c.admins);
         assert!(Config::parse("format = 1\n[admins]\n").is_err());
         assert!(Config::parse("format = 2\n[admins]\nab = \"C03FA6411B03AE12576461187223B56678E02528\"\n").is_err());
-        assert!(Config::parse("format = 1\n[admins]\n\"../x\" = \"C03FA6411B03AE12576461187223B56678E02528\"\n").is_err());
+        assert!(
+            Config::parse("format = 1\n[admins]\n\"../x\" = \"C03FA6411B03AE12576461187223B56678E02528\"\n").is_err()
+        );
         assert!(Config::parse("format = 1\n[admins]\nab = \"7223B56678E02528\"\n").is_err());
     }
 }

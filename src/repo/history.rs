@@ -93,7 +93,8 @@ fn judge_all(pending: &[Pending], policy: &dyn Policy, now: SystemTime) -> Vec<V
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = pending.len().div_ceil(workers).max(1);
     std::thread::scope(|s| {
-        let handles: Vec<_> = pending.chunks(chunk).map(|part| s.spawn(move || part.iter().map(judge).collect::<Vec<_>>())).collect();
+        let handles: Vec<_> =
+            pending.chunks(chunk).map(|part| s.spawn(move || part.iter().map(judge).collect::<Vec<_>>())).collect();
         handles.into_iter().flat_map(|h| h.join().expect("a verifying thread panicked")).collect()
     })
 }
@@ -209,12 +210,11 @@ impl Repo {
                 continue;
             }
             let commit = self.git.find_commit(oid)?;
-            let parents: Vec<(Oid, AdminSet)> = commit
-                .parent_ids()
-                .map(|p| Ok((p, self.admins_at(p, &mut memo)?)))
-                .collect::<Result<_>>()?;
+            let parents: Vec<(Oid, AdminSet)> =
+                commit.parent_ids().map(|p| Ok((p, self.admins_at(p, &mut memo)?))).collect::<Result<_>>()?;
             let own = self.admins_at(oid, &mut memo)?;
-            let signature = self.git.extract_signature(&oid, Some("gpgsig")).ok().map(|(s, d)| (s.to_vec(), d.to_vec()));
+            let signature =
+                self.git.extract_signature(&oid, Some("gpgsig")).ok().map(|(s, d)| (s.to_vec(), d.to_vec()));
             pending.push(Pending { oid, summary: commit.summary().unwrap_or("").to_owned(), parents, own, signature });
         }
         report.commits_checked = pending.len();
@@ -227,7 +227,9 @@ impl Repo {
         let known_keys: HashSet<String> = memo
             .values()
             .filter_map(|s| s.as_ref().as_ref().ok())
-            .flat_map(|a: &Admins| a.iter().flat_map(|x| x.cert.keys().map(|k| k.key().fingerprint().to_hex())).collect::<Vec<_>>())
+            .flat_map(|a: &Admins| {
+                a.iter().flat_map(|x| x.cert.keys().map(|k| k.key().fingerprint().to_hex())).collect::<Vec<_>>()
+            })
             .collect();
         for (p, verdicts) in pending.iter().zip(verdicts) {
             let mut reasons = Vec::new();
@@ -257,7 +259,9 @@ impl Repo {
                         report.admin_changes.push(change);
                     }
                 }
-                None => report.problems.push(Problem { commit: p.oid.to_string(), summary: p.summary.clone(), reasons }),
+                None => {
+                    report.problems.push(Problem { commit: p.oid.to_string(), summary: p.summary.clone(), reasons })
+                }
             }
         }
         report.authenticated = auth.contains(&head);
@@ -284,7 +288,10 @@ impl Repo {
         let report = self.audit(root, policy, now)?;
         if !report.authenticated {
             return Err(refused(format!("HEAD ({}) is not authenticated from the trust root {root}", report.head))
-                .hint(format!("run `kaws audit` (in {}) to see which commits are not signed by an administrator", self.root.display()))
+                .hint(format!(
+                    "run `kaws audit` (in {}) to see which commits are not signed by an administrator",
+                    self.root.display()
+                ))
                 .into());
         }
         Ok(())

@@ -36,9 +36,7 @@ impl Repo {
     /// Finds the kaws repository containing `start` (the nearest ancestor
     /// with a `kaws.toml` at the root of a git work tree).
     pub fn discover(start: &Path) -> Result<Repo> {
-        let start = start
-            .canonicalize()
-            .with_context(|| format!("{} does not exist", start.display()))?;
+        let start = start.canonicalize().with_context(|| format!("{} does not exist", start.display()))?;
         for dir in start.ancestors() {
             if dir.join(CONFIG_FILE).is_file() && dir.join(".git").exists() {
                 return Repo::open(dir);
@@ -51,12 +49,8 @@ impl Repo {
 
     /// Opens the git repository whose work tree root is `root`.
     pub fn open(root: &Path) -> Result<Repo> {
-        let git = Repository::open(root)
-            .with_context(|| format!("{} is not a git repository", root.display()))?;
-        let workdir = git
-            .workdir()
-            .context("the git repository is bare; kaws needs a working tree")?
-            .canonicalize()?;
+        let git = Repository::open(root).with_context(|| format!("{} is not a git repository", root.display()))?;
+        let workdir = git.workdir().context("the git repository is bare; kaws needs a working tree")?.canonicalize()?;
         if workdir != root.canonicalize()? {
             return Err(failed(format!(
                 "{} is inside the git work tree {}, not at its root",
@@ -76,8 +70,7 @@ impl Repo {
         if Repository::open(root).is_err() {
             let mut opts = git2::RepositoryInitOptions::new();
             opts.initial_head("main");
-            Repository::init_opts(root, &opts)
-                .with_context(|| format!("git init {}", root.display()))?;
+            Repository::init_opts(root, &opts).with_context(|| format!("git init {}", root.display()))?;
         }
         Repo::open(root)
     }
@@ -163,9 +156,8 @@ impl Repo {
     }
 
     pub fn config(&self) -> Result<Config> {
-        let bytes = self
-            .read_head(CONFIG_FILE)?
-            .ok_or_else(|| failed("kaws.toml is not committed").hint("run `kaws init`"))?;
+        let bytes =
+            self.read_head(CONFIG_FILE)?.ok_or_else(|| failed("kaws.toml is not committed").hint("run `kaws init`"))?;
         let text = String::from_utf8(bytes).context("kaws.toml is not UTF-8")?;
         Ok(Config::parse(&text).map_err(|e| refused(e.to_string()))?)
     }

@@ -8,17 +8,17 @@ use std::io::{Read, Write};
 use std::time::SystemTime;
 
 use anyhow::{bail, Context as _, Result};
-use sequoia_openpgp as openpgp;
 use openpgp::crypto::{Decryptor, SessionKey};
+use openpgp::packet::key::{PublicParts, UnspecifiedRole};
+use openpgp::packet::Key;
 use openpgp::packet::{PKESK, SKESK};
 use openpgp::parse::stream::{DecryptionHelper, DecryptorBuilder, MessageStructure, VerificationHelper};
 use openpgp::parse::{PacketParser, PacketParserResult, Parse};
 use openpgp::policy::Policy;
 use openpgp::serialize::stream::{Armorer, Encryptor, LiteralWriter, Message, Recipient};
-use openpgp::packet::key::{PublicParts, UnspecifiedRole};
-use openpgp::packet::Key;
 use openpgp::types::{Features, KeyFlags, SymmetricAlgorithm};
 use openpgp::{Cert, KeyHandle, KeyID, Packet};
+use sequoia_openpgp as openpgp;
 use zeroize::Zeroizing;
 
 /// Something that holds secret keys and can lend a decryptor for one.
@@ -70,14 +70,11 @@ fn recipient_keys<'a>(
 fn seal_to(plain: &[u8], keys: &[&Key<PublicParts, UnspecifiedRole>]) -> Result<Vec<u8>> {
     let mut sink = Vec::new();
     {
-        let recipients = keys
-            .iter()
-            .map(|k| Recipient::new(Features::empty().set_seipdv1(), k.key_handle(), *k));
+        let recipients = keys.iter().map(|k| Recipient::new(Features::empty().set_seipdv1(), k.key_handle(), *k));
         let message = Message::new(&mut sink);
         let message = Armorer::new(message).build()?;
-        let message = Encryptor::for_recipients(message, recipients)
-            .symmetric_algo(SymmetricAlgorithm::AES256)
-            .build()?;
+        let message =
+            Encryptor::for_recipients(message, recipients).symmetric_algo(SymmetricAlgorithm::AES256).build()?;
         let mut w = LiteralWriter::new(message).build()?;
         w.write_all(plain)?;
         w.finalize()?;
@@ -141,9 +138,7 @@ pub fn recipients_of(armored: &[u8]) -> Result<BTreeSet<KeyID>> {
 /// Decrypts a sealed message with whatever keys `ring` holds.
 pub fn open(armored: &[u8], ring: &dyn KeyRing, policy: &dyn Policy) -> Result<Zeroizing<Vec<u8>>> {
     let helper = Helper { ring };
-    let mut dec = DecryptorBuilder::from_bytes(armored)?
-        .with_policy(policy, None, helper)
-        .context("cannot decrypt")?;
+    let mut dec = DecryptorBuilder::from_bytes(armored)?.with_policy(policy, None, helper).context("cannot decrypt")?;
     // Enough room up front that the buffer never reallocates and leaves
     // unzeroized copies behind (private keys in PEM are a few KiB).
     let mut out = Zeroizing::new(Vec::with_capacity(64 * 1024));

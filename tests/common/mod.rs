@@ -102,9 +102,7 @@ impl Gpg {
     }
 
     pub fn export_secret(&self, fpr: &str, passphrase: &str, path: &Path) -> PathBuf {
-        let out = self.run(&[
-            "--pinentry-mode", "loopback", "--passphrase", passphrase, "--export-secret-keys", fpr,
-        ]);
+        let out = self.run(&["--pinentry-mode", "loopback", "--passphrase", passphrase, "--export-secret-keys", fpr]);
         std::fs::write(path, out.stdout).unwrap();
         path.to_path_buf()
     }

@@ -25,7 +25,11 @@ fn current_cert(ctx: &Ctx, repo: &Repo, loaded: &Loaded, name: &AdminName) -> Re
     let facts = inspect::facts(&pem).with_context(|| format!("reading {}", cert_file(name)))?;
     if let Some(bytes) = repo.read_head(&loaded.path(REVOKED_FILE))? {
         if Revoked::parse(&String::from_utf8_lossy(&bytes))?.contains_serial(&facts.serial) {
-            return Err(refused(format!("{name}'s certificate for {} (serial {}) is revoked", loaded.name, facts.serial)).into());
+            return Err(refused(format!(
+                "{name}'s certificate for {} (serial {}) is revoked",
+                loaded.name, facts.serial
+            ))
+            .into());
         }
     }
     let now = ctx.now.duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
@@ -39,7 +43,14 @@ fn current_cert(ctx: &Ctx, repo: &Repo, loaded: &Loaded, name: &AdminName) -> Re
 
 /// NAME's private key, opened by the operator (who must be NAME) and
 /// checked against the certificate.
-fn private_key(ctx: &Ctx, repo: &Repo, loaded: &Loaded, name: &AdminName, op: &Operator, spki: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+fn private_key(
+    ctx: &Ctx,
+    repo: &Repo,
+    loaded: &Loaded,
+    name: &AdminName,
+    op: &Operator,
+    spki: &[u8],
+) -> Result<zeroize::Zeroizing<Vec<u8>>> {
     let sealed = read(repo, loaded, &key_file(name), || failed(format!("{} is missing", key_file(name))).into())?;
     let key = crate::vault::open(&sealed, op, &ctx.policy).with_context(|| format!("opening {}", key_file(name)))?;
     let pem = std::str::from_utf8(&key).context("the key is not PEM")?;
@@ -113,12 +124,15 @@ pub fn credential(ctx: &Ctx, cluster: &str, raw: &str) -> Result<()> {
     require_self(&op, admin, "credential")?;
     let key = private_key(ctx, &repo, &loaded, &name, &op, &facts.spki)?;
     let key = std::str::from_utf8(&key).context("the key is not PEM")?;
-    let expires = crate::commands::key::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(facts.not_after as u64));
+    let expires =
+        crate::commands::key::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(facts.not_after as u64));
     // Built by hand into one pre-sized zeroizing buffer, so no copy of the
     // key outlives this function.
     let quoted_key = zeroize::Zeroizing::new(serde_json::to_string(key)?);
     let mut out = zeroize::Zeroizing::new(String::with_capacity(quoted_key.len() + cert_pem.len() * 2 + 512));
-    out.push_str(r#"{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"clientCertificateData":"#);
+    out.push_str(
+        r#"{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"clientCertificateData":"#,
+    );
     out.push_str(&serde_json::to_string(&cert_pem)?);
     out.push_str(r#","clientKeyData":"#);
     out.push_str(&quoted_key);

@@ -25,12 +25,18 @@ pub fn list(ctx: &Ctx, cluster: &str) -> Result<()> {
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     for (file, bytes) in repo.list_head(&loaded.path("admins"))? {
         let Some((name, ext)) = file.split_once('.') else { continue };
-        let row = rows.entry(name.to_owned()).or_insert_with(|| Row { name: name.to_owned(), status: "requested", ..Row::default() });
+        let row = rows.entry(name.to_owned()).or_insert_with(|| Row {
+            name: name.to_owned(),
+            status: "requested",
+            ..Row::default()
+        });
         if ext == "crt" {
             let f = inspect::facts(&String::from_utf8_lossy(&bytes))?;
             row.status = if f.not_after <= now { "expired" } else { "issued" };
             row.serial = Some(f.serial);
-            row.expires = Some(crate::commands::key::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(f.not_after.max(0) as u64)));
+            row.expires = Some(crate::commands::key::rfc3339(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(f.not_after.max(0) as u64),
+            ));
         }
     }
     if let Some(b) = repo.read_head(&loaded.path(REVOKED_FILE))? {

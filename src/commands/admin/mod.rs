@@ -36,7 +36,10 @@ fn require_self(op: &Operator, admin: &Admin, verb: &str) -> Result<()> {
     if op.fingerprint() != admin.fingerprint {
         return Err(refused(format!(
             "`kaws admin {verb}` for {} must be run by {} with their own key ({}); the operator is {}",
-            admin.name, admin.name, admin.fingerprint, op.fingerprint()
+            admin.name,
+            admin.name,
+            admin.fingerprint,
+            op.fingerprint()
         ))
         .hint(format!("{} runs it: --as {} or --secret-key with their key", admin.name, admin.name))
         .into());
@@ -45,6 +48,11 @@ fn require_self(op: &Operator, admin: &Admin, verb: &str) -> Result<()> {
 }
 
 /// A file of the cluster at HEAD, which must exist.
-fn read(repo: &crate::repo::Repo, loaded: &Loaded, rel: &str, missing: impl FnOnce() -> anyhow::Error) -> Result<Vec<u8>> {
+fn read(
+    repo: &crate::repo::Repo,
+    loaded: &Loaded,
+    rel: &str,
+    missing: impl FnOnce() -> anyhow::Error,
+) -> Result<Vec<u8>> {
     repo.read_head(&loaded.path(rel))?.ok_or_else(missing)
 }

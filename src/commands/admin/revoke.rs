@@ -3,7 +3,9 @@
 use anyhow::{Context as _, Result};
 
 use super::{admin, read};
-use crate::cluster::admins::{binding_name, cert_file, csr_file, key_file, rbac_file, sig_file, Revoked, RevokedCert, REVOKED_FILE};
+use crate::cluster::admins::{
+    binding_name, cert_file, csr_file, key_file, rbac_file, sig_file, Revoked, RevokedCert, REVOKED_FILE,
+};
 use crate::commands::cluster::{open_cluster, primary_operator};
 use crate::context::Ctx;
 use crate::error::failed;

@@ -68,9 +68,7 @@ pub fn sign(ctx: &Ctx, cluster: &str, raw: &str, days: u32) -> Result<()> {
         .map_err(|p| anyhow::anyhow!("the issued certificate fails its own checks: {}", p.join("; ")))?;
 
     let mut change = Change::default();
-    change
-        .write(loaded.path(&cert_file(&name)), cert_pem)
-        .write(loaded.path(&rbac_file(&name)), rbac_manifest(&name));
+    change.write(loaded.path(&cert_file(&name)), cert_pem).write(loaded.path(&rbac_file(&name)), rbac_manifest(&name));
     let message = format!(
         "kaws admin sign: certificate for {name} on {} ({days} days)\n\nCSR signature verified against {}\nSigned by: {actor} ({})\n",
         loaded.name,

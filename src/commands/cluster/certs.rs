@@ -62,13 +62,33 @@ pub fn certs(ctx: &Ctx, raw: &str, expiring_within: Option<u32>) -> Result<()> {
     let mut rows = Vec::new();
     for (path, ca) in entries(&loaded) {
         let Some(pem) = pems.get(&path) else {
-            rows.push(Row { path, ca, subject: String::new(), sans: vec![], serial: String::new(), not_after: String::new(), days_left: 0, status: "missing".into(), problem: Some("the certificate file is missing".into()) });
+            rows.push(Row {
+                path,
+                ca,
+                subject: String::new(),
+                sans: vec![],
+                serial: String::new(),
+                not_after: String::new(),
+                days_left: 0,
+                status: "missing".into(),
+                problem: Some("the certificate file is missing".into()),
+            });
             continue;
         };
         let facts = match inspect::facts(pem) {
             Ok(f) => f,
             Err(e) => {
-                rows.push(Row { path, ca, subject: String::new(), sans: vec![], serial: String::new(), not_after: String::new(), days_left: 0, status: "invalid".into(), problem: Some(e.to_string()) });
+                rows.push(Row {
+                    path,
+                    ca,
+                    subject: String::new(),
+                    sans: vec![],
+                    serial: String::new(),
+                    not_after: String::new(),
+                    days_left: 0,
+                    status: "invalid".into(),
+                    problem: Some(e.to_string()),
+                });
                 continue;
             }
         };
@@ -98,7 +118,9 @@ pub fn certs(ctx: &Ctx, raw: &str, expiring_within: Option<u32>) -> Result<()> {
             subject: facts.subject,
             sans: facts.sans.iter().map(|s| s.to_string()).collect(),
             serial: facts.serial,
-            not_after: crate::commands::key::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(facts.not_after.max(0) as u64)),
+            not_after: crate::commands::key::rfc3339(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(facts.not_after.max(0) as u64),
+            ),
             days_left,
             status,
             problem,
@@ -111,10 +133,15 @@ pub fn certs(ctx: &Ctx, raw: &str, expiring_within: Option<u32>) -> Result<()> {
     let report = Report {
         cluster: loaded.name.to_string(),
         rotation_generation: record.generation,
-        rotation_state: record.state, key_match_checked: op.is_some(), key_match_note: note, certificates: rows };
+        rotation_state: record.state,
+        key_match_checked: op.is_some(),
+        key_match_note: note,
+        certificates: rows,
+    };
     print_report(ctx.output, &report)?;
 
-    let broken: Vec<&Row> = report.certificates.iter().filter(|r| !matches!(r.status.as_str(), "ok" | "expiring" | "expired")).collect();
+    let broken: Vec<&Row> =
+        report.certificates.iter().filter(|r| !matches!(r.status.as_str(), "ok" | "expiring" | "expired")).collect();
     if !broken.is_empty() {
         let paths: Vec<&str> = broken.iter().map(|r| r.path.as_str()).collect();
         return Err(refused(format!("{} certificate(s) of {} failed their checks: {}", broken.len(), loaded.name, paths.join(", ")))
@@ -139,7 +166,9 @@ fn print_report(output: Output, report: &Report) -> Result<()> {
     }
     let state = match report.rotation_state {
         crate::cluster::rotation::State::Settled => "settled",
-        crate::cluster::rotation::State::InTransition => "IN TRANSITION (bundles trust the retired CAs too; finish with --finish-rotation)",
+        crate::cluster::rotation::State::InTransition => {
+            "IN TRANSITION (bundles trust the retired CAs too; finish with --finish-rotation)"
+        }
     };
     println!("Cluster {}  rotation generation {}, {state}", report.cluster, report.rotation_generation);
     for r in &report.certificates {
@@ -160,10 +189,19 @@ fn print_report(output: Output, report: &Report) -> Result<()> {
 }
 
 /// The operator if it can decrypt this cluster's keys; otherwise why not.
-fn operator_if_primary(ctx: &Ctx, repo: &Repo, admins: &crate::identity::Admins, loaded: &Loaded) -> Result<Operator, String> {
+fn operator_if_primary(
+    ctx: &Ctx,
+    repo: &Repo,
+    admins: &crate::identity::Admins,
+    loaded: &Loaded,
+) -> Result<Operator, String> {
     let op = ctx.operator(repo, admins).map_err(|e| format!("no operator key ({e})"))?;
     if !loaded.primaries.contains(&op.fingerprint()) {
-        return Err(format!("the operator {} is not a primary of {}; only primaries can open its keys", op.fingerprint(), loaded.name));
+        return Err(format!(
+            "the operator {} is not a primary of {}; only primaries can open its keys",
+            op.fingerprint(),
+            loaded.name
+        ));
     }
     Ok(op)
 }

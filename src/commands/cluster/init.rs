@@ -67,14 +67,17 @@ pub fn init(ctx: &Ctx, args: ClusterInitArgs) -> Result<()> {
     }
 
     let op = ctx.operator(&repo, &admins)?;
-    let actor = op.name().cloned().ok_or_else(|| {
-        refused(format!("the operator key {} is not an administrator", op.fingerprint()))
-    })?;
+    let actor = op
+        .name()
+        .cloned()
+        .ok_or_else(|| refused(format!("the operator key {} is not an administrator", op.fingerprint())))?;
     let names = if primary_names.is_empty() { vec![actor.clone()] } else { primary_names };
     let primaries = super::primaries_from(&admins, &names)?;
     let readers = super::primary_certs(ctx, &admins, &primaries)?;
     if args.admin_cidrs.iter().any(|c| c.ends_with("/0")) {
-        eprintln!("warning: the bastion and the API will accept connections from the whole internet (--allow-world-admin)");
+        eprintln!(
+            "warning: the bastion and the API will accept connections from the whole internet (--allow-world-admin)"
+        );
     }
 
     let material = pki::issue_cluster(&spec, ctx.now).context("issuing the cluster's certificates")?;
@@ -88,7 +91,8 @@ pub fn init(ctx: &Ctx, args: ClusterInitArgs) -> Result<()> {
     let token = token::generate();
     let mut plains: Vec<&[u8]> = material.keys.iter().map(|k| k.pem.as_bytes()).collect();
     plains.push(token.as_bytes());
-    let mut sealed = crate::vault::seal_all(&plains, &readers, &ctx.policy, ctx.now).context("sealing the cluster's keys")?;
+    let mut sealed =
+        crate::vault::seal_all(&plains, &readers, &ctx.policy, ctx.now).context("sealing the cluster's keys")?;
     change.write(cluster_path(&name, token::SEALED_FILE), sealed.pop().expect("the token is sealed"));
     change.write(cluster_path(&name, token::RECORD_FILE), token_record(ctx, token::DEFAULT_TTL_HOURS)?.to_toml());
     for (key, armored) in material.keys.iter().zip(sealed) {
@@ -105,12 +109,19 @@ pub fn init(ctx: &Ctx, args: ClusterInitArgs) -> Result<()> {
     let oid = repo.commit(&change, &message, &ctx.author(&repo, &actor), &op)?.context("nothing changed")?;
     println!("Created cluster {name} in commit {oid}");
     println!("  API name: {}", spec.api_name());
-    println!("  {} certificates under clusters/{name}/pki/, {} keys sealed to {}", material.certs.len(), material.keys.len(), primary_list.join(", "));
+    println!(
+        "  {} certificates under clusters/{name}/pki/, {} keys sealed to {}",
+        material.certs.len(),
+        material.keys.len(),
+        primary_list.join(", ")
+    );
     for i in 0..spec.masters {
         println!("  master {i}: {} ({})", spec.master_hostname(i), spec.master_ip(i));
     }
     if spec.admin_cidrs.is_empty() {
-        eprintln!("note: no --admin-cidr given; nobody will be able to reach the bastion or the API until one is added");
+        eprintln!(
+            "note: no --admin-cidr given; nobody will be able to reach the bastion or the API until one is added"
+        );
     }
     Ok(())
 }

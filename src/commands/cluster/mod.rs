@@ -44,9 +44,9 @@ pub(crate) fn cluster_path(name: &ClusterName, rel: &str) -> String {
 pub(crate) fn load(ctx: &Ctx, repo: &Repo, raw: &str) -> Result<Loaded> {
     let _ = ctx;
     let name: ClusterName = parse_name(raw, "cluster name")?;
-    let spec_bytes = repo
-        .read_head(&cluster_path(&name, crate::cluster::spec::SPEC_FILE))?
-        .ok_or_else(|| failed(format!("no cluster named {name} in this repository")).hint("create it with `kaws cluster init`"))?;
+    let spec_bytes = repo.read_head(&cluster_path(&name, crate::cluster::spec::SPEC_FILE))?.ok_or_else(|| {
+        failed(format!("no cluster named {name} in this repository")).hint("create it with `kaws cluster init`")
+    })?;
     let spec = ClusterSpec::parse(std::str::from_utf8(&spec_bytes).context("cluster.toml is not UTF-8")?)
         .map_err(|e| refused(format!("clusters/{name}/cluster.toml is not valid: {e:#}")))?;
     if spec.name != name {
@@ -82,13 +82,10 @@ pub(crate) fn primaries_from(admins: &Admins, names: &[crate::name::AdminName]) 
 pub(crate) fn primary_certs<'a>(ctx: &Ctx, admins: &'a Admins, primaries: &Primaries) -> Result<Vec<&'a Cert>> {
     let mut out = Vec::new();
     for (name, fpr) in &primaries.primaries {
-        let admin = admins
-            .by_fingerprint(fpr)
-            .filter(|a| &a.name == name)
-            .ok_or_else(|| {
-                refused(format!("primary {name} ({fpr}) is not an administrator of this repository"))
-                    .hint("change the primaries with `kaws cluster reencrypt`")
-            })?;
+        let admin = admins.by_fingerprint(fpr).filter(|a| &a.name == name).ok_or_else(|| {
+            refused(format!("primary {name} ({fpr}) is not an administrator of this repository"))
+                .hint("change the primaries with `kaws cluster reencrypt`")
+        })?;
         cert::check_usable(&admin.cert, &ctx.policy, ctx.now).map_err(|e| {
             refused(format!("primary {name} ({fpr}) is not usable: {e}"))
                 .hint("renew or replace the key (`kaws key update`), or change the primaries")

@@ -36,10 +36,7 @@ pub enum Mode {
 pub fn reencrypt(ctx: &Ctx, raw: &str, names: &[String], mode: Mode) -> Result<()> {
     let (Opened { repo, admins, .. }, loaded) = open_cluster(ctx, raw, true)?;
     let op = primary_operator(ctx, &repo, &admins, &loaded)?;
-    let actor = op
-        .name()
-        .cloned()
-        .context("a primary is an administrator")?;
+    let actor = op.name().cloned().context("a primary is an administrator")?;
     let mut record = match repo.read_head(&loaded.path(ROTATION_FILE))? {
         Some(b) => Record::parse(&String::from_utf8_lossy(&b))?,
         None => Record::default(),
@@ -48,18 +45,11 @@ pub fn reencrypt(ctx: &Ctx, raw: &str, names: &[String], mode: Mode) -> Result<(
         return finish(ctx, &repo, &loaded, &op, &actor, record);
     }
 
-    let names: Vec<AdminName> = names
-        .iter()
-        .map(|n| parse_name(n, "--primary"))
-        .collect::<Result<_>>()?;
+    let names: Vec<AdminName> = names.iter().map(|n| parse_name(n, "--primary")).collect::<Result<_>>()?;
     let new = primaries_from(&admins, &names)?;
     let readers = primary_certs(ctx, &admins, &new)?;
     let old: BTreeSet<&Fingerprint> = loaded.primaries.primaries.values().collect();
-    let removed: Vec<Fingerprint> = old
-        .iter()
-        .filter(|f| !new.contains(f))
-        .map(|f| (*f).clone())
-        .collect();
+    let removed: Vec<Fingerprint> = old.iter().filter(|f| !new.contains(f)).map(|f| (*f).clone()).collect();
     if !removed.is_empty() && mode == Mode::Reseal {
         let who: Vec<String> = removed.iter().map(|f| describe(&admins, f)).collect();
         return Err(refused(format!(
@@ -72,26 +62,17 @@ pub fn reencrypt(ctx: &Ctx, raw: &str, names: &[String], mode: Mode) -> Result<(
         .into());
     }
     if mode == Mode::Rotate && record.state == State::InTransition {
-        return Err(refused(format!(
-            "a rotation of {} is still in transition",
-            loaded.name
-        ))
-        .hint(format!(
-            "once the cluster has rolled, run `kaws cluster reencrypt {} --finish-rotation`",
-            loaded.name
-        ))
-        .into());
+        return Err(refused(format!("a rotation of {} is still in transition", loaded.name))
+            .hint(format!(
+                "once the cluster has rolled, run `kaws cluster reencrypt {} --finish-rotation`",
+                loaded.name
+            ))
+            .into());
     }
 
     let mut change = Change::default();
     change.write(loaded.path(PRIMARIES_FILE), new.to_toml());
-    let job = Job {
-        ctx,
-        repo: &repo,
-        loaded: &loaded,
-        admins: &admins,
-        readers: &readers,
-    };
+    let job = Job { ctx, repo: &repo, loaded: &loaded, admins: &admins, readers: &readers };
     let summary = if mode == Mode::Rotate {
         job.rotate(&mut change)?;
         record.generation += 1;
@@ -112,7 +93,8 @@ pub fn reencrypt(ctx: &Ctx, raw: &str, names: &[String], mode: Mode) -> Result<(
                 date: crate::commands::key::rfc3339(ctx.now),
                 by: actor.clone(),
                 removed: removed.clone(),
-                note: "removed without rotation: they can still read every key of this generation from git history".into(),
+                note: "removed without rotation: they can still read every key of this generation from git history"
+                    .into(),
             });
         }
         "resealed every key".to_owned()
@@ -120,22 +102,15 @@ pub fn reencrypt(ctx: &Ctx, raw: &str, names: &[String], mode: Mode) -> Result<(
     change.write(loaded.path(ROTATION_FILE), record.to_toml());
     let list: Vec<String> = new.primaries.keys().map(|n| n.to_string()).collect();
     let gone: Vec<String> = removed.iter().map(|f| describe(&admins, f)).collect();
-    let message =
-        format!(
+    let message = format!(
         "kaws cluster reencrypt: {} {summary}\n\nPrimaries: {}\nRemoved: {}\nBy: {actor} ({})\n",
         loaded.name,
         list.join(", "),
         if gone.is_empty() { "nobody".to_owned() } else { gone.join(", ") },
         op.fingerprint()
     );
-    let oid = repo
-        .commit(&change, &message, &ctx.author(&repo, &actor), &op)?
-        .context("nothing changed")?;
-    println!(
-        "{}: {summary} for {} in commit {oid}",
-        loaded.name,
-        list.join(", ")
-    );
+    let oid = repo.commit(&change, &message, &ctx.author(&repo, &actor), &op)?.context("nothing changed")?;
+    println!("{}: {summary} for {} in commit {oid}", loaded.name, list.join(", "));
     if mode == Mode::NoRotate && !removed.is_empty() {
         println!(
             "WARNING: {} can still read every current key of {} from git history. This is recorded in {}.",
@@ -146,7 +121,9 @@ pub fn reencrypt(ctx: &Ctx, raw: &str, names: &[String], mode: Mode) -> Result<(
     }
     if mode == Mode::Rotate {
         println!("Every CA, leaf and the service-account key are new. Until the cluster has rolled, the bundles");
-        println!("(pki/ca-bundle.crt, pki/front-proxy-ca-bundle.crt, pki/etcd/ca-bundle.crt, pki/sa-bundle.pub) trust both.");
+        println!(
+            "(pki/ca-bundle.crt, pki/front-proxy-ca-bundle.crt, pki/etcd/ca-bundle.crt, pki/sa-bundle.pub) trust both."
+        );
         println!("Administrators run `kaws admin install {} NAME` again. When done: kaws cluster reencrypt {} --finish-rotation", loaded.name, loaded.name);
     }
     Ok(())
@@ -164,7 +141,9 @@ fn sealed_files(repo: &Repo, loaded: &Loaded) -> Result<Vec<(String, Vec<u8>)>> 
     Ok(repo
         .walk_head(&loaded.path(""))?
         .into_iter()
-        .filter(|(p, _)| (p.starts_with("pki/") && p.ends_with(".key.pgp")) || (p.starts_with("secrets/") && p.ends_with(".pgp")))
+        .filter(|(p, _)| {
+            (p.starts_with("pki/") && p.ends_with(".key.pgp")) || (p.starts_with("secrets/") && p.ends_with(".pgp"))
+        })
         .collect())
 }
 
@@ -185,9 +164,7 @@ impl Job<'_> {
         let files = sealed_files(repo, loaded)?;
         let plains = files
             .iter()
-            .map(|(p, b)| {
-                crate::vault::open(b, op, &ctx.policy).with_context(|| format!("opening {p}"))
-            })
+            .map(|(p, b)| crate::vault::open(b, op, &ctx.policy).with_context(|| format!("opening {p}")))
             .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&[u8]> = plains.iter().map(|p| p.as_slice()).collect();
         let sealed = crate::vault::seal_all(&refs, readers, &ctx.policy, ctx.now)?;
@@ -202,26 +179,14 @@ impl Job<'_> {
     fn rotate(&self, change: &mut Change) -> Result<()> {
         let (ctx, repo, loaded, readers) = (self.ctx, self.repo, self.loaded, self.readers);
         let spec = &loaded.spec;
-        let material =
-            pki::issue_cluster(spec, ctx.now).context("issuing the new certificate set")?;
+        let material = pki::issue_cluster(spec, ctx.now).context("issuing the new certificate set")?;
         for id in CaId::ALL {
             let old = read_text(repo, loaded, &format!("pki/{}.crt", id.path()))?;
-            let new = &material
-                .certs
-                .iter()
-                .find(|(p, _)| p == id.path())
-                .expect("every CA is issued")
-                .1;
-            change.write(
-                loaded.path(&format!("pki/{}.crt", id.bundle_path())),
-                format!("{new}{old}"),
-            );
+            let new = &material.certs.iter().find(|(p, _)| p == id.path()).expect("every CA is issued").1;
+            change.write(loaded.path(&format!("pki/{}.crt", id.bundle_path())), format!("{new}{old}"));
         }
         let old_sa = read_text(repo, loaded, "pki/sa.pub")?;
-        change.write(
-            loaded.path("pki/sa-bundle.pub"),
-            format!("{}{old_sa}", material.sa_pub),
-        );
+        change.write(loaded.path("pki/sa-bundle.pub"), format!("{}{old_sa}", material.sa_pub));
         for (path, pem) in &material.certs {
             change.write(loaded.path(&format!("pki/{path}.crt")), pem.as_bytes());
         }
@@ -237,11 +202,7 @@ impl Job<'_> {
             change.write(loaded.path(&format!("pki/{}.key.pgp", key.path)), armored);
         }
         // Anything sealed that the new set does not cover is not carried over.
-        let mut fresh: BTreeSet<String> = material
-            .keys
-            .iter()
-            .map(|k| format!("pki/{}.key.pgp", k.path))
-            .collect();
+        let mut fresh: BTreeSet<String> = material.keys.iter().map(|k| format!("pki/{}.key.pgp", k.path)).collect();
         fresh.insert(token::SEALED_FILE.to_owned());
         for (path, _) in sealed_files(repo, loaded)? {
             if !fresh.contains(&path) {
@@ -249,18 +210,8 @@ impl Job<'_> {
             }
         }
 
-        let ca_cert = &material
-            .certs
-            .iter()
-            .find(|(p, _)| p == "ca")
-            .expect("ca")
-            .1;
-        let ca_key = &material
-            .keys
-            .iter()
-            .find(|k| k.path == "ca")
-            .expect("ca key")
-            .pem;
+        let ca_cert = &material.certs.iter().find(|(p, _)| p == "ca").expect("ca").1;
+        let ca_key = &material.keys.iter().find(|k| k.path == "ca").expect("ca key").pem;
         let ca = pki::authority(spec.key_algorithm, ca_cert.clone(), ca_key)?;
         let now = ctx.now.duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
         for (file, bytes) in repo.list_head(&loaded.path("admins"))? {
@@ -284,71 +235,33 @@ impl Job<'_> {
 
     /// Re-issues `name`'s certificate under the new CA from the CSR on file,
     /// after verifying its OpenPGP signature again; same expiry as before.
-    fn reissue(
-        &self,
-        name: &AdminName,
-        old_cert: &[u8],
-        ca: &pki::issue::Authority,
-        now: i64,
-    ) -> Result<String> {
+    fn reissue(&self, name: &AdminName, old_cert: &[u8], ca: &pki::issue::Authority, now: i64) -> Result<String> {
         let (ctx, repo, loaded) = (self.ctx, self.repo, self.loaded);
-        let admin = self
-            .admins
-            .get(name)
-            .context("no longer an administrator")?;
+        let admin = self.admins.get(name).context("no longer an administrator")?;
         cert::check_usable(&admin.cert, &ctx.policy, ctx.now)
             .map_err(|e| anyhow::anyhow!("their OpenPGP key is not usable: {e}"))?;
         let csr_pem = read_text(repo, loaded, &csr_file(name))?;
-        let sig = repo
-            .read_head(&loaded.path(&sig_file(name)))?
-            .context("no CSR signature")?;
+        let sig = repo.read_head(&loaded.path(&sig_file(name)))?.context("no CSR signature")?;
         verify::detached(csr_pem.as_bytes(), &sig, &admin.cert, &ctx.policy, ctx.now)?;
         csr::check_request(&csr_pem, name.as_str())?;
         let old = inspect::facts(&String::from_utf8_lossy(old_cert))?;
-        let days = ((old.not_after - now).max(0) as u64)
-            .div_ceil(86_400)
-            .clamp(1, u64::from(csr::MAX_DAYS)) as u32;
-        Ok(csr::issue_admin(
-            &csr_pem,
-            name.as_str(),
-            loaded.spec.key_algorithm,
-            ca,
-            ctx.now,
-            days,
-        )?)
+        let days = ((old.not_after - now).max(0) as u64).div_ceil(86_400).clamp(1, u64::from(csr::MAX_DAYS)) as u32;
+        Ok(csr::issue_admin(&csr_pem, name.as_str(), loaded.spec.key_algorithm, ca, ctx.now, days)?)
     }
 }
 
-fn finish(
-    ctx: &Ctx,
-    repo: &Repo,
-    loaded: &Loaded,
-    op: &Operator,
-    actor: &AdminName,
-    mut record: Record,
-) -> Result<()> {
+fn finish(ctx: &Ctx, repo: &Repo, loaded: &Loaded, op: &Operator, actor: &AdminName, mut record: Record) -> Result<()> {
     if record.state != State::InTransition {
-        return Err(
-            refused(format!("no rotation of {} is in progress", loaded.name))
-                .hint(format!(
-                    "`kaws cluster certs {}` shows the rotation state",
-                    loaded.name
-                ))
-                .into(),
-        );
+        return Err(refused(format!("no rotation of {} is in progress", loaded.name))
+            .hint(format!("`kaws cluster certs {}` shows the rotation state", loaded.name))
+            .into());
     }
     let mut change = Change::default();
     for id in CaId::ALL {
         let current = read_text(repo, loaded, &format!("pki/{}.crt", id.path()))?;
-        change.write(
-            loaded.path(&format!("pki/{}.crt", id.bundle_path())),
-            current,
-        );
+        change.write(loaded.path(&format!("pki/{}.crt", id.bundle_path())), current);
     }
-    change.write(
-        loaded.path("pki/sa-bundle.pub"),
-        read_text(repo, loaded, "pki/sa.pub")?,
-    );
+    change.write(loaded.path("pki/sa-bundle.pub"), read_text(repo, loaded, "pki/sa.pub")?);
     record.state = State::Settled;
     if let Some(last) = record.rotations.last_mut() {
         last.finished = Some(crate::commands::key::rfc3339(ctx.now));
@@ -360,9 +273,7 @@ fn finish(
         record.generation,
         op.fingerprint()
     );
-    let oid = repo
-        .commit(&change, &message, &ctx.author(repo, actor), op)?
-        .context("nothing changed")?;
+    let oid = repo.commit(&change, &message, &ctx.author(repo, actor), op)?.context("nothing changed")?;
     println!(
         "{}: rotation {} finished in commit {oid}; the bundles now trust only the current CAs",
         loaded.name, record.generation
@@ -377,18 +288,12 @@ fn retired_cas(repo: &Repo, loaded: &Loaded) -> Result<Vec<RetiredCa>> {
         .map(|id| {
             let pem = read_text(repo, loaded, &format!("pki/{}.crt", id.path()))?;
             let f = inspect::facts(&pem)?;
-            Ok(RetiredCa {
-                path: id.path().to_owned(),
-                serial: f.serial,
-                sha256: f.sha256,
-            })
+            Ok(RetiredCa { path: id.path().to_owned(), serial: f.serial, sha256: f.sha256 })
         })
         .collect()
 }
 
 fn read_text(repo: &Repo, loaded: &Loaded, rel: &str) -> Result<String> {
-    let b = repo
-        .read_head(&loaded.path(rel))?
-        .with_context(|| format!("{rel} is missing"))?;
+    let b = repo.read_head(&loaded.path(rel))?.with_context(|| format!("{rel} is missing"))?;
     Ok(String::from_utf8(b).with_context(|| format!("{rel} is not text"))?)
 }

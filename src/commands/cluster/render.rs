@@ -42,7 +42,14 @@ pub(crate) fn public_inputs(ctx: &Ctx, repo: &Repo, loaded: &Loaded) -> Result<r
     Ok(render::context::Public { pki, rbac, ca_hash, token_hours: record.hours_left(now) })
 }
 
-pub fn render(ctx: &Ctx, raw: &str, role: RenderRole, index: Option<u32>, endpoint: Option<&str>, out: Option<&Path>) -> Result<()> {
+pub fn render(
+    ctx: &Ctx,
+    raw: &str,
+    role: RenderRole,
+    index: Option<u32>,
+    endpoint: Option<&str>,
+    out: Option<&Path>,
+) -> Result<()> {
     let (Opened { repo, .. }, loaded) = open_cluster(ctx, raw, false)?;
     let role = match (role, index) {
         (RenderRole::Master, Some(i)) => Role::Master(i),
@@ -63,7 +70,12 @@ pub fn render(ctx: &Ctx, raw: &str, role: RenderRole, index: Option<u32>, endpoi
         Some(path) => {
             let bytes = render::encode(&text)?;
             if bytes.len() > render::USER_DATA_LIMIT {
-                return Err(failed(format!("the user-data is {} bytes even compressed; EC2 takes at most {}", bytes.len(), render::USER_DATA_LIMIT)).into());
+                return Err(failed(format!(
+                    "the user-data is {} bytes even compressed; EC2 takes at most {}",
+                    bytes.len(),
+                    render::USER_DATA_LIMIT
+                ))
+                .into());
             }
             std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
             eprintln!("wrote {} bytes of user-data ({} as text) to {}", bytes.len(), text.len(), path.display());
@@ -78,7 +90,9 @@ pub fn token(ctx: &Ctx, raw: &str, renew: Option<u32>) -> Result<()> {
     let Some(hours) = renew else {
         let bytes = repo.read_head(&loaded.path(token::RECORD_FILE))?.context("bootstrap-token.toml is missing")?;
         let record = token::Record::parse(&String::from_utf8_lossy(&bytes))?;
-        let when = crate::commands::key::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(record.expires.max(0) as u64));
+        let when = crate::commands::key::rfc3339(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(record.expires.max(0) as u64),
+        );
         if record.expires <= now {
             return Err(failed(format!("the bootstrap token of {} expired at {when}", loaded.name))
                 .hint(format!("renew it: kaws cluster token {} --renew", loaded.name))
@@ -95,15 +109,23 @@ pub fn token(ctx: &Ctx, raw: &str, renew: Option<u32>) -> Result<()> {
     let record = super::init::token_record(ctx, hours)?;
     let mut change = Change::default();
     change.write(loaded.path(token::RECORD_FILE), record.to_toml());
-    let message = format!("kaws cluster token: {} bootstrap token renewed for {hours} hours\n\nBy: {actor} ({})\n", loaded.name, op.fingerprint());
+    let message = format!(
+        "kaws cluster token: {} bootstrap token renewed for {hours} hours\n\nBy: {actor} ({})\n",
+        loaded.name,
+        op.fingerprint()
+    );
     let oid = repo.commit(&change, &message, &ctx.author(&repo, &actor), &op)?.context("nothing changed")?;
     println!("Renewed the bootstrap token of {} for {hours} hours in commit {oid}", loaded.name);
     // The token ID (its first six characters) is public by design: it names
     // the Secret; the secret half never leaves this process.
     let sealed = repo.read_head(&loaded.path(token::SEALED_FILE))?.context("the sealed bootstrap token is missing")?;
     let value = crate::vault::open(&sealed, &op, &ctx.policy)?;
-    let value = std::str::from_utf8(&value).ok().filter(|v| token::is_valid(v)).context("the sealed bootstrap token is malformed")?;
-    let expires = crate::commands::key::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(record.expires as u64));
+    let value = std::str::from_utf8(&value)
+        .ok()
+        .filter(|v| token::is_valid(v))
+        .context("the sealed bootstrap token is malformed")?;
+    let expires =
+        crate::commands::key::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(record.expires as u64));
     println!("Extend it in the live cluster:");
     println!(
         "  kubectl -n kube-system patch secret bootstrap-token-{} --type merge -p '{{\"stringData\":{{\"expiration\":\"{expires}\"}}}}'",
