@@ -88,7 +88,8 @@ pub fn add(ctx: &Ctx, raw_name: &str, path: &Path) -> Result<()> {
     change
         .write(format!("{PUBKEYS_DIR}/{}", fpr.file_name()), cert::armored(&cert)?)
         .write(CONFIG_FILE, config.to_toml());
-    let by = if self_proposed && admins.by_fingerprint(&fpr).is_none() { "Proposed by" } else { "Added by" };
+    // The new key is nobody's yet (refused above otherwise), so a self-signed add is a proposal.
+    let by = if self_proposed { "Proposed by" } else { "Added by" };
     let message = format!("kaws key add: administrator {name} ({fpr})\n\n{by}: {actor} ({})\n", op.fingerprint());
     let oid = repo.commit(&change, &message, &ctx.author(&repo, &actor), &op)?.context("nothing changed")?;
     println!("Added administrator {name} ({fpr}) in commit {oid}");

@@ -41,8 +41,7 @@ pub(crate) fn cluster_path(name: &ClusterName, rel: &str) -> String {
     format!("{CLUSTERS_DIR}/{name}/{rel}")
 }
 
-pub(crate) fn load(ctx: &Ctx, repo: &Repo, raw: &str) -> Result<Loaded> {
-    let _ = ctx;
+pub(crate) fn load(repo: &Repo, raw: &str) -> Result<Loaded> {
     let name: ClusterName = parse_name(raw, "cluster name")?;
     let spec_bytes = repo.read_head(&cluster_path(&name, crate::cluster::spec::SPEC_FILE))?.ok_or_else(|| {
         failed(format!("no cluster named {name} in this repository")).hint("create it with `kaws cluster init`")
@@ -62,7 +61,7 @@ pub(crate) fn load(ctx: &Ctx, repo: &Repo, raw: &str) -> Result<Loaded> {
 /// The repository and one of its clusters, as `open` gives them.
 pub(crate) fn open_cluster(ctx: &Ctx, raw: &str, change: bool) -> Result<(super::Opened, Loaded)> {
     let opened = super::open(ctx, change)?;
-    let loaded = load(ctx, &opened.repo, raw)?;
+    let loaded = load(&opened.repo, raw)?;
     Ok((opened, loaded))
 }
 
