@@ -278,3 +278,19 @@ fn a_change_killed_at_any_step_leaves_the_old_or_the_new_state() {
     }
     assert!(saw_old && saw_new, "the injected crashes did not cover both outcomes");
 }
+
+#[test]
+fn completions_and_man_pages_are_generated() {
+    let gpg = Gpg::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = kaws(&gpg, tmp.path());
+    c.args(["completions", "bash"]);
+    let r = run(c);
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.contains("_kaws()") && r.stdout.contains("reencrypt"), "{}", &r.stdout[..200]);
+    let mut c = kaws(&gpg, tmp.path());
+    c.args(["man", "--out-dir"]).arg(tmp.path().join("man"));
+    assert_eq!(run(c).code, 0);
+    let page = std::fs::read_to_string(tmp.path().join("man/kaws-cluster-reencrypt.1")).unwrap();
+    assert!(page.contains(r"\-\-rotate"), "{page}");
+}
