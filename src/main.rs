@@ -16,6 +16,7 @@ mod operator;
 mod pki;
 mod render;
 mod repo;
+mod tomlfile;
 mod vault;
 
 use std::process::ExitCode;

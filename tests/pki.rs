@@ -57,22 +57,8 @@ impl Pki {
     }
 }
 
-fn leaves() -> Vec<(&'static str, &'static str)> {
-    let mut v = vec![
-        ("apiserver", "ca"),
-        ("apiserver-kubelet-client", "ca"),
-        ("controller-manager", "ca"),
-        ("scheduler", "ca"),
-        ("super-admin", "ca"),
-        ("front-proxy-client", "front-proxy-ca"),
-        ("apiserver-etcd-client", "etcd/ca"),
-        ("etcd/healthcheck-client", "etcd/ca"),
-    ];
-    for i in ["0", "1", "2"] {
-        v.push((Box::leak(format!("etcd/server-{i}").into_boxed_str()), "etcd/ca"));
-        v.push((Box::leak(format!("etcd/peer-{i}").into_boxed_str()), "etcd/ca"));
-    }
-    v
+fn leaves() -> Vec<(String, &'static str)> {
+    common::leaves(3)
 }
 
 fn text(cert: &str) -> String {

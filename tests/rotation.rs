@@ -68,19 +68,8 @@ impl World {
     }
 }
 
-fn leaf_pairs() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("apiserver", "ca"),
-        ("apiserver-kubelet-client", "ca"),
-        ("controller-manager", "ca"),
-        ("scheduler", "ca"),
-        ("super-admin", "ca"),
-        ("front-proxy-client", "front-proxy-ca"),
-        ("apiserver-etcd-client", "etcd/ca"),
-        ("etcd/healthcheck-client", "etcd/ca"),
-        ("etcd/server-0", "etcd/ca"),
-        ("etcd/peer-0", "etcd/ca"),
-    ]
+fn leaf_pairs() -> Vec<(String, &'static str)> {
+    common::leaves(1)
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -63,16 +63,11 @@ pub struct RevokedCert {
     pub revoked_by: AdminName,
 }
 
+impl crate::tomlfile::TomlFile for Revoked {
+    const HEADER: &'static str = "Administrator certificates revoked by `kaws admin revoke`.";
+}
+
 impl Revoked {
-    pub fn parse(text: &str) -> anyhow::Result<Revoked> {
-        Ok(toml::from_str(text)?)
-    }
-
-    pub fn to_toml(&self) -> String {
-        let body = toml::to_string_pretty(self).expect("serializes");
-        format!("# Administrator certificates revoked by `kaws admin revoke`.\n{body}")
-    }
-
     pub fn contains_serial(&self, serial: &str) -> bool {
         self.entries.iter().any(|e| e.serial == serial)
     }

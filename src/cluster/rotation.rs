@@ -62,13 +62,6 @@ pub struct Exposure {
     pub note: String,
 }
 
-impl Record {
-    pub fn parse(text: &str) -> anyhow::Result<Record> {
-        Ok(toml::from_str(text)?)
-    }
-
-    pub fn to_toml(&self) -> String {
-        let body = toml::to_string_pretty(self).expect("serializes");
-        format!("# Key rotations of this cluster, written by `kaws cluster reencrypt`.\n{body}")
-    }
+impl crate::tomlfile::TomlFile for Record {
+    const HEADER: &'static str = "Key rotations of this cluster, written by `kaws cluster reencrypt`.";
 }

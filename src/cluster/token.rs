@@ -18,16 +18,12 @@ pub struct Record {
     pub expires: i64,
 }
 
+impl crate::tomlfile::TomlFile for Record {
+    const HEADER: &'static str =
+        "The bootstrap token's lifetime (the token itself is sealed in secrets/bootstrap-token.pgp).";
+}
+
 impl Record {
-    pub fn parse(text: &str) -> anyhow::Result<Record> {
-        Ok(toml::from_str(text)?)
-    }
-
-    pub fn to_toml(&self) -> String {
-        let body = toml::to_string_pretty(self).expect("serializes");
-        format!("# The bootstrap token's lifetime (the token itself is sealed in {SEALED_FILE}).\n{body}")
-    }
-
     /// Whole hours left at `now` (unix seconds), at least 1.
     pub fn hours_left(&self, now: i64) -> u64 {
         (((self.expires - now).max(0) as u64).div_ceil(3600)).max(1)

@@ -110,6 +110,13 @@ impl Repo {
         }
     }
 
+    /// A TOML record as committed at HEAD; `None` if there is no such file.
+    pub fn read_toml<T: crate::tomlfile::TomlFile>(&self, path: &str) -> Result<Option<T>> {
+        let Some(bytes) = self.read_head(path)? else { return Ok(None) };
+        let text = String::from_utf8(bytes).with_context(|| format!("{path} is not UTF-8"))?;
+        Ok(Some(T::parse(&text).map_err(|e| refused(format!("{path} is not valid: {e:#}")))?))
+    }
+
     /// The files directly inside `dir` at HEAD, as (name, content).
     pub fn list_head(&self, dir: &str) -> Result<Vec<(String, Vec<u8>)>> {
         let Some(sub) = self.head_tree(dir)? else { return Ok(Vec::new()) };

@@ -365,3 +365,26 @@ pub fn apiserver(gpg: &Gpg, pki: &Path, scratch: &Path, trust: &Path) -> (Child,
     wait_port(port);
     (child, port)
 }
+
+/// Every leaf certificate of a cluster with `masters` masters, with the path
+/// of its CA, as the table in src/pki promises (checked independently here).
+pub fn leaves(masters: u32) -> Vec<(String, &'static str)> {
+    let mut v: Vec<(String, &'static str)> = [
+        ("apiserver", "ca"),
+        ("apiserver-kubelet-client", "ca"),
+        ("controller-manager", "ca"),
+        ("scheduler", "ca"),
+        ("super-admin", "ca"),
+        ("front-proxy-client", "front-proxy-ca"),
+        ("apiserver-etcd-client", "etcd/ca"),
+        ("etcd/healthcheck-client", "etcd/ca"),
+    ]
+    .into_iter()
+    .map(|(l, c)| (l.to_owned(), c))
+    .collect();
+    for i in 0..masters {
+        v.push((format!("etcd/server-{i}"), "etcd/ca"));
+        v.push((format!("etcd/peer-{i}"), "etcd/ca"));
+    }
+    v
+}

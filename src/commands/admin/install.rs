@@ -23,8 +23,8 @@ fn current_cert(ctx: &Ctx, repo: &Repo, loaded: &Loaded, name: &AdminName) -> Re
     })?;
     let pem = String::from_utf8(pem).context("the certificate is not PEM")?;
     let facts = inspect::facts(&pem).with_context(|| format!("reading {}", cert_file(name)))?;
-    if let Some(bytes) = repo.read_head(&loaded.path(REVOKED_FILE))? {
-        if Revoked::parse(&String::from_utf8_lossy(&bytes))?.contains_serial(&facts.serial) {
+    if let Some(revoked) = repo.read_toml::<Revoked>(&loaded.path(REVOKED_FILE))? {
+        if revoked.contains_serial(&facts.serial) {
             return Err(refused(format!(
                 "{name}'s certificate for {} (serial {}) is revoked",
                 loaded.name, facts.serial

@@ -39,8 +39,8 @@ pub fn list(ctx: &Ctx, cluster: &str) -> Result<()> {
             ));
         }
     }
-    if let Some(b) = repo.read_head(&loaded.path(REVOKED_FILE))? {
-        for e in Revoked::parse(&String::from_utf8_lossy(&b))?.entries {
+    if let Some(revoked) = repo.read_toml::<Revoked>(&loaded.path(REVOKED_FILE))? {
+        for e in revoked.entries {
             rows.entry(format!("{} (serial {})", e.name, e.serial)).or_insert(Row {
                 name: e.name.to_string(),
                 status: "revoked",

@@ -1,5 +1,6 @@
 //! `kaws admin revoke CLUSTER NAME`, run by a primary.
 
+use crate::tomlfile::TomlFile;
 use anyhow::{Context as _, Result};
 
 use super::{admin, read};
@@ -22,10 +23,7 @@ pub fn revoke(ctx: &Ctx, cluster: &str, raw: &str) -> Result<()> {
     })?;
     let facts = inspect::facts(&String::from_utf8_lossy(&pem)).context("reading the certificate")?;
 
-    let mut revoked = match repo.read_head(&loaded.path(REVOKED_FILE))? {
-        Some(b) => Revoked::parse(&String::from_utf8_lossy(&b))?,
-        None => Revoked::default(),
-    };
+    let mut revoked: Revoked = repo.read_toml(&loaded.path(REVOKED_FILE))?.unwrap_or_default();
     revoked.entries.push(RevokedCert {
         name: name.clone(),
         serial: facts.serial.clone(),

@@ -26,6 +26,23 @@ struct Row {
     problem: Option<String>,
 }
 
+impl Row {
+    /// A row for a certificate that could not be read at all.
+    fn unreadable(path: String, ca: String, status: &str, problem: String) -> Row {
+        Row {
+            path,
+            ca,
+            subject: String::new(),
+            sans: vec![],
+            serial: String::new(),
+            not_after: String::new(),
+            days_left: 0,
+            status: status.into(),
+            problem: Some(problem),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Report {
     cluster: String,
@@ -62,33 +79,13 @@ pub fn certs(ctx: &Ctx, raw: &str, expiring_within: Option<u32>) -> Result<()> {
     let mut rows = Vec::new();
     for (path, ca) in entries(&loaded) {
         let Some(pem) = pems.get(&path) else {
-            rows.push(Row {
-                path,
-                ca,
-                subject: String::new(),
-                sans: vec![],
-                serial: String::new(),
-                not_after: String::new(),
-                days_left: 0,
-                status: "missing".into(),
-                problem: Some("the certificate file is missing".into()),
-            });
+            rows.push(Row::unreadable(path, ca, "missing", "the certificate file is missing".into()));
             continue;
         };
         let facts = match inspect::facts(pem) {
             Ok(f) => f,
             Err(e) => {
-                rows.push(Row {
-                    path,
-                    ca,
-                    subject: String::new(),
-                    sans: vec![],
-                    serial: String::new(),
-                    not_after: String::new(),
-                    days_left: 0,
-                    status: "invalid".into(),
-                    problem: Some(e.to_string()),
-                });
+                rows.push(Row::unreadable(path, ca, "invalid", e.to_string()));
                 continue;
             }
         };
@@ -126,10 +123,8 @@ pub fn certs(ctx: &Ctx, raw: &str, expiring_within: Option<u32>) -> Result<()> {
             problem,
         });
     }
-    let record = match repo.read_head(&loaded.path(crate::cluster::rotation::ROTATION_FILE))? {
-        Some(b) => crate::cluster::rotation::Record::parse(&String::from_utf8_lossy(&b))?,
-        None => crate::cluster::rotation::Record::default(),
-    };
+    let record: crate::cluster::rotation::Record =
+        repo.read_toml(&loaded.path(crate::cluster::rotation::ROTATION_FILE))?.unwrap_or_default();
     let report = Report {
         cluster: loaded.name.to_string(),
         rotation_generation: record.generation,

@@ -1,6 +1,7 @@
 //! `kaws cluster init`: spec, CAs, the control-plane certificate set and
 //! every private key sealed to the primaries, in one signed commit.
 
+use crate::tomlfile::TomlFile;
 use anyhow::{Context as _, Result};
 
 use super::cluster_path;

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::tomlfile::TomlFile;
 use anyhow::{Context as _, Result};
 
 use super::{open_cluster, primaries_from, primary_certs, primary_operator, Loaded};
@@ -37,10 +38,7 @@ pub fn reencrypt(ctx: &Ctx, raw: &str, names: &[String], mode: Mode) -> Result<(
     let (Opened { repo, admins, .. }, loaded) = open_cluster(ctx, raw, true)?;
     let op = primary_operator(ctx, &repo, &admins, &loaded)?;
     let actor = op.name().cloned().context("a primary is an administrator")?;
-    let mut record = match repo.read_head(&loaded.path(ROTATION_FILE))? {
-        Some(b) => Record::parse(&String::from_utf8_lossy(&b))?,
-        None => Record::default(),
-    };
+    let mut record: Record = repo.read_toml(&loaded.path(ROTATION_FILE))?.unwrap_or_default();
     if mode == Mode::Finish {
         return finish(ctx, &repo, &loaded, &op, &actor, record);
     }

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use crate::tomlfile::TomlFile;
 use anyhow::{Context as _, Result};
 
 use super::{open_cluster, primary_operator, Loaded};
@@ -33,11 +34,8 @@ pub(crate) fn public_inputs(ctx: &Ctx, repo: &Repo, loaded: &Loaded) -> Result<r
     let ca = pki.iter().find(|(p, _)| p == "ca.crt").context("pki/ca.crt is missing")?;
     let spki = inspect::facts(&ca.1)?.spki;
     let ca_hash = openssl::sha::sha256(&spki).iter().map(|b| format!("{b:02x}")).collect();
-    let record = repo
-        .read_head(&loaded.path(token::RECORD_FILE))?
-        .map(|b| token::Record::parse(&String::from_utf8_lossy(&b)))
-        .transpose()?
-        .context("bootstrap-token.toml is missing")?;
+    let record: token::Record =
+        repo.read_toml(&loaded.path(token::RECORD_FILE))?.context("bootstrap-token.toml is missing")?;
     let now = ctx.now.duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
     Ok(render::context::Public { pki, rbac, ca_hash, token_hours: record.hours_left(now) })
 }
@@ -88,8 +86,8 @@ pub fn token(ctx: &Ctx, raw: &str, renew: Option<u32>) -> Result<()> {
     let (Opened { repo, admins, .. }, loaded) = open_cluster(ctx, raw, renew.is_some())?;
     let now = ctx.now.duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
     let Some(hours) = renew else {
-        let bytes = repo.read_head(&loaded.path(token::RECORD_FILE))?.context("bootstrap-token.toml is missing")?;
-        let record = token::Record::parse(&String::from_utf8_lossy(&bytes))?;
+        let record: token::Record =
+            repo.read_toml(&loaded.path(token::RECORD_FILE))?.context("bootstrap-token.toml is missing")?;
         let when = crate::commands::key::rfc3339(
             std::time::UNIX_EPOCH + std::time::Duration::from_secs(record.expires.max(0) as u64),
         );
