@@ -74,6 +74,11 @@ impl Ctx {
         Ok(op)
     }
 
+    /// The reference time as unix seconds.
+    pub fn unix_now(&self) -> i64 {
+        self.now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    }
+
     /// Commit authorship for `name`: git's user.email when set.
     pub fn author(&self, repo: &Repo, name: &AdminName) -> Author {
         Author { name: name.to_string(), email: repo.user_email().unwrap_or_else(|| format!("{name}@kaws.invalid")) }
@@ -91,4 +96,14 @@ where
             .hint("names are 2-32 characters: lowercase letters, digits and '-', starting with a letter")
             .into()
     })
+}
+
+/// A time as RFC 3339 (UTC, whole seconds), as kaws prints and records times.
+pub fn rfc3339(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Unix seconds (as found in certificates and records) as RFC 3339.
+pub fn rfc3339_unix(secs: i64) -> String {
+    rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64))
 }

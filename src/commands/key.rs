@@ -207,8 +207,8 @@ pub fn list(ctx: &Ctx) -> Result<()> {
                 name: a.name.to_string(),
                 fingerprint: a.fingerprint.to_string(),
                 user_ids: cert::user_ids(&a.cert),
-                created: rfc3339(cert::creation_time(&a.cert)),
-                expires: cert::expiration_time(&a.cert, &ctx.policy, ctx.now).map(rfc3339),
+                created: crate::context::rfc3339(cert::creation_time(&a.cert)),
+                expires: cert::expiration_time(&a.cert, &ctx.policy, ctx.now).map(crate::context::rfc3339),
                 usable: status.is_ok(),
                 problem: status.err().map(|e| e.to_string()),
             }
@@ -231,8 +231,4 @@ pub fn list(ctx: &Ctx) -> Result<()> {
         }
     }
     Ok(())
-}
-
-pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

@@ -32,7 +32,7 @@ fn current_cert(ctx: &Ctx, repo: &Repo, loaded: &Loaded, name: &AdminName) -> Re
             .into());
         }
     }
-    let now = ctx.now.duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    let now = ctx.unix_now();
     if facts.not_after <= now {
         return Err(failed(format!("{name}'s certificate for {} expired", loaded.name))
             .hint(format!("a primary runs `kaws admin sign {} {name}` again", loaded.name))
@@ -124,8 +124,7 @@ pub fn credential(ctx: &Ctx, cluster: &str, raw: &str) -> Result<()> {
     require_self(&op, admin, "credential")?;
     let key = private_key(ctx, &repo, &loaded, &name, &op, &facts.spki)?;
     let key = std::str::from_utf8(&key).context("the key is not PEM")?;
-    let expires =
-        crate::commands::key::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(facts.not_after as u64));
+    let expires = crate::context::rfc3339_unix(facts.not_after);
     // Built by hand into one pre-sized zeroizing buffer, so no copy of the
     // key outlives this function.
     let quoted_key = zeroize::Zeroizing::new(serde_json::to_string(key)?);

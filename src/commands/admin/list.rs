@@ -21,7 +21,7 @@ struct Row {
 
 pub fn list(ctx: &Ctx, cluster: &str) -> Result<()> {
     let (crate::commands::Opened { repo, .. }, loaded) = open_cluster(ctx, cluster, false)?;
-    let now = ctx.now.duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    let now = ctx.unix_now();
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     for (file, bytes) in repo.list_head(&loaded.path("admins"))? {
         let Some((name, ext)) = file.split_once('.') else { continue };
@@ -34,9 +34,7 @@ pub fn list(ctx: &Ctx, cluster: &str) -> Result<()> {
             let f = inspect::facts(&String::from_utf8_lossy(&bytes))?;
             row.status = if f.not_after <= now { "expired" } else { "issued" };
             row.serial = Some(f.serial);
-            row.expires = Some(crate::commands::key::rfc3339(
-                std::time::UNIX_EPOCH + std::time::Duration::from_secs(f.not_after.max(0) as u64),
-            ));
+            row.expires = Some(crate::context::rfc3339_unix(f.not_after));
         }
     }
     if let Some(revoked) = repo.read_toml::<Revoked>(&loaded.path(REVOKED_FILE))? {

@@ -28,7 +28,7 @@ pub fn revoke(ctx: &Ctx, cluster: &str, raw: &str) -> Result<()> {
         name: name.clone(),
         serial: facts.serial.clone(),
         sha256: facts.sha256.clone(),
-        revoked_at: crate::commands::key::rfc3339(ctx.now),
+        revoked_at: crate::context::rfc3339(ctx.now),
         revoked_by: actor.clone(),
     });
     let mut change = Change::default();

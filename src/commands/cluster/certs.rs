@@ -64,7 +64,7 @@ fn entries(loaded: &Loaded) -> Vec<(String, String)> {
 pub fn certs(ctx: &Ctx, raw: &str, expiring_within: Option<u32>) -> Result<()> {
     let (crate::commands::Opened { repo, admins, .. }, loaded) = super::open_cluster(ctx, raw, false)?;
     let threshold = i64::from(expiring_within.unwrap_or(30));
-    let now = ctx.now.duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    let now = ctx.unix_now();
 
     let (op, note) = match operator_if_primary(ctx, &repo, &admins, &loaded) {
         Ok(op) => (Some(op), None),
@@ -115,9 +115,7 @@ pub fn certs(ctx: &Ctx, raw: &str, expiring_within: Option<u32>) -> Result<()> {
             subject: facts.subject,
             sans: facts.sans.iter().map(|s| s.to_string()).collect(),
             serial: facts.serial,
-            not_after: crate::commands::key::rfc3339(
-                std::time::UNIX_EPOCH + std::time::Duration::from_secs(facts.not_after.max(0) as u64),
-            ),
+            not_after: crate::context::rfc3339_unix(facts.not_after),
             days_left,
             status,
             problem,

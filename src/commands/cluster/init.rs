@@ -51,8 +51,8 @@ fn spec_from(args: &ClusterInitArgs, name: ClusterName, default_alg: pki::KeyAlg
 
 /// A bootstrap-token record valid for `hours` from now.
 pub(crate) fn token_record(ctx: &Ctx, hours: u32) -> Result<token::Record> {
-    let now = ctx.now.duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
-    Ok(token::Record { created: crate::commands::key::rfc3339(ctx.now), expires: now + i64::from(hours) * 3600 })
+    let now = ctx.unix_now();
+    Ok(token::Record { created: crate::context::rfc3339(ctx.now), expires: now + i64::from(hours) * 3600 })
 }
 
 pub fn init(ctx: &Ctx, args: ClusterInitArgs) -> Result<()> {

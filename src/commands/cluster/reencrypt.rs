@@ -77,7 +77,7 @@ pub fn reencrypt(ctx: &Ctx, raw: &str, names: &[String], mode: Mode) -> Result<(
         record.state = State::InTransition;
         record.rotations.push(Rotation {
             generation: record.generation,
-            date: crate::commands::key::rfc3339(ctx.now),
+            date: crate::context::rfc3339(ctx.now),
             by: actor.clone(),
             removed: removed.clone(),
             retired_ca: retired_cas(&repo, &loaded)?,
@@ -88,7 +88,7 @@ pub fn reencrypt(ctx: &Ctx, raw: &str, names: &[String], mode: Mode) -> Result<(
         job.reseal(&op, &mut change)?;
         if !removed.is_empty() {
             record.exposures.push(Exposure {
-                date: crate::commands::key::rfc3339(ctx.now),
+                date: crate::context::rfc3339(ctx.now),
                 by: actor.clone(),
                 removed: removed.clone(),
                 note: "removed without rotation: they can still read every key of this generation from git history"
@@ -211,7 +211,7 @@ impl Job<'_> {
         let ca_cert = &material.certs.iter().find(|(p, _)| p == "ca").expect("ca").1;
         let ca_key = &material.keys.iter().find(|k| k.path == "ca").expect("ca key").pem;
         let ca = pki::authority(spec.key_algorithm, ca_cert.clone(), ca_key)?;
-        let now = ctx.now.duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+        let now = ctx.unix_now();
         for (file, bytes) in repo.list_head(&loaded.path("admins"))? {
             let Some(raw) = file.strip_suffix(".crt") else {
                 continue;
@@ -262,7 +262,7 @@ fn finish(ctx: &Ctx, repo: &Repo, loaded: &Loaded, op: &Operator, actor: &AdminN
     change.write(loaded.path("pki/sa-bundle.pub"), read_text(repo, loaded, "pki/sa.pub")?);
     record.state = State::Settled;
     if let Some(last) = record.rotations.last_mut() {
-        last.finished = Some(crate::commands::key::rfc3339(ctx.now));
+        last.finished = Some(crate::context::rfc3339(ctx.now));
     }
     change.write(loaded.path(ROTATION_FILE), record.to_toml());
     let message = format!(

@@ -36,7 +36,7 @@ pub(crate) fn public_inputs(ctx: &Ctx, repo: &Repo, loaded: &Loaded) -> Result<r
     let ca_hash = openssl::sha::sha256(&spki).iter().map(|b| format!("{b:02x}")).collect();
     let record: token::Record =
         repo.read_toml(&loaded.path(token::RECORD_FILE))?.context("bootstrap-token.toml is missing")?;
-    let now = ctx.now.duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    let now = ctx.unix_now();
     Ok(render::context::Public { pki, rbac, ca_hash, token_hours: record.hours_left(now) })
 }
 
@@ -84,13 +84,11 @@ pub fn render(
 
 pub fn token(ctx: &Ctx, raw: &str, renew: Option<u32>) -> Result<()> {
     let (Opened { repo, admins, .. }, loaded) = open_cluster(ctx, raw, renew.is_some())?;
-    let now = ctx.now.duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    let now = ctx.unix_now();
     let Some(hours) = renew else {
         let record: token::Record =
             repo.read_toml(&loaded.path(token::RECORD_FILE))?.context("bootstrap-token.toml is missing")?;
-        let when = crate::commands::key::rfc3339(
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(record.expires.max(0) as u64),
-        );
+        let when = crate::context::rfc3339_unix(record.expires);
         if record.expires <= now {
             return Err(failed(format!("the bootstrap token of {} expired at {when}", loaded.name))
                 .hint(format!("renew it: kaws cluster token {} --renew", loaded.name))
@@ -122,8 +120,7 @@ pub fn token(ctx: &Ctx, raw: &str, renew: Option<u32>) -> Result<()> {
         .ok()
         .filter(|v| token::is_valid(v))
         .context("the sealed bootstrap token is malformed")?;
-    let expires =
-        crate::commands::key::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(record.expires as u64));
+    let expires = crate::context::rfc3339_unix(record.expires);
     println!("Extend it in the live cluster:");
     println!(
         "  kubectl -n kube-system patch secret bootstrap-token-{} --type merge -p '{{\"stringData\":{{\"expiration\":\"{expires}\"}}}}'",

@@ -14,7 +14,7 @@ pub fn renew(ctx: &Ctx, raw: &str, within: u32, all: bool) -> Result<()> {
     let op = primary_operator(ctx, &repo, &admins, &loaded)?;
     let actor = op.name().cloned().context("the operator is a primary, so an administrator")?;
     let spec = &loaded.spec;
-    let now = ctx.now.duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    let now = ctx.unix_now();
     let read = |rel: String| -> Result<String> {
         let bytes = repo.read_head(&loaded.path(&rel))?.with_context(|| format!("{rel} is missing"))?;
         Ok(String::from_utf8(bytes).with_context(|| format!("{rel} is not text"))?)
