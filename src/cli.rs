@@ -171,6 +171,22 @@ pub enum ClusterCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Show what `apply` would create, update or delete in AWS, and why
+    Plan { cluster: String },
+    /// Create or repair the cluster's AWS resources to match its spec
+    Apply {
+        cluster: String,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Delete every AWS resource tagged for the cluster, then check that none is left
+    Destroy {
+        cluster: String,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -219,6 +235,34 @@ pub struct ClusterInitArgs {
     /// Leaf certificate validity in days
     #[arg(long, default_value_t = 365, value_name = "DAYS")]
     pub leaf_days: u32,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+/// Provisioning choices, recorded in cluster.toml's `[aws]` section.
+#[derive(Debug, Args)]
+pub struct AwsArgs {
+    /// The AMI of every instance (default: the newest Amazon Linux 2023 x86_64 by Amazon)
+    #[arg(long, value_name = "AMI")]
+    pub image: Option<String>,
+    #[arg(long, default_value = "t3.micro", value_name = "TYPE")]
+    pub bastion_type: String,
+    #[arg(long, default_value = "t3.medium", value_name = "TYPE")]
+    pub master_type: String,
+    #[arg(long, default_value = "t3.medium", value_name = "TYPE")]
+    pub node_type: String,
+    /// Encrypted gp3 root volume size of every instance
+    #[arg(long, default_value_t = 30, value_name = "GIB")]
+    pub root_volume_gib: u32,
+    /// One NAT gateway shared by all zones instead of one per zone
+    #[arg(long)]
+    pub single_nat: bool,
+    /// Open NodePorts (30000-32767/tcp) on the nodes to this network (repeatable; default: closed)
+    #[arg(long = "nodeport-cidr", value_name = "CIDR")]
+    pub nodeport_cidrs: Vec<String>,
+    /// A public Route 53 hosted zone id for api.CLUSTER.DOMAIN
+    #[arg(long, value_name = "ZONE_ID")]
+    pub hosted_zone: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

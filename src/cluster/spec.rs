@@ -38,6 +38,66 @@ pub struct ClusterSpec {
     pub allow_world_admin: bool,
     pub key_algorithm: KeyAlgorithm,
     pub validity: Validity,
+    /// How the cluster is provisioned (`kaws cluster apply`).
+    #[serde(default)]
+    pub aws: AwsSpec,
+}
+
+/// The provisioning choices of a cluster; every field has a default, so a
+/// spec written before they existed still reads.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct AwsSpec {
+    /// The AMI of every instance; unset: the newest Amazon Linux 2023 (x86_64) by Amazon.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    pub bastion_type: String,
+    pub master_type: String,
+    pub node_type: String,
+    /// Root volume size (encrypted gp3) of every instance.
+    pub root_volume_gib: u32,
+    /// One NAT gateway for all availability zones (cheaper; one zone's outage cuts every zone's egress).
+    pub single_nat: bool,
+    /// Who may reach NodePorts (30000-32767/tcp) on the nodes; empty: nobody.
+    pub nodeport_cidrs: Vec<Ipv4Net>,
+    /// A public Route 53 hosted zone (id) to hold `api.CLUSTER.DOMAIN`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hosted_zone: Option<String>,
+}
+
+impl Default for AwsSpec {
+    fn default() -> Self {
+        AwsSpec {
+            image: None,
+            bastion_type: "t3.micro".into(),
+            master_type: "t3.medium".into(),
+            node_type: "t3.medium".into(),
+            root_volume_gib: 30,
+            single_nat: false,
+            nodeport_cidrs: Vec::new(),
+            hosted_zone: None,
+        }
+    }
+}
+
+fn instance_type_ok(t: &str) -> bool {
+    let Some((family, size)) = t.split_once('.') else { return false };
+    let ok = |p: &str| {
+        !p.is_empty() && p.len() <= 16 && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    ok(family) && ok(size)
+}
+
+fn ami_ok(id: &str) -> bool {
+    id.strip_prefix("ami-").is_some_and(|h| {
+        (8..=17).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    })
+}
+
+fn zone_ok(id: &str) -> bool {
+    id.starts_with('Z')
+        && (2..=32).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -86,6 +146,18 @@ pub enum SpecError {
     WorldAdmin,
     #[error("validity: CA {ca} days and leaf {leaf} days; leaves need 1 day or more and must not outlive their CA (at most 36500 days)")]
     Validity { ca: u32, leaf: u32 },
+    #[error("aws.{0} {1:?} is not an EC2 instance type (like t3.medium)")]
+    InstanceType(&'static str, String),
+    #[error("aws.image {0:?} is not an AMI id (ami- and 8 or 17 hex digits)")]
+    Image(String),
+    #[error("aws.root-volume-gib {0}: between 8 and 16384")]
+    RootVolume(u32),
+    #[error(
+        "aws.nodeport-cidrs {0}: NodePorts are never opened to the whole internet; name the networks that need them"
+    )]
+    WorldNodePorts(Ipv4Net),
+    #[error("aws.hosted-zone {0:?} is not a Route 53 hosted zone id (like Z0123456789ABCDEFGHIJ)")]
+    HostedZone(String),
     #[error("cluster.toml has format {0}, this kaws reads {FORMAT}")]
     Format(u32),
 }
@@ -108,6 +180,36 @@ fn version_ok(v: &str) -> bool {
         && parts.iter().all(|p| !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit()))
         && parts[0] == "1"
         && parts[1].parse::<u32>().is_ok_and(|m| m >= MIN_MINOR)
+}
+
+impl AwsSpec {
+    fn validate(&self) -> Result<(), SpecError> {
+        for (what, t) in
+            [("bastion-type", &self.bastion_type), ("master-type", &self.master_type), ("node-type", &self.node_type)]
+        {
+            if !instance_type_ok(t) {
+                return Err(SpecError::InstanceType(what, t.clone()));
+            }
+        }
+        if let Some(image) = self.image.as_ref().filter(|i| !ami_ok(i)) {
+            return Err(SpecError::Image(image.clone()));
+        }
+        if !(8..=16384).contains(&self.root_volume_gib) {
+            return Err(SpecError::RootVolume(self.root_volume_gib));
+        }
+        for net in &self.nodeport_cidrs {
+            if net.prefix_len() == 0 {
+                return Err(SpecError::WorldNodePorts(*net));
+            }
+            if *net != net.trunc() {
+                return Err(SpecError::NotNetwork { what: "aws.nodeport-cidrs", net: *net });
+            }
+        }
+        if let Some(zone) = self.hosted_zone.as_ref().filter(|z| !zone_ok(z)) {
+            return Err(SpecError::HostedZone(zone.clone()));
+        }
+        Ok(())
+    }
 }
 
 impl ClusterSpec {
@@ -166,6 +268,7 @@ impl ClusterSpec {
         if self.admin_cidrs.iter().any(|c| c.prefix_len() == 0) && !self.allow_world_admin {
             return Err(SpecError::WorldAdmin);
         }
+        self.aws.validate()?;
         let v = self.validity;
         if v.leaf_days == 0 || v.ca_days > 36500 || v.leaf_days > v.ca_days {
             return Err(SpecError::Validity { ca: v.ca_days, leaf: v.leaf_days });
@@ -249,6 +352,7 @@ pub(crate) mod tests {
             allow_world_admin: false,
             key_algorithm: KeyAlgorithm::EcdsaP256,
             validity: Validity::default(),
+            aws: AwsSpec::default(),
         }
     }
 
@@ -284,6 +388,14 @@ pub(crate) mod tests {
             ClusterSpec { vpc_cidr: "10.0.0.0/8".parse().unwrap(), ..spec() },
             ClusterSpec { admin_cidrs: vec!["0.0.0.0/0".parse().unwrap()], ..spec() },
             ClusterSpec { validity: Validity { ca_days: 10, leaf_days: 20 }, ..spec() },
+            ClusterSpec { aws: AwsSpec { master_type: "t3.medium; reboot".into(), ..AwsSpec::default() }, ..spec() },
+            ClusterSpec { aws: AwsSpec { image: Some("ami-XYZ".into()), ..AwsSpec::default() }, ..spec() },
+            ClusterSpec { aws: AwsSpec { root_volume_gib: 4, ..AwsSpec::default() }, ..spec() },
+            ClusterSpec {
+                aws: AwsSpec { nodeport_cidrs: vec!["0.0.0.0/0".parse().unwrap()], ..AwsSpec::default() },
+                ..spec()
+            },
+            ClusterSpec { aws: AwsSpec { hosted_zone: Some("zone\n".into()), ..AwsSpec::default() }, ..spec() },
         ];
         for s in bad {
             assert!(s.validate().is_err(), "{s:?}");

@@ -42,6 +42,9 @@ pub fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
             cluster::token(ctx, &cluster, renew.then_some(ttl_hours))
         }
         Command::Cluster(ClusterCommand::Renew { cluster, within, all }) => cluster::renew(ctx, &cluster, within, all),
+        Command::Cluster(ClusterCommand::Plan { cluster }) => cluster::plan(ctx, &cluster),
+        Command::Cluster(ClusterCommand::Apply { cluster, yes }) => cluster::apply(ctx, &cluster, yes),
+        Command::Cluster(ClusterCommand::Destroy { cluster, yes }) => cluster::destroy(ctx, &cluster, yes),
         Command::Admin(AdminCommand::Create { cluster, name }) => admin::create(ctx, &cluster, &name),
         Command::Admin(AdminCommand::Sign { cluster, name, days }) => admin::sign(ctx, &cluster, &name, days),
         Command::Admin(AdminCommand::Install { cluster, name, kubeconfig, embed_key }) => {

@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 
 use super::cluster_path;
 use crate::cli::ClusterInitArgs;
-use crate::cluster::spec::{ClusterSpec, Validity, FORMAT, SPEC_FILE};
+use crate::cluster::spec::{AwsSpec, ClusterSpec, Validity, FORMAT, SPEC_FILE};
 use crate::cluster::{token, PRIMARIES_FILE};
 use crate::context::{parse_name, Ctx};
 use crate::error::{failed, refused, UserError};
@@ -44,6 +44,21 @@ fn spec_from(args: &ClusterInitArgs, name: ClusterName, default_alg: pki::KeyAlg
             None => default_alg,
         },
         validity: Validity { ca_days: args.ca_days, leaf_days: args.leaf_days },
+        aws: AwsSpec {
+            image: args.aws.image.clone(),
+            bastion_type: args.aws.bastion_type.clone(),
+            master_type: args.aws.master_type.clone(),
+            node_type: args.aws.node_type.clone(),
+            root_volume_gib: args.aws.root_volume_gib,
+            single_nat: args.aws.single_nat,
+            nodeport_cidrs: args
+                .aws
+                .nodeport_cidrs
+                .iter()
+                .map(|c| parse_net(c, "--nodeport-cidr"))
+                .collect::<Result<_>>()?,
+            hosted_zone: args.aws.hosted_zone.clone(),
+        },
     };
     spec.validate().map_err(usage)?;
     Ok(spec)

@@ -3,12 +3,14 @@
 
 mod certs;
 mod init;
+mod provision;
 mod reencrypt;
 mod render;
 mod renew;
 
 pub use certs::certs;
 pub use init::init;
+pub use provision::{apply, destroy, plan, Outputs, OUTPUTS_FILE};
 pub use reencrypt::{reencrypt, Mode};
 pub use render::{render, token};
 pub use renew::renew;

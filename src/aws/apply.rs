@@ -1,0 +1,1172 @@
+//! Runs a plan: every resource whose dependencies are done starts at once;
+//! each task re-reads the state when it starts (so it sees what earlier
+//! tasks made), makes only the calls its diff needs, and reports what it
+//! made. Every create carries the cluster's tags in the same call (or a
+//! client token where the API has one), so a killed run is found again by
+//! tag and converges when re-run.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aws_sdk_ec2::types::{self as ec2t, Filter, ResourceType, TagSpecification};
+use base64::Engine as _;
+use futures::stream::{FuturesUnordered, StreamExt};
+use zeroize::Zeroizing;
+
+use super::model::{self, Kind, Node, Peer, Role, Rule, TAG_CLUSTER, TAG_KEY, TAG_ROLE};
+use super::plan::{self, Action, Fix, State, Wanted};
+use super::world::{Found, World, POLICY};
+use super::{code, wait_for, Aws, Call};
+use crate::cluster::ClusterSpec;
+
+pub const TAG_CONFIG: &str = "kaws:config";
+
+/// Everything a run needs besides the graph: the image, each instance's
+/// user-data, and (only when a parameter must be written) the secrets.
+pub struct Inputs {
+    pub image: String,
+    pub root_device: String,
+    pub user_data: HashMap<String, Vec<u8>>,
+    pub wanted: Wanted,
+    pub secrets: HashMap<String, Zeroizing<String>>,
+}
+
+/// Names AWS limits to 32 characters (load balancer, target group).
+pub fn short_name(spec: &ClusterSpec, suffix: &str) -> String {
+    let name = spec.name.as_str();
+    let room = 32 - suffix.len() - 1;
+    format!("{}-{suffix}", name[..name.len().min(room)].trim_end_matches('-'))
+}
+
+pub fn tags(spec: &ClusterSpec, node: &Node) -> Vec<(String, String)> {
+    vec![
+        (TAG_CLUSTER.into(), spec.name.to_string()),
+        (TAG_ROLE.into(), node.role.into()),
+        (TAG_KEY.into(), node.key.clone()),
+        ("Name".into(), format!("{}-{}", spec.name, node.key.replace('/', "-"))),
+    ]
+}
+
+fn ec2_tags(spec: &ClusterSpec, node: &Node, rt: ResourceType, extra: &[(String, String)]) -> TagSpecification {
+    let tags = tags(spec, node).into_iter().chain(extra.iter().cloned());
+    TagSpecification::builder()
+        .resource_type(rt)
+        .set_tags(Some(tags.map(|(k, v)| ec2t::Tag::builder().key(k).value(v).build()).collect()))
+        .build()
+}
+
+/// A deterministic client token: the same create, retried, is one create.
+fn token(spec: &ClusterSpec, key: &str, salt: &str) -> String {
+    format!("kaws-{}", super::digest(&[spec.name.as_str().as_bytes(), key.as_bytes(), salt.as_bytes()]))
+}
+
+pub struct Runner<'a> {
+    pub aws: &'a Aws,
+    pub spec: &'a ClusterSpec,
+    pub inputs: &'a Inputs,
+}
+
+/// What one finished task reports.
+pub struct Done {
+    pub key: String,
+    pub made: Option<Found>,
+    pub what: String,
+}
+
+type Task<'a> = Pin<Box<dyn Future<Output = (String, Result<Option<Found>>)> + 'a>>;
+
+/// Runs the graph; `report` hears of each change as it completes. Returns
+/// the state after the run, or the first errors (other tasks finish first).
+pub async fn run<'a>(
+    r: &'a Runner<'a>,
+    graph: &'a [Node],
+    world: &'a World,
+    mut report: impl FnMut(&Done),
+) -> Result<HashMap<String, Found>> {
+    let mut state = State { world, made: HashMap::new() };
+    let mut done: HashSet<&str> = HashSet::new();
+    let mut failed: HashSet<&str> = HashSet::new();
+    let mut started: HashSet<&str> = HashSet::new();
+    let mut running: FuturesUnordered<Task<'a>> = FuturesUnordered::new();
+    let mut errors = Vec::new();
+    loop {
+        for node in graph {
+            if started.contains(node.key.as_str()) || !node.deps.iter().all(|d| done.contains(d.as_str())) {
+                continue;
+            }
+            started.insert(&node.key);
+            match plan::diff(r.spec, node, &state, &r.inputs.wanted) {
+                None | Some(Action::Note(_)) => {
+                    done.insert(&node.key);
+                }
+                Some(action) => {
+                    let snap = Snap::of(&state);
+                    running.push(Box::pin(async move {
+                        let what = describe(&action);
+                        let res = r.ensure(node, action, snap).await.with_context(|| format!("{}: {what}", node.key));
+                        (node.key.clone(), res)
+                    }));
+                }
+            }
+        }
+        // Started nodes that finished without a call unblock others at once.
+        if graph.iter().any(|n| !started.contains(n.key.as_str()) && n.deps.iter().all(|d| done.contains(d.as_str()))) {
+            continue;
+        }
+        let Some((key, res)) = running.next().await else { break };
+        let node = graph.iter().find(|n| n.key == key).expect("a graph node");
+        match res {
+            Ok(made) => {
+                report(&Done { key: key.clone(), made: made.clone(), what: String::new() });
+                if let Some(f) = made {
+                    state.made.insert(key.clone(), f);
+                }
+                done.insert(&node.key);
+            }
+            Err(e) => {
+                failed.insert(&node.key);
+                errors.push(e);
+            }
+        }
+    }
+    if !errors.is_empty() {
+        let skipped = graph.iter().filter(|n| !started.contains(n.key.as_str())).count();
+        let list: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
+        bail!(
+            "{} change(s) failed ({skipped} resources waiting on them were not started):\n  {}",
+            errors.len(),
+            list.join("\n  ")
+        );
+    }
+    Ok(state.made)
+}
+
+fn describe(a: &Action) -> String {
+    match a {
+        Action::Create => "create".into(),
+        Action::Update(f) => f.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("; "),
+        Action::Delete { why, .. } => format!("delete ({why})"),
+        Action::Blocked(w) | Action::Note(w) => w.clone(),
+    }
+}
+
+/// The state a task starts from (owned: tasks run concurrently).
+#[derive(Clone)]
+pub struct Snap {
+    found: HashMap<String, Found>,
+    zones: Vec<String>,
+}
+
+impl Snap {
+    fn of(state: &State) -> Snap {
+        let mut found: HashMap<String, Found> =
+            state.world.found.iter().filter_map(|(k, v)| Some((k.clone(), v.first()?.clone()))).collect();
+        found.extend(state.made.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Snap { found, zones: state.world.zones.clone() }
+    }
+
+    fn get(&self, key: &str) -> Option<&Found> {
+        self.found.get(key)
+    }
+
+    fn id(&self, key: &str) -> Result<String> {
+        self.found.get(key).map(|f| f.id.clone()).ok_or_else(|| anyhow!("{key} does not exist (yet)"))
+    }
+}
+
+/// EC2's form of a rule set: one permission per protocol and port range,
+/// listing every peer (EC2 merges them so anyway, and moto insists).
+fn ip_permissions(rules: &[Rule], snap: &Snap) -> Result<Vec<ec2t::IpPermission>> {
+    let mut by_ports: std::collections::BTreeMap<(&str, i32, i32), Vec<&Peer>> = Default::default();
+    for r in rules {
+        by_ports.entry((r.proto.as_aws(), r.from, r.to)).or_default().push(&r.peer);
+    }
+    by_ports
+        .into_iter()
+        .map(|((proto, from, to), peers)| {
+            // Portless protocols take -1 (EC2 ignores their ports; moto needs them).
+            let mut p = ec2t::IpPermission::builder().ip_protocol(proto).from_port(from).to_port(to);
+            for peer in peers {
+                p = match peer {
+                    Peer::Cidr(c) => p.ip_ranges(ec2t::IpRange::builder().cidr_ip(c.to_string()).build()),
+                    Peer::Group(role) => p.user_id_group_pairs(
+                        ec2t::UserIdGroupPair::builder().group_id(snap.id(&format!("sg/{}", role.as_str()))?).build(),
+                    ),
+                    Peer::Foreign(f) if f.contains(':') => {
+                        p.ipv6_ranges(ec2t::Ipv6Range::builder().cidr_ipv6(f.clone()).build())
+                    }
+                    Peer::Foreign(f) if f.starts_with("pl-") => {
+                        p.prefix_list_ids(ec2t::PrefixListId::builder().prefix_list_id(f.clone()).build())
+                    }
+                    Peer::Foreign(f) => {
+                        p.user_id_group_pairs(ec2t::UserIdGroupPair::builder().group_id(f.clone()).build())
+                    }
+                };
+            }
+            Ok(p.build())
+        })
+        .collect()
+}
+
+const ASSUME_EC2: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+
+impl Runner<'_> {
+    fn poll(&self) -> Duration {
+        self.aws.poll
+    }
+
+    async fn ensure(&self, node: &Node, action: Action, snap: Snap) -> Result<Option<Found>> {
+        match action {
+            Action::Create => self.create(node, &snap).await.map(Some),
+            Action::Update(fixes) => {
+                let mut found = snap.get(&node.key).cloned().unwrap_or_default();
+                for fix in fixes {
+                    self.fix(node, &fix, &snap, &mut found).await?;
+                }
+                Ok(Some(found))
+            }
+            Action::Delete { found, .. } => {
+                super::destroy::delete(self.aws, &node.key, &found).await?;
+                Ok(None)
+            }
+            Action::Blocked(why) => Err(anyhow!("{why}")),
+            Action::Note(_) => Ok(None),
+        }
+    }
+
+    async fn create(&self, node: &Node, snap: &Snap) -> Result<Found> {
+        let (spec, ec2) = (self.spec, &self.aws.ec2);
+        let mut found = Found::default();
+        match &node.kind {
+            Kind::Vpc { cidr } => {
+                let out = ec2
+                    .create_vpc()
+                    .cidr_block(cidr.to_string())
+                    .tag_specifications(ec2_tags(spec, node, ResourceType::Vpc, &[]))
+                    .send()
+                    .await
+                    .call("CreateVpc")?;
+                let id = out.vpc().and_then(|v| v.vpc_id()).context("CreateVpc returned no id")?.to_owned();
+                for (support, hostnames) in [(true, false), (false, true)] {
+                    let t = ec2t::AttributeBooleanValue::builder().value(true).build();
+                    let mut call = ec2.modify_vpc_attribute().vpc_id(&id);
+                    if support {
+                        call = call.enable_dns_support(t.clone());
+                    }
+                    if hostnames {
+                        call = call.enable_dns_hostnames(t);
+                    }
+                    call.send().await.call("ModifyVpcAttribute")?;
+                }
+                found.id = id;
+                found.cidr = Some(cidr.to_string());
+            }
+            Kind::InternetGateway => {
+                let out = ec2
+                    .create_internet_gateway()
+                    .tag_specifications(ec2_tags(spec, node, ResourceType::InternetGateway, &[]))
+                    .send()
+                    .await
+                    .call("CreateInternetGateway")?;
+                found.id = out.internet_gateway().and_then(|g| g.internet_gateway_id()).context("no IGW id")?.into();
+                self.fix(node, &Fix::Attach, snap, &mut found).await?;
+            }
+            Kind::Subnet { cidr, zone, .. } => {
+                let az = snap.zones.get(*zone).with_context(|| {
+                    format!("the region has {} availability zones; the spec wants {}", snap.zones.len(), spec.azs)
+                })?;
+                let out = ec2
+                    .create_subnet()
+                    .vpc_id(snap.id("vpc")?)
+                    .cidr_block(cidr.to_string())
+                    .availability_zone(az)
+                    .tag_specifications(ec2_tags(spec, node, ResourceType::Subnet, &[]))
+                    .send()
+                    .await
+                    .call("CreateSubnet")?;
+                found.id = out.subnet().and_then(|s| s.subnet_id()).context("no subnet id")?.into();
+                found.cidr = Some(cidr.to_string());
+                found.zone = Some(az.clone());
+            }
+            Kind::Address => {
+                let out = ec2
+                    .allocate_address()
+                    .domain(ec2t::DomainType::Vpc)
+                    .tag_specifications(ec2_tags(spec, node, ResourceType::ElasticIp, &[]))
+                    .send()
+                    .await
+                    .call("AllocateAddress")?;
+                found.id = out.allocation_id().context("no allocation id")?.into();
+                found.public_ip = out.public_ip().map(String::from);
+            }
+            Kind::NatGateway { subnet, address } => {
+                let out = ec2
+                    .create_nat_gateway()
+                    .subnet_id(snap.id(subnet)?)
+                    .allocation_id(snap.id(address)?)
+                    .client_token(token(spec, &node.key, &snap.id(address)?))
+                    .tag_specifications(ec2_tags(spec, node, ResourceType::Natgateway, &[]))
+                    .send()
+                    .await
+                    .call("CreateNatGateway")?;
+                let id = out.nat_gateway().and_then(|n| n.nat_gateway_id()).context("no NAT gateway id")?.to_owned();
+                // Routes to a NAT gateway that is not available yet go nowhere.
+                wait_for("the NAT gateway to be available", self.poll(), Duration::from_secs(600), || async {
+                    let out =
+                        ec2.describe_nat_gateways().nat_gateway_ids(&id).send().await.call("DescribeNatGateways")?;
+                    let state = out.nat_gateways().first().and_then(|n| n.state().cloned());
+                    match state {
+                        Some(ec2t::NatGatewayState::Available) => Ok(Some(())),
+                        Some(ec2t::NatGatewayState::Failed) => Err(anyhow!("NAT gateway {id} failed")),
+                        _ => Ok(None),
+                    }
+                })
+                .await?;
+                found.id = id;
+            }
+            Kind::RouteTable { default_route, subnets } => {
+                let out = ec2
+                    .create_route_table()
+                    .vpc_id(snap.id("vpc")?)
+                    .client_token(token(spec, &node.key, &snap.id("vpc")?))
+                    .tag_specifications(ec2_tags(spec, node, ResourceType::RouteTable, &[]))
+                    .send()
+                    .await
+                    .call("CreateRouteTable")?;
+                found.id = out.route_table().and_then(|t| t.route_table_id()).context("no route table id")?.into();
+                self.fix(
+                    node,
+                    &Fix::Route { dest: "0.0.0.0/0".into(), target: default_route.clone() },
+                    snap,
+                    &mut found,
+                )
+                .await?;
+                for s in subnets {
+                    self.fix(node, &Fix::Associate(s.clone()), snap, &mut found).await?;
+                }
+            }
+            Kind::SecurityGroup(role) => {
+                let out = ec2
+                    .create_security_group()
+                    .group_name(format!("kaws-{}-{}", spec.name, role.as_str()))
+                    .description(format!("kaws {} {}", spec.name, role.as_str()))
+                    .vpc_id(snap.id("vpc")?)
+                    .tag_specifications(ec2_tags(spec, node, ResourceType::SecurityGroup, &[]))
+                    .send()
+                    .await
+                    .call("CreateSecurityGroup")?;
+                found.id = out.group_id().context("no group id")?.into();
+                // A new group allows all egress; its rules task revokes that.
+                found.egress.insert(Rule::new(model::Proto::All, None, None, Peer::Cidr("0.0.0.0/0".parse()?)));
+            }
+            Kind::Iam { name, .. } => {
+                let iam = &self.aws.iam;
+                let t = |n: &Node| -> Result<Vec<aws_sdk_iam::types::Tag>> {
+                    tags(spec, n)
+                        .into_iter()
+                        .map(|(k, v)| Ok(aws_sdk_iam::types::Tag::builder().key(k).value(v).build()?))
+                        .collect()
+                };
+                let out = iam
+                    .create_role()
+                    .role_name(name)
+                    .path(model::iam_path(spec))
+                    .assume_role_policy_document(ASSUME_EC2)
+                    .description(format!("kaws {}: {}", spec.name, node.key))
+                    .set_tags(Some(t(node)?))
+                    .send()
+                    .await;
+                let arn = match out {
+                    Ok(o) => o.role().map(|r| r.arn().to_owned()),
+                    // Created by a run that was killed before it was recorded.
+                    Err(e) if code(&e) == Some("EntityAlreadyExists") => None,
+                    Err(e) => return Err(e).call("CreateRole"),
+                };
+                let arn = match arn {
+                    Some(a) => a,
+                    None => iam
+                        .get_role()
+                        .role_name(name)
+                        .send()
+                        .await
+                        .call("GetRole")?
+                        .role()
+                        .context("no role")?
+                        .arn()
+                        .into(),
+                };
+                found.id = name.clone();
+                found.config = Some(arn);
+                for fix in [Fix::Policy, Fix::Profile, Fix::ProfileRole] {
+                    self.fix(node, &fix, snap, &mut found).await?;
+                }
+            }
+            Kind::Parameter { name, .. } => {
+                let value = self
+                    .inputs
+                    .secrets
+                    .get(&node.key)
+                    .with_context(|| format!("the value of {name} was not decrypted"))?;
+                let marker = self.inputs.wanted.markers.get(&node.key).context("no source marker")?;
+                let t: Vec<aws_sdk_ssm::types::Tag> = tags(spec, node)
+                    .into_iter()
+                    .map(|(k, v)| aws_sdk_ssm::types::Tag::builder().key(k).value(v).build())
+                    .collect::<Result<_, _>>()?;
+                let out = self
+                    .aws
+                    .ssm
+                    .put_parameter()
+                    .name(name)
+                    .value(value.as_str())
+                    .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+                    .description(marker)
+                    .set_tags(Some(t))
+                    .send()
+                    .await;
+                match out {
+                    Ok(_) => {}
+                    Err(e) if code(&e) == Some("ParameterAlreadyExists") => {
+                        self.fix(node, &Fix::Value, snap, &mut found).await?;
+                    }
+                    Err(e) => return Err(e).call("PutParameter"),
+                }
+                found.id = name.clone();
+                found.config = Some(marker.clone());
+            }
+            Kind::Instance { index, subnet, ip, iam, role } => {
+                found = self.run_instance(node, snap, *index, subnet, *ip, iam, *role).await?;
+            }
+            Kind::LaunchTemplate { iam } => {
+                let out = ec2
+                    .create_launch_template()
+                    .launch_template_name(format!("kaws-{}-node", spec.name))
+                    .client_token(token(spec, &node.key, self.config(node)?))
+                    .launch_template_data(self.template_data(node, snap, iam)?)
+                    .tag_specifications(ec2_tags(
+                        spec,
+                        node,
+                        ResourceType::LaunchTemplate,
+                        &[(TAG_CONFIG.into(), self.config(node)?.to_owned())],
+                    ))
+                    .send()
+                    .await
+                    .call("CreateLaunchTemplate")?;
+                found.id = out.launch_template().and_then(|t| t.launch_template_id()).context("no template id")?.into();
+                found.config = Some(self.config(node)?.to_owned());
+            }
+            Kind::AutoScalingGroup { subnets, size } => {
+                let name = format!("kaws-{}-node", spec.name);
+                let zone_ids: Vec<String> = subnets.iter().map(|s| snap.id(s)).collect::<Result<_>>()?;
+                let t = tags(spec, node).into_iter().map(|(k, v)| {
+                    // Nodes get the cluster and role tags, not the group's key.
+                    let propagate = k != TAG_KEY;
+                    let v = if k == "Name" { format!("{}-node", spec.name) } else { v };
+                    aws_sdk_autoscaling::types::Tag::builder()
+                        .key(k)
+                        .value(v)
+                        .propagate_at_launch(propagate)
+                        .resource_id(&name)
+                        .resource_type("auto-scaling-group")
+                        .build()
+                });
+                let n = *size as i32;
+                let res = self
+                    .aws
+                    .asg
+                    .create_auto_scaling_group()
+                    .auto_scaling_group_name(&name)
+                    .launch_template(
+                        aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                            .launch_template_id(snap.id("lt/node")?)
+                            .version("$Latest")
+                            .build(),
+                    )
+                    .min_size(n)
+                    .max_size(n)
+                    .desired_capacity(n)
+                    .vpc_zone_identifier(zone_ids.join(","))
+                    .health_check_type("EC2")
+                    .set_tags(Some(t.collect()))
+                    .send()
+                    .await;
+                match res {
+                    Ok(_) => {}
+                    Err(e) if code(&e) == Some("AlreadyExists") => {
+                        self.fix(node, &Fix::Size, snap, &mut found).await?;
+                    }
+                    Err(e) => return Err(e).call("CreateAutoScalingGroup"),
+                }
+                let mut links = zone_ids;
+                links.sort();
+                found = Found { id: name, size: Some((n, n, n)), links, ..found };
+            }
+            Kind::LoadBalancer { subnets } => {
+                use aws_sdk_elasticloadbalancingv2::types as elbt;
+                let t: Vec<elbt::Tag> =
+                    tags(spec, node).into_iter().map(|(k, v)| elbt::Tag::builder().key(k).value(v).build()).collect();
+                let out = self
+                    .aws
+                    .elb
+                    .create_load_balancer()
+                    .name(short_name(spec, "api"))
+                    .r#type(elbt::LoadBalancerTypeEnum::Network)
+                    .scheme(elbt::LoadBalancerSchemeEnum::InternetFacing)
+                    .set_subnets(Some(subnets.iter().map(|s| snap.id(s)).collect::<Result<_>>()?))
+                    .security_groups(snap.id("sg/api")?)
+                    .set_tags(Some(t))
+                    .send()
+                    .await
+                    .call("CreateLoadBalancer")?;
+                let lb = out.load_balancers().first().context("no load balancer")?;
+                let arn = lb.load_balancer_arn().context("no ARN")?.to_owned();
+                found.dns = lb.dns_name().zip(lb.canonical_hosted_zone_id()).map(|(d, z)| (d.to_owned(), z.to_owned()));
+                found.links = vec![snap.id("sg/api")?];
+                let elb = &self.aws.elb;
+                wait_for("the load balancer to be active", self.poll(), Duration::from_secs(600), || async {
+                    let out = elb
+                        .describe_load_balancers()
+                        .load_balancer_arns(&arn)
+                        .send()
+                        .await
+                        .call("DescribeLoadBalancers")?;
+                    let state = out.load_balancers().first().and_then(|l| l.state()?.code().cloned());
+                    match state {
+                        Some(elbt::LoadBalancerStateEnum::Failed) => Err(anyhow!("load balancer {arn} failed")),
+                        Some(elbt::LoadBalancerStateEnum::Provisioning) => Ok(None),
+                        _ => Ok(Some(())),
+                    }
+                })
+                .await?;
+                found.id = arn;
+            }
+            Kind::TargetGroup => {
+                use aws_sdk_elasticloadbalancingv2::types as elbt;
+                let t: Vec<elbt::Tag> =
+                    tags(spec, node).into_iter().map(|(k, v)| elbt::Tag::builder().key(k).value(v).build()).collect();
+                let out = self
+                    .aws
+                    .elb
+                    .create_target_group()
+                    .name(short_name(spec, "api"))
+                    .protocol(elbt::ProtocolEnum::Tcp)
+                    .port(model::API_PORT.into())
+                    .vpc_id(snap.id("vpc")?)
+                    .target_type(elbt::TargetTypeEnum::Instance)
+                    .health_check_protocol(elbt::ProtocolEnum::Tcp)
+                    .health_check_port(model::API_PORT.to_string())
+                    .set_tags(Some(t))
+                    .send()
+                    .await
+                    .call("CreateTargetGroup")?;
+                found.id =
+                    out.target_groups().first().and_then(|t| t.target_group_arn()).context("no target group")?.into();
+            }
+            Kind::Listener => {
+                use aws_sdk_elasticloadbalancingv2::types as elbt;
+                let out = self
+                    .aws
+                    .elb
+                    .create_listener()
+                    .load_balancer_arn(snap.id("lb/api")?)
+                    .protocol(elbt::ProtocolEnum::Tcp)
+                    .port(model::API_PORT.into())
+                    .default_actions(
+                        elbt::Action::builder()
+                            .r#type(elbt::ActionTypeEnum::Forward)
+                            .target_group_arn(snap.id("tg/api")?)
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .call("CreateListener")?;
+                found.id = out.listeners().first().and_then(|l| l.listener_arn()).context("no listener")?.into();
+            }
+            Kind::PrivateZone => {
+                use aws_sdk_route53::types as r53t;
+                let vpc = snap.id("vpc")?;
+                let out = self
+                    .aws
+                    .r53
+                    .create_hosted_zone()
+                    .name(super::world::zone_name(spec))
+                    .caller_reference(format!("kaws-{}-{vpc}", spec.name))
+                    .vpc(
+                        r53t::Vpc::builder()
+                            .vpc_id(&vpc)
+                            .vpc_region(r53t::VpcRegion::from(spec.region.as_str()))
+                            .build(),
+                    )
+                    .hosted_zone_config(
+                        r53t::HostedZoneConfig::builder()
+                            .private_zone(true)
+                            .comment(format!("kaws {}", spec.name))
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .call("CreateHostedZone")?;
+                let id = out.hosted_zone().context("no zone")?.id().trim_start_matches("/hostedzone/").to_owned();
+                let t: Vec<r53t::Tag> =
+                    tags(spec, node).into_iter().map(|(k, v)| r53t::Tag::builder().key(k).value(v).build()).collect();
+                self.aws
+                    .r53
+                    .change_tags_for_resource()
+                    .resource_type(r53t::TagResourceType::Hostedzone)
+                    .resource_id(&id)
+                    .set_add_tags(Some(t))
+                    .send()
+                    .await
+                    .call("ChangeTagsForResource")?;
+                found.id = id;
+            }
+            Kind::ApiRecord { .. } => {
+                self.fix(node, &Fix::Alias, snap, &mut found).await?;
+            }
+            Kind::Rules(_) | Kind::Targets { .. } => unreachable!("never created, only fixed"),
+        }
+        Ok(found)
+    }
+
+    fn config(&self, node: &Node) -> Result<&String> {
+        self.inputs.wanted.config.get(&node.key).with_context(|| format!("no configuration for {}", node.key))
+    }
+
+    fn user_data(&self, node: &Node) -> Result<String> {
+        let bytes = self.inputs.user_data.get(&node.key).with_context(|| format!("no user-data for {}", node.key))?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    fn template_data(&self, node: &Node, snap: &Snap, iam: &str) -> Result<ec2t::RequestLaunchTemplateData> {
+        let spec = self.spec;
+        let tags: Vec<ec2t::Tag> = [(TAG_CLUSTER, spec.name.to_string()), (TAG_ROLE, "node".into())]
+            .into_iter()
+            .map(|(k, v)| ec2t::Tag::builder().key(k).value(v).build())
+            .collect();
+        Ok(ec2t::RequestLaunchTemplateData::builder()
+            .image_id(&self.inputs.image)
+            .instance_type(ec2t::InstanceType::from(spec.aws.node_type.as_str()))
+            .iam_instance_profile(
+                ec2t::LaunchTemplateIamInstanceProfileSpecificationRequest::builder().name(snap.id(iam)?).build(),
+            )
+            .network_interfaces(
+                ec2t::LaunchTemplateInstanceNetworkInterfaceSpecificationRequest::builder()
+                    .device_index(0)
+                    .associate_public_ip_address(false)
+                    .delete_on_termination(true)
+                    .groups(snap.id("sg/node")?)
+                    .build(),
+            )
+            .metadata_options(
+                ec2t::LaunchTemplateInstanceMetadataOptionsRequest::builder()
+                    .http_tokens(ec2t::LaunchTemplateHttpTokensState::Required)
+                    .http_put_response_hop_limit(1)
+                    .http_endpoint(ec2t::LaunchTemplateInstanceMetadataEndpointState::Enabled)
+                    .build(),
+            )
+            .block_device_mappings(
+                ec2t::LaunchTemplateBlockDeviceMappingRequest::builder()
+                    .device_name(&self.inputs.root_device)
+                    .ebs(
+                        ec2t::LaunchTemplateEbsBlockDeviceRequest::builder()
+                            .volume_size(spec.aws.root_volume_gib as i32)
+                            .volume_type(ec2t::VolumeType::Gp3)
+                            .encrypted(true)
+                            .delete_on_termination(true)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .user_data(self.user_data(node)?)
+            .tag_specifications(
+                ec2t::LaunchTemplateTagSpecificationRequest::builder()
+                    .resource_type(ResourceType::Instance)
+                    .set_tags(Some(tags.clone()))
+                    .build(),
+            )
+            .tag_specifications(
+                ec2t::LaunchTemplateTagSpecificationRequest::builder()
+                    .resource_type(ResourceType::Volume)
+                    .set_tags(Some(tags))
+                    .build(),
+            )
+            .build())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_instance(
+        &self,
+        node: &Node,
+        snap: &Snap,
+        index: Option<u32>,
+        subnet: &str,
+        ip: Option<std::net::Ipv4Addr>,
+        iam: &str,
+        role: Role,
+    ) -> Result<Found> {
+        let (spec, ec2) = (self.spec, &self.aws.ec2);
+        let itype = match role {
+            Role::Bastion => &spec.aws.bastion_type,
+            _ => &spec.aws.master_type,
+        };
+        let config = self.config(node)?.clone();
+        let extra = [(TAG_CONFIG.to_owned(), config.clone())];
+        let mut nic = ec2t::InstanceNetworkInterfaceSpecification::builder()
+            .device_index(0)
+            .subnet_id(snap.id(subnet)?)
+            .groups(snap.id(&format!("sg/{}", role.as_str()))?)
+            .associate_public_ip_address(role == Role::Bastion)
+            .delete_on_termination(true);
+        if let Some(ip) = ip {
+            nic = nic.private_ip_address(ip.to_string());
+        }
+        // The token changes when an instance of this key was terminated, so
+        // a repair is a new launch rather than the old, terminated answer.
+        let gone = self.terminated(node).await?;
+        let mut attempt = 0;
+        let id = loop {
+            attempt += 1;
+            let res = ec2
+                .run_instances()
+                .image_id(&self.inputs.image)
+                .instance_type(ec2t::InstanceType::from(itype.as_str()))
+                .min_count(1)
+                .max_count(1)
+                .client_token(token(spec, &node.key, &format!("{config}{gone}")))
+                .network_interfaces(nic.clone().build())
+                .iam_instance_profile(ec2t::IamInstanceProfileSpecification::builder().name(snap.id(iam)?).build())
+                .metadata_options(
+                    ec2t::InstanceMetadataOptionsRequest::builder()
+                        .http_tokens(ec2t::HttpTokensState::Required)
+                        .http_put_response_hop_limit(1)
+                        .http_endpoint(ec2t::InstanceMetadataEndpointState::Enabled)
+                        .build(),
+                )
+                .block_device_mappings(
+                    ec2t::BlockDeviceMapping::builder()
+                        .device_name(&self.inputs.root_device)
+                        .ebs(
+                            ec2t::EbsBlockDevice::builder()
+                                .volume_size(spec.aws.root_volume_gib as i32)
+                                .volume_type(ec2t::VolumeType::Gp3)
+                                .encrypted(true)
+                                .delete_on_termination(true)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .user_data(self.user_data(node)?)
+                .tag_specifications(ec2_tags(spec, node, ResourceType::Instance, &extra))
+                .tag_specifications(ec2_tags(spec, node, ResourceType::Volume, &[]))
+                .send()
+                .await;
+            match res {
+                Ok(out) => {
+                    break out.instances().first().and_then(|i| i.instance_id()).context("no instance id")?.to_owned()
+                }
+                // A new instance profile takes a few seconds to reach EC2.
+                Err(e)
+                    if attempt < 12
+                        && code(&e) == Some("InvalidParameterValue")
+                        && aws_sdk_ec2::error::ProvideErrorMetadata::message(&e)
+                            .is_some_and(|m| m.contains("iamInstanceProfile")) =>
+                {
+                    tokio::time::sleep(self.poll()).await;
+                }
+                Err(e) => return Err(e).call("RunInstances"),
+            }
+        };
+        let _ = index;
+        // Targets can be registered only once the instance runs.
+        let found = wait_for("the instance to run", self.poll(), Duration::from_secs(600), || async {
+            let out = ec2.describe_instances().instance_ids(&id).send().await.call("DescribeInstances")?;
+            let Some(i) = out.reservations().first().and_then(|r| r.instances().first()) else { return Ok(None) };
+            match i.state().and_then(|s| s.name()) {
+                Some(ec2t::InstanceStateName::Running) => Ok(Some(Found {
+                    id: id.clone(),
+                    state: Some("running".into()),
+                    ip: i.private_ip_address().map(String::from),
+                    public_ip: i.public_ip_address().map(String::from),
+                    config: Some(config.clone()),
+                    ..Default::default()
+                })),
+                Some(ec2t::InstanceStateName::Pending) => Ok(None),
+                other => Err(anyhow!("instance {id} is {other:?}, not running")),
+            }
+        })
+        .await?;
+        Ok(found)
+    }
+
+    /// The ids of terminated instances of this key, for the client token.
+    async fn terminated(&self, node: &Node) -> Result<String> {
+        let out = self
+            .aws
+            .ec2
+            .describe_instances()
+            .filters(Filter::builder().name(format!("tag:{TAG_KEY}")).values(&node.key).build())
+            .filters(Filter::builder().name(format!("tag:{TAG_CLUSTER}")).values(self.spec.name.to_string()).build())
+            .filters(Filter::builder().name("instance-state-name").values("terminated").values("shutting-down").build())
+            .send()
+            .await
+            .call("DescribeInstances")?;
+        let mut ids: Vec<&str> =
+            out.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| i.instance_id()).collect();
+        ids.sort();
+        Ok(ids.join(","))
+    }
+
+    async fn fix(&self, node: &Node, fix: &Fix, snap: &Snap, found: &mut Found) -> Result<()> {
+        let (spec, ec2) = (self.spec, &self.aws.ec2);
+        match (fix, &node.kind) {
+            (Fix::Attach, _) => {
+                let vpc = snap.id("vpc")?;
+                ec2.attach_internet_gateway()
+                    .internet_gateway_id(&found.id)
+                    .vpc_id(&vpc)
+                    .send()
+                    .await
+                    .call("AttachInternetGateway")?;
+                found.links = vec![vpc];
+            }
+            (Fix::Route { dest, target }, _) => {
+                let target_id = snap.id(target)?;
+                let exists = found.routes.iter().any(|(d, _)| d == dest);
+                macro_rules! route {
+                    ($call:expr, $name:literal) => {{
+                        let call = $call.route_table_id(&found.id).destination_cidr_block(dest);
+                        let call = if target.starts_with("nat/") {
+                            call.nat_gateway_id(&target_id)
+                        } else {
+                            call.gateway_id(&target_id)
+                        };
+                        call.send().await.call($name)?;
+                    }};
+                }
+                if exists {
+                    route!(ec2.replace_route(), "ReplaceRoute");
+                } else {
+                    route!(ec2.create_route(), "CreateRoute");
+                }
+                found.routes.retain(|(d, _)| d != dest);
+                found.routes.push((dest.clone(), target_id));
+            }
+            (Fix::Associate(subnet), _) => {
+                let sid = snap.id(subnet)?;
+                let out = ec2.associate_route_table().route_table_id(&found.id).subnet_id(&sid).send().await;
+                let assoc = match out {
+                    Ok(o) => o.association_id().unwrap_or_default().to_owned(),
+                    // The subnet is in another of the cluster's tables (drift): move it.
+                    Err(e) if code(&e) == Some("Resource.AlreadyAssociated") => {
+                        let tables = ec2
+                            .describe_route_tables()
+                            .filters(Filter::builder().name("association.subnet-id").values(&sid).build())
+                            .send()
+                            .await
+                            .call("DescribeRouteTables")?;
+                        let old = tables
+                            .route_tables()
+                            .iter()
+                            .flat_map(|t| t.associations())
+                            .find(|a| a.subnet_id() == Some(sid.as_str()))
+                            .and_then(|a| a.route_table_association_id())
+                            .context("the subnet's association was not found")?
+                            .to_owned();
+                        let o = ec2
+                            .replace_route_table_association()
+                            .association_id(old)
+                            .route_table_id(&found.id)
+                            .send()
+                            .await
+                            .call("ReplaceRouteTableAssociation")?;
+                        o.new_association_id().unwrap_or_default().to_owned()
+                    }
+                    Err(e) => return Err(e).call("AssociateRouteTable"),
+                };
+                found.assoc.push((assoc, sid));
+            }
+            (Fix::Disassociate { association, .. }, _) => {
+                ec2.disassociate_route_table()
+                    .association_id(association)
+                    .send()
+                    .await
+                    .call("DisassociateRouteTable")?;
+                found.assoc.retain(|(a, _)| a != association);
+            }
+            (Fix::Authorize { egress, rules } | Fix::Revoke { egress, rules }, Kind::Rules(role)) => {
+                let group = snap.id(&format!("sg/{}", role.as_str()))?;
+                let perms = ip_permissions(rules, snap)?;
+                let authorize = matches!(fix, Fix::Authorize { .. });
+                match (authorize, egress) {
+                    (true, false) => {
+                        ec2.authorize_security_group_ingress()
+                            .group_id(&group)
+                            .set_ip_permissions(Some(perms))
+                            .send()
+                            .await
+                            .call("AuthorizeSecurityGroupIngress")?;
+                    }
+                    (true, true) => {
+                        ec2.authorize_security_group_egress()
+                            .group_id(&group)
+                            .set_ip_permissions(Some(perms))
+                            .send()
+                            .await
+                            .call("AuthorizeSecurityGroupEgress")?;
+                    }
+                    (false, false) => {
+                        ec2.revoke_security_group_ingress()
+                            .group_id(&group)
+                            .set_ip_permissions(Some(perms))
+                            .send()
+                            .await
+                            .call("RevokeSecurityGroupIngress")?;
+                    }
+                    (false, true) => {
+                        ec2.revoke_security_group_egress()
+                            .group_id(&group)
+                            .set_ip_permissions(Some(perms))
+                            .send()
+                            .await
+                            .call("RevokeSecurityGroupEgress")?;
+                    }
+                }
+                // The group's own record changes; the rules node records nothing.
+                found.id = group;
+            }
+            (Fix::Policy, Kind::Iam { name, ssm_paths }) => {
+                let arn = found.config.clone().context("the role's ARN is unknown")?;
+                match plan::policy(spec, &arn, ssm_paths) {
+                    Some(doc) => {
+                        self.aws
+                            .iam
+                            .put_role_policy()
+                            .role_name(name)
+                            .policy_name(POLICY)
+                            .policy_document(doc.to_string())
+                            .send()
+                            .await
+                            .call("PutRolePolicy")?;
+                        found.policy = Some(doc);
+                    }
+                    None => {
+                        if found.policy.is_some() {
+                            self.aws
+                                .iam
+                                .delete_role_policy()
+                                .role_name(name)
+                                .policy_name(POLICY)
+                                .send()
+                                .await
+                                .call("DeleteRolePolicy")?;
+                        }
+                        found.policy = None;
+                    }
+                }
+            }
+            (Fix::Profile, Kind::Iam { name, .. }) => {
+                let t: Vec<aws_sdk_iam::types::Tag> = tags(spec, node)
+                    .into_iter()
+                    .map(|(k, v)| aws_sdk_iam::types::Tag::builder().key(k).value(v).build())
+                    .collect::<Result<_, _>>()?;
+                let res = self
+                    .aws
+                    .iam
+                    .create_instance_profile()
+                    .instance_profile_name(name)
+                    .path(model::iam_path(spec))
+                    .set_tags(Some(t))
+                    .send()
+                    .await;
+                match res {
+                    Ok(_) => {}
+                    Err(e) if code(&e) == Some("EntityAlreadyExists") => {}
+                    Err(e) => return Err(e).call("CreateInstanceProfile"),
+                }
+                found.profile = true;
+            }
+            (Fix::ProfileRole, Kind::Iam { name, .. }) => {
+                let res = self
+                    .aws
+                    .iam
+                    .add_role_to_instance_profile()
+                    .instance_profile_name(name)
+                    .role_name(name)
+                    .send()
+                    .await;
+                match res {
+                    Ok(_) => {}
+                    Err(e) if code(&e) == Some("LimitExceeded") => {
+                        // Another role holds the profile (drift): replace it.
+                        for other in found.links.clone() {
+                            self.aws
+                                .iam
+                                .remove_role_from_instance_profile()
+                                .instance_profile_name(name)
+                                .role_name(other)
+                                .send()
+                                .await
+                                .call("RemoveRoleFromInstanceProfile")?;
+                        }
+                        self.aws
+                            .iam
+                            .add_role_to_instance_profile()
+                            .instance_profile_name(name)
+                            .role_name(name)
+                            .send()
+                            .await
+                            .call("AddRoleToInstanceProfile")?;
+                    }
+                    Err(e) => return Err(e).call("AddRoleToInstanceProfile"),
+                }
+                found.links = vec![name.clone()];
+            }
+            (Fix::Value, Kind::Parameter { name, .. }) => {
+                let value = self
+                    .inputs
+                    .secrets
+                    .get(&node.key)
+                    .with_context(|| format!("the value of {name} was not decrypted"))?;
+                let marker = self.inputs.wanted.markers.get(&node.key).context("no source marker")?;
+                self.aws
+                    .ssm
+                    .put_parameter()
+                    .name(name)
+                    .value(value.as_str())
+                    .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+                    .description(marker)
+                    .overwrite(true)
+                    .send()
+                    .await
+                    .call("PutParameter")?;
+                found.id = name.clone();
+                found.config = Some(marker.clone());
+            }
+            (Fix::Start, _) => {
+                ec2.start_instances().instance_ids(&found.id).send().await.call("StartInstances")?;
+            }
+            (Fix::Register(keys), _) => {
+                use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
+                let ids: Vec<String> = keys.iter().map(|k| snap.id(k)).collect::<Result<_>>()?;
+                let targets: Vec<_> = ids.iter().map(|i| TargetDescription::builder().id(i).build()).collect();
+                self.aws
+                    .elb
+                    .register_targets()
+                    .target_group_arn(snap.id("tg/api")?)
+                    .set_targets(Some(targets))
+                    .send()
+                    .await
+                    .call("RegisterTargets")?;
+                found.id = snap.id("tg/api")?;
+                found.links.extend(ids);
+                found.links.sort();
+            }
+            (Fix::Deregister(ids), _) => {
+                use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
+                let targets: Vec<_> = ids.iter().map(|i| TargetDescription::builder().id(i).build()).collect();
+                self.aws
+                    .elb
+                    .deregister_targets()
+                    .target_group_arn(snap.id("tg/api")?)
+                    .set_targets(Some(targets))
+                    .send()
+                    .await
+                    .call("DeregisterTargets")?;
+                found.links.retain(|l| !ids.contains(l));
+            }
+            (Fix::Size, Kind::AutoScalingGroup { subnets, size }) => {
+                let n = *size as i32;
+                let ids: Vec<String> = subnets.iter().map(|s| snap.id(s)).collect::<Result<_>>()?;
+                self.aws
+                    .asg
+                    .update_auto_scaling_group()
+                    .auto_scaling_group_name(format!("kaws-{}-node", spec.name))
+                    .min_size(n)
+                    .max_size(n)
+                    .desired_capacity(n)
+                    .vpc_zone_identifier(ids.join(","))
+                    .send()
+                    .await
+                    .call("UpdateAutoScalingGroup")?;
+                found.size = Some((n, n, n));
+                found.links = ids;
+                found.links.sort();
+            }
+            (Fix::Version, Kind::LaunchTemplate { iam }) => {
+                let config = self.config(node)?.clone();
+                ec2.create_launch_template_version()
+                    .launch_template_id(&found.id)
+                    .client_token(token(spec, &node.key, &config))
+                    .launch_template_data(self.template_data(node, snap, iam)?)
+                    .send()
+                    .await
+                    .call("CreateLaunchTemplateVersion")?;
+                ec2.create_tags()
+                    .resources(&found.id)
+                    .tags(ec2t::Tag::builder().key(TAG_CONFIG).value(&config).build())
+                    .send()
+                    .await
+                    .call("CreateTags")?;
+                found.config = Some(config);
+            }
+            (Fix::Alias, Kind::ApiRecord { public }) => {
+                use aws_sdk_route53::types as r53t;
+                let lb = snap
+                    .get("lb/api")
+                    .and_then(|l| l.dns.clone())
+                    .context("the load balancer's DNS name is unknown")?;
+                let zone = if *public {
+                    spec.aws.hosted_zone.clone().context("no hosted zone")?
+                } else {
+                    snap.id("zone/private")?
+                };
+                let record = r53t::ResourceRecordSet::builder()
+                    .name(super::world::api_record(spec))
+                    .r#type(r53t::RrType::A)
+                    .alias_target(
+                        r53t::AliasTarget::builder()
+                            .dns_name(&lb.0)
+                            .hosted_zone_id(&lb.1)
+                            .evaluate_target_health(false)
+                            .build()?,
+                    )
+                    .build()?;
+                let batch = r53t::ChangeBatch::builder()
+                    .changes(
+                        r53t::Change::builder()
+                            .action(r53t::ChangeAction::Upsert)
+                            .resource_record_set(record)
+                            .build()?,
+                    )
+                    .build()?;
+                self.aws
+                    .r53
+                    .change_resource_record_sets()
+                    .hosted_zone_id(&zone)
+                    .change_batch(batch)
+                    .send()
+                    .await
+                    .call("ChangeResourceRecordSets")?;
+                found.id = zone;
+                found.config = Some(lb.0.to_lowercase());
+                found.dns = Some(lb);
+            }
+            (Fix::SecurityGroups, _) => {
+                let sg = snap.id("sg/api")?;
+                self.aws
+                    .elb
+                    .set_security_groups()
+                    .load_balancer_arn(&found.id)
+                    .security_groups(&sg)
+                    .send()
+                    .await
+                    .call("SetSecurityGroups")?;
+                found.links = vec![sg];
+            }
+            (fix, kind) => bail!("internal: fix {fix:?} does not apply to {kind:?}"),
+        }
+        Ok(())
+    }
+}

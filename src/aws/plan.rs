@@ -1,0 +1,414 @@
+//! The difference between the graph and what exists: per resource, create,
+//! update (with each fix and its reason), delete, or blocked (a change kaws
+//! will not make in place). Pure: it reads a `State`, calls nothing.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+use super::model::{self, Kind, Node, Rule};
+use super::world::{Found, World};
+use crate::cluster::ClusterSpec;
+
+/// What exists now: the world as found, overlaid with what this run made.
+pub struct State<'a> {
+    pub world: &'a World,
+    pub made: HashMap<String, Found>,
+}
+
+impl State<'_> {
+    pub fn get(&self, key: &str) -> Option<&Found> {
+        self.made.get(key).or_else(|| self.world.get(key))
+    }
+
+    pub fn id(&self, key: &str) -> Option<&str> {
+        self.get(key).map(|f| f.id.as_str())
+    }
+
+    /// The public addresses of the cluster's NAT gateways' Elastic IPs.
+    pub fn nat_ips(&self, spec: &ClusterSpec) -> Vec<Ipv4Addr> {
+        let n = if spec.aws.single_nat { 1 } else { spec.azs };
+        (0..n).filter_map(|z| self.get(&format!("eip/nat-{z}"))?.public_ip.as_ref()?.parse().ok()).collect()
+    }
+}
+
+/// What the spec wants beyond the graph: the configuration digest of each
+/// instance and of the launch template, and the source marker of each
+/// SSM parameter.
+#[derive(Default)]
+pub struct Wanted {
+    pub config: HashMap<String, String>,
+    pub markers: HashMap<String, String>,
+}
+
+/// One fix to an existing resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fix {
+    Attach,
+    Route { dest: String, target: String },
+    Associate(String),
+    Disassociate { association: String, subnet: String },
+    Authorize { egress: bool, rules: Vec<Rule> },
+    Revoke { egress: bool, rules: Vec<Rule> },
+    Policy,
+    Profile,
+    ProfileRole,
+    Value,
+    Start,
+    Register(Vec<String>),
+    Deregister(Vec<String>),
+    Size,
+    Version,
+    Alias,
+    SecurityGroups,
+}
+
+impl fmt::Display for Fix {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let list = |rules: &[Rule]| rules.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ");
+        let dir = |egress: &bool| if *egress { "egress to" } else { "ingress from" };
+        match self {
+            Fix::Attach => write!(f, "attach to the VPC (detached)"),
+            Fix::Route { dest, target } => write!(f, "route {dest} to {target} (missing or elsewhere)"),
+            Fix::Associate(s) => write!(f, "associate {s} (not associated)"),
+            Fix::Disassociate { subnet, .. } => write!(f, "disassociate {subnet} (not in the spec)"),
+            Fix::Authorize { egress, rules } => write!(f, "authorize {} {} (missing)", dir(egress), list(rules)),
+            Fix::Revoke { egress, rules } => write!(f, "revoke {} {} (not in the spec)", dir(egress), list(rules)),
+            Fix::Policy => write!(f, "put the inline policy (missing or changed)"),
+            Fix::Profile => write!(f, "create the instance profile (missing)"),
+            Fix::ProfileRole => write!(f, "add the role to its instance profile (missing)"),
+            Fix::Value => write!(f, "write the value (missing or from an older sealed key)"),
+            Fix::Start => write!(f, "start (stopped)"),
+            Fix::Register(t) => write!(f, "register {} (not registered)", t.join(", ")),
+            Fix::Deregister(t) => write!(f, "deregister {} (not a master of the spec)", t.join(", ")),
+            Fix::Size => write!(f, "set size and subnets (differ from the spec)"),
+            Fix::Version => write!(f, "new launch template version (configuration changed)"),
+            Fix::Alias => write!(f, "point the alias at the load balancer (missing or elsewhere)"),
+            Fix::SecurityGroups => write!(f, "set the security group (differs)"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Action {
+    Create,
+    Update(Vec<Fix>),
+    Delete {
+        found: Found,
+        why: String,
+    },
+    /// A difference kaws will not repair in place.
+    Blocked(String),
+    /// A difference worth knowing that needs no call.
+    Note(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub key: String,
+    pub action: Action,
+}
+
+impl Change {
+    pub fn mutates(&self) -> bool {
+        !matches!(self.action, Action::Note(_))
+    }
+}
+
+fn rule_fixes(spec: &ClusterSpec, role: model::Role, found: Option<&Found>, nat: &[Ipv4Addr]) -> Vec<Fix> {
+    let empty = Found::default();
+    let found = found.unwrap_or(&empty);
+    let mut fixes = Vec::new();
+    for (egress, want, have) in
+        [(false, model::ingress(spec, role, nat), &found.ingress), (true, model::egress(role), &found.egress)]
+    {
+        let missing: Vec<Rule> = want.difference(have).cloned().collect();
+        let extra: Vec<Rule> = have.difference(&want).cloned().collect();
+        if !extra.is_empty() {
+            fixes.push(Fix::Revoke { egress, rules: extra });
+        }
+        if !missing.is_empty() {
+            fixes.push(Fix::Authorize { egress, rules: missing });
+        }
+    }
+    fixes
+}
+
+/// The desired inline policy of an instance role.
+pub fn policy(spec: &ClusterSpec, role_arn: &str, ssm_paths: &[String]) -> Option<serde_json::Value> {
+    if ssm_paths.is_empty() {
+        return None;
+    }
+    // arn:PARTITION:iam::ACCOUNT:role/…
+    let parts: Vec<&str> = role_arn.split(':').collect();
+    let (partition, account) = (parts.get(1).copied().unwrap_or("aws"), parts.get(4).copied().unwrap_or("*"));
+    let region = &spec.region;
+    let resources: Vec<String> =
+        ssm_paths.iter().map(|p| format!("arn:{partition}:ssm:{region}:{account}:parameter{p}")).collect();
+    Some(serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "ReadOwnSecrets", "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": resources},
+            {"Sid": "DecryptThroughSsm", "Effect": "Allow", "Action": ["kms:Decrypt"],
+             "Resource": format!("arn:{partition}:kms:{region}:{account}:alias/aws/ssm"),
+             "Condition": {"StringEquals": {"kms:ViaService": format!("ssm.{region}.amazonaws.com")}}}
+        ]
+    }))
+}
+
+/// The change one node needs, if any.
+pub fn diff(spec: &ClusterSpec, node: &Node, state: &State, wanted: &Wanted) -> Option<Action> {
+    let found = state.get(&node.key);
+    let Some(f) = found else {
+        return Some(match &node.kind {
+            // Rules live on their groups: with a group missing, every rule is a fix.
+            Kind::Rules(role) => {
+                let group = state.get(&format!("sg/{}", role.as_str()));
+                let fixes = rule_fixes(spec, *role, group, &state.nat_ips(spec));
+                return (!fixes.is_empty()).then_some(Action::Update(fixes));
+            }
+            Kind::Targets { instances } => Action::Update(vec![Fix::Register(instances.clone())]),
+            _ => Action::Create,
+        });
+    };
+    let blocked = |what: &str, have: &Option<String>, want: String| {
+        (have.as_deref() != Some(want.as_str())).then(|| {
+            Action::Blocked(format!(
+                "its {what} is {}, the spec says {want}; kaws does not change that in place (destroy the cluster to renumber it)",
+                have.as_deref().unwrap_or("unknown")
+            ))
+        })
+    };
+    let fixes: Vec<Fix> = match &node.kind {
+        Kind::Vpc { cidr } => return blocked("CIDR", &f.cidr, cidr.to_string()),
+        Kind::Subnet { cidr, zone, .. } => {
+            return blocked("CIDR", &f.cidr, cidr.to_string())
+                .or_else(|| blocked("zone", &f.zone, state.world.zones.get(*zone).cloned().unwrap_or_default()))
+        }
+        Kind::InternetGateway => {
+            let vpc = state.id("vpc").unwrap_or_default();
+            if f.links.iter().any(|v| v == vpc) {
+                vec![]
+            } else {
+                vec![Fix::Attach]
+            }
+        }
+        Kind::Address | Kind::NatGateway { .. } | Kind::SecurityGroup(_) | Kind::TargetGroup | Kind::Listener => vec![],
+        Kind::PrivateZone => vec![],
+        Kind::RouteTable { default_route, subnets } => {
+            let mut fixes = Vec::new();
+            let target = state.id(default_route).unwrap_or("(new)").to_owned();
+            if !f.routes.iter().any(|(d, t)| d == "0.0.0.0/0" && *t == target) {
+                fixes.push(Fix::Route { dest: "0.0.0.0/0".into(), target: default_route.clone() });
+            }
+            let want: Vec<Option<&str>> = subnets.iter().map(|s| state.id(s)).collect();
+            for (s, id) in subnets.iter().zip(&want) {
+                if id.is_none_or(|id| !f.assoc.iter().any(|(_, sub)| sub == id)) {
+                    fixes.push(Fix::Associate(s.clone()));
+                }
+            }
+            for (association, subnet) in &f.assoc {
+                if !want.contains(&Some(subnet.as_str())) {
+                    fixes.push(Fix::Disassociate { association: association.clone(), subnet: subnet.clone() });
+                }
+            }
+            fixes
+        }
+        Kind::Rules(_) => unreachable!("rules are found on their groups"),
+        Kind::Iam { name, ssm_paths } => {
+            let mut fixes = Vec::new();
+            let want = f.config.as_deref().and_then(|arn| policy(spec, arn, ssm_paths));
+            if f.config.is_none() || f.policy != want {
+                fixes.push(Fix::Policy);
+            }
+            if !f.profile {
+                fixes.push(Fix::Profile);
+            }
+            if !f.links.contains(name) {
+                fixes.push(Fix::ProfileRole);
+            }
+            fixes
+        }
+        Kind::Parameter { .. } => {
+            if f.config.as_ref() != wanted.markers.get(&node.key) {
+                vec![Fix::Value]
+            } else {
+                vec![]
+            }
+        }
+        Kind::Instance { .. } => {
+            if matches!(f.state.as_deref(), Some("stopped" | "stopping")) {
+                vec![Fix::Start]
+            } else if f.config.as_ref() != wanted.config.get(&node.key) {
+                return Some(Action::Note(format!(
+                    "{} runs an older configuration (user-data, type or image); kaws does not replace a running \
+                     instance: terminate it and apply again to replace it",
+                    f.id
+                )));
+            } else {
+                vec![]
+            }
+        }
+        Kind::LaunchTemplate { .. } => {
+            if f.config.as_ref() != wanted.config.get(&node.key) {
+                vec![Fix::Version]
+            } else {
+                vec![]
+            }
+        }
+        Kind::AutoScalingGroup { subnets, size } => {
+            let n = *size as i32;
+            let mut want: Vec<String> = subnets.iter().filter_map(|s| state.id(s)).map(String::from).collect();
+            want.sort();
+            if f.size != Some((n, n, n)) || f.links != want {
+                vec![Fix::Size]
+            } else {
+                vec![]
+            }
+        }
+        Kind::LoadBalancer { .. } => {
+            let sg = state.id("sg/api").unwrap_or_default();
+            if f.links.len() == 1 && f.links[0] == sg {
+                vec![]
+            } else {
+                vec![Fix::SecurityGroups]
+            }
+        }
+        Kind::Targets { instances } => {
+            let have: BTreeSet<&str> = f.links.iter().map(String::as_str).collect();
+            let ids: Vec<Option<&str>> = instances.iter().map(|k| state.id(k)).collect();
+            let missing: Vec<String> = instances
+                .iter()
+                .zip(&ids)
+                .filter(|(_, id)| id.is_none_or(|id| !have.contains(id)))
+                .map(|(k, _)| k.clone())
+                .collect();
+            let extra: Vec<String> = have.iter().filter(|h| !ids.contains(&Some(**h))).map(|h| h.to_string()).collect();
+            let mut fixes = Vec::new();
+            if !missing.is_empty() {
+                fixes.push(Fix::Register(missing));
+            }
+            if !extra.is_empty() {
+                fixes.push(Fix::Deregister(extra));
+            }
+            fixes
+        }
+        Kind::ApiRecord { .. } => {
+            let lb = state.get("lb/api").and_then(|l| l.dns.as_ref()).map(|(d, _)| d.to_lowercase());
+            if lb.is_none() || f.config != lb {
+                vec![Fix::Alias]
+            } else {
+                vec![]
+            }
+        }
+    };
+    (!fixes.is_empty()).then_some(Action::Update(fixes))
+}
+
+/// Resources found that the graph does not want: unknown keys and duplicates.
+pub fn surplus(graph: &[Node], world: &World) -> Vec<Change> {
+    let keys: BTreeSet<&str> = graph.iter().map(|n| n.key.as_str()).collect();
+    let mut out = Vec::new();
+    for (key, found) in &world.found {
+        // Listeners and target registrations are reached through their parents.
+        let derived = key.starts_with("targets/");
+        if key.starts_with("managed/") {
+            continue;
+        }
+        for (i, f) in found.iter().enumerate() {
+            let why = if !keys.contains(key.as_str()) {
+                "not in the spec".to_owned()
+            } else if i > 0 && !derived {
+                format!("a duplicate of {}", found[0].id)
+            } else {
+                continue;
+            };
+            out.push(Change { key: key.clone(), action: Action::Delete { found: f.clone(), why } });
+        }
+    }
+    out
+}
+
+/// The whole plan against the world as found.
+pub fn plan(spec: &ClusterSpec, graph: &[Node], world: &World, wanted: &Wanted) -> Vec<Change> {
+    let state = State { world, made: HashMap::new() };
+    let mut changes: Vec<Change> = graph
+        .iter()
+        .filter_map(|n| diff(spec, n, &state, wanted).map(|action| Change { key: n.key.clone(), action }))
+        .collect();
+    changes.extend(surplus(graph, world));
+    changes
+}
+
+#[derive(Serialize)]
+struct JsonChange<'a> {
+    resource: &'a str,
+    action: &'static str,
+    id: Option<&'a str>,
+    reasons: Vec<String>,
+}
+
+fn describe(c: &Change) -> (&'static str, char, Vec<String>) {
+    match &c.action {
+        Action::Create => ("create", '+', vec!["not found".into()]),
+        Action::Update(fixes) => ("update", '~', fixes.iter().map(|f| f.to_string()).collect()),
+        Action::Delete { why, found } => ("delete", '-', vec![format!("{} is {why}", found.id)]),
+        Action::Blocked(why) => ("blocked", '!', vec![why.clone()]),
+        Action::Note(why) => ("note", '#', vec![why.clone()]),
+    }
+}
+
+pub fn to_json(changes: &[Change]) -> serde_json::Value {
+    let rows: Vec<JsonChange> = changes
+        .iter()
+        .map(|c| {
+            let (action, _, reasons) = describe(c);
+            let id = match &c.action {
+                Action::Delete { found, .. } => Some(found.id.as_str()),
+                _ => None,
+            };
+            JsonChange { resource: &c.key, action, id, reasons }
+        })
+        .collect();
+    serde_json::to_value(rows).expect("plain data")
+}
+
+/// Terraform-style text; `color` for a terminal.
+pub fn to_text(changes: &[Change], color: bool) -> String {
+    let mut out = String::new();
+    let paint = |sign: char, s: &str| {
+        if !color {
+            return s.to_owned();
+        }
+        let code = match sign {
+            '+' => "32",
+            '~' => "33",
+            '-' | '!' => "31",
+            _ => "2",
+        };
+        format!("\x1b[{code}m{s}\x1b[0m")
+    };
+    let mut counts = [0usize; 5];
+    for c in changes {
+        let (action, sign, reasons) = describe(c);
+        counts[match sign {
+            '+' => 0,
+            '~' => 1,
+            '-' => 2,
+            '!' => 3,
+            _ => 4,
+        }] += 1;
+        out += &paint(sign, &format!("  {sign} {:<32} {action}", c.key));
+        out.push('\n');
+        for r in reasons {
+            out += &format!("      {r}\n");
+        }
+    }
+    out += &format!(
+        "Plan: {} to create, {} to update, {} to delete, {} blocked, {} notes.\n",
+        counts[0], counts[1], counts[2], counts[3], counts[4]
+    );
+    out
+}

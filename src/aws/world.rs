@@ -1,0 +1,528 @@
+//! What exists: every resource tagged `kaws:cluster=CLUSTER` (EC2, Auto
+//! Scaling, ELBv2, Route 53), under the cluster's IAM path, or under its SSM
+//! prefix, found with one listing call per resource type, all at once.
+//! Resources are matched to the graph by their `kaws:key` tag, never by
+//! assumption; a key found twice (a create whose answer was lost) is kept
+//! once and the rest is deleted by `apply`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use anyhow::{Context as _, Result};
+use aws_sdk_ec2::types::{Filter, IpPermission};
+
+use super::model::{self, Peer, Proto, Role, Rule, TAG_CLUSTER, TAG_KEY};
+use super::{Aws, Call};
+use crate::cluster::ClusterSpec;
+
+/// One resource as found. Fields that do not apply to its kind stay empty.
+#[derive(Clone, Debug, Default)]
+pub struct Found {
+    /// The id AWS addresses it by (an id, an ARN or a name).
+    pub id: String,
+    pub state: Option<String>,
+    pub cidr: Option<String>,
+    pub zone: Option<String>,
+    pub ip: Option<String>,
+    pub public_ip: Option<String>,
+    /// Load balancer: DNS name and canonical hosted zone.
+    pub dns: Option<(String, String)>,
+    /// `kaws:config` tag (instances, launch template), the source marker
+    /// (SSM parameter), the alias target (DNS record).
+    pub config: Option<String>,
+    /// Attachments: IGW → VPCs; NAT → allocation; instance profile → roles;
+    /// target group → registered instances; ASG → subnets.
+    pub links: Vec<String>,
+    /// Route table: (association id, subnet id), and (destination, target).
+    pub assoc: Vec<(String, String)>,
+    pub routes: Vec<(String, String)>,
+    pub ingress: BTreeSet<Rule>,
+    pub egress: BTreeSet<Rule>,
+    /// ASG: (min, max, desired).
+    pub size: Option<(i32, i32, i32)>,
+    /// IAM: the inline policy `kaws`, and whether the instance profile exists.
+    pub policy: Option<serde_json::Value>,
+    pub profile: bool,
+}
+
+/// Everything found for a cluster.
+#[derive(Debug, Default)]
+pub struct World {
+    /// The region's availability zones kaws uses, in order.
+    pub zones: Vec<String>,
+    pub found: BTreeMap<String, Vec<Found>>,
+}
+
+impl World {
+    pub fn get(&self, key: &str) -> Option<&Found> {
+        self.found.get(key).and_then(|v| v.first())
+    }
+
+    fn put(&mut self, key: impl Into<String>, f: Found) {
+        self.found.entry(key.into()).or_default().push(f);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.found.values().all(|v| v.is_empty())
+    }
+}
+
+pub fn tag<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>, key: &str) -> Option<String> {
+    tags.into_iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_owned())
+}
+
+fn ec2_tags(tags: &[aws_sdk_ec2::types::Tag]) -> impl Iterator<Item = (&str, &str)> {
+    tags.iter().map(|t| (t.key().unwrap_or(""), t.value().unwrap_or("")))
+}
+
+fn by_cluster(spec: &ClusterSpec) -> Filter {
+    Filter::builder().name(format!("tag:{TAG_CLUSTER}")).values(spec.name.to_string()).build()
+}
+
+/// Security group rules in kaws' terms; groups of the cluster become roles.
+fn rules(perms: &[IpPermission], groups: &HashMap<String, Role>) -> BTreeSet<Rule> {
+    let mut out = BTreeSet::new();
+    for p in perms {
+        let proto = Proto::from_aws(p.ip_protocol().unwrap_or("-1"));
+        let rule = |peer| Rule::new(proto.clone(), p.from_port(), p.to_port(), peer);
+        for r in p.ip_ranges() {
+            let cidr = r.cidr_ip().unwrap_or_default();
+            out.insert(rule(cidr.parse().map(Peer::Cidr).unwrap_or_else(|_| Peer::Foreign(cidr.to_owned()))));
+        }
+        for r in p.ipv6_ranges() {
+            out.insert(rule(Peer::Foreign(r.cidr_ipv6().unwrap_or_default().to_owned())));
+        }
+        for r in p.prefix_list_ids() {
+            out.insert(rule(Peer::Foreign(r.prefix_list_id().unwrap_or_default().to_owned())));
+        }
+        for g in p.user_id_group_pairs() {
+            let id = g.group_id().unwrap_or_default();
+            out.insert(rule(groups.get(id).map_or_else(|| Peer::Foreign(id.to_owned()), |r| Peer::Group(*r))));
+        }
+    }
+    out
+}
+
+/// Finds everything of the cluster. Read-only: Describe, List and Get calls.
+pub async fn discover(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
+    let (ec2, other) = tokio::try_join!(discover_ec2(aws, spec), discover_rest(aws, spec))?;
+    let mut world = ec2;
+    for (k, v) in other.found {
+        world.found.entry(k).or_default().extend(v);
+    }
+    Ok(world)
+}
+
+async fn discover_ec2(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
+    let c = &aws.ec2;
+    let f = || by_cluster(spec);
+    let live_instances = Filter::builder()
+        .name("instance-state-name")
+        .set_values(Some(["pending", "running", "stopping", "stopped"].map(String::from).to_vec()))
+        .build();
+    let live_nats =
+        Filter::builder().name("state").set_values(Some(vec!["pending".into(), "available".into()])).build();
+    let (zones, vpcs, igws, subnets, addrs, nats, rtbs, sgs, instances, lts, keys) = tokio::try_join!(
+        async {
+            c.describe_availability_zones()
+                .filters(Filter::builder().name("state").values("available").build())
+                .send()
+                .await
+                .call("DescribeAvailabilityZones")
+        },
+        async { c.describe_vpcs().filters(f()).send().await.call("DescribeVpcs") },
+        async { c.describe_internet_gateways().filters(f()).send().await.call("DescribeInternetGateways") },
+        async { c.describe_subnets().filters(f()).send().await.call("DescribeSubnets") },
+        async { c.describe_addresses().filters(f()).send().await.call("DescribeAddresses") },
+        async {
+            c.describe_nat_gateways().filter(f()).filter(live_nats.clone()).send().await.call("DescribeNatGateways")
+        },
+        async { c.describe_route_tables().filters(f()).send().await.call("DescribeRouteTables") },
+        async { c.describe_security_groups().filters(f()).send().await.call("DescribeSecurityGroups") },
+        async {
+            let pages: Vec<_> = c
+                .describe_instances()
+                .filters(f())
+                .filters(live_instances.clone())
+                .into_paginator()
+                .send()
+                .collect::<Vec<_>>()
+                .await;
+            pages.into_iter().collect::<Result<Vec<_>, _>>().call("DescribeInstances")
+        },
+        async { c.describe_launch_templates().filters(f()).send().await.call("DescribeLaunchTemplates") },
+        async { c.describe_key_pairs().filters(f()).send().await.call("DescribeKeyPairs") },
+    )?;
+    let mut w = World::default();
+    let mut names: Vec<String> =
+        zones.availability_zones().iter().filter_map(|z| z.zone_name()).map(String::from).collect();
+    names.sort();
+    w.zones = names;
+    let key = |tags: &[aws_sdk_ec2::types::Tag]| tag(ec2_tags(tags), TAG_KEY).unwrap_or_else(|| "unknown".into());
+    for v in vpcs.vpcs() {
+        w.put(
+            key(v.tags()),
+            Found {
+                id: v.vpc_id().unwrap_or_default().into(),
+                cidr: v.cidr_block().map(String::from),
+                ..Default::default()
+            },
+        );
+    }
+    for g in igws.internet_gateways() {
+        let links = g.attachments().iter().filter_map(|a| a.vpc_id()).map(String::from).collect();
+        w.put(
+            key(g.tags()),
+            Found { id: g.internet_gateway_id().unwrap_or_default().into(), links, ..Default::default() },
+        );
+    }
+    for s in subnets.subnets() {
+        w.put(
+            key(s.tags()),
+            Found {
+                id: s.subnet_id().unwrap_or_default().into(),
+                cidr: s.cidr_block().map(String::from),
+                zone: s.availability_zone().map(String::from),
+                ..Default::default()
+            },
+        );
+    }
+    for a in addrs.addresses() {
+        w.put(
+            key(a.tags()),
+            Found {
+                id: a.allocation_id().unwrap_or_default().into(),
+                public_ip: a.public_ip().map(String::from),
+                state: a.association_id().map(String::from),
+                ..Default::default()
+            },
+        );
+    }
+    for n in nats.nat_gateways() {
+        let links = n.nat_gateway_addresses().iter().filter_map(|a| a.allocation_id()).map(String::from).collect();
+        w.put(
+            key(n.tags()),
+            Found {
+                id: n.nat_gateway_id().unwrap_or_default().into(),
+                state: n.state().map(|s| s.as_str().to_owned()),
+                zone: n.subnet_id().map(String::from),
+                links,
+                ..Default::default()
+            },
+        );
+    }
+    for t in rtbs.route_tables() {
+        let assoc = t
+            .associations()
+            .iter()
+            .filter(|a| !a.main().unwrap_or(false))
+            .filter_map(|a| Some((a.route_table_association_id()?.to_owned(), a.subnet_id()?.to_owned())))
+            .collect();
+        let routes = t
+            .routes()
+            .iter()
+            .filter(|r| r.gateway_id() != Some("local"))
+            .filter_map(|r| {
+                let target = r.gateway_id().or(r.nat_gateway_id()).unwrap_or("blackhole");
+                Some((r.destination_cidr_block()?.to_owned(), target.to_owned()))
+            })
+            .collect();
+        w.put(
+            key(t.tags()),
+            Found { id: t.route_table_id().unwrap_or_default().into(), assoc, routes, ..Default::default() },
+        );
+    }
+    let groups: HashMap<String, Role> = sgs
+        .security_groups()
+        .iter()
+        .filter_map(|g| Some((g.group_id()?.to_owned(), Role::parse(&tag(ec2_tags(g.tags()), model::TAG_ROLE)?)?)))
+        .collect();
+    for g in sgs.security_groups() {
+        w.put(
+            key(g.tags()),
+            Found {
+                id: g.group_id().unwrap_or_default().into(),
+                ingress: rules(g.ip_permissions(), &groups),
+                egress: rules(g.ip_permissions_egress(), &groups),
+                ..Default::default()
+            },
+        );
+    }
+    for page in &instances {
+        for r in page.reservations() {
+            for i in r.instances() {
+                // Nodes belong to their Auto Scaling group, which replaces them.
+                let k = match tag(ec2_tags(i.tags()), "aws:autoscaling:groupName") {
+                    Some(group) => format!("managed/{group}"),
+                    None => key(i.tags()),
+                };
+                w.put(
+                    k,
+                    Found {
+                        id: i.instance_id().unwrap_or_default().into(),
+                        state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_owned()),
+                        ip: i.private_ip_address().map(String::from),
+                        public_ip: i.public_ip_address().map(String::from),
+                        config: tag(ec2_tags(i.tags()), super::apply::TAG_CONFIG),
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+    }
+    for t in lts.launch_templates() {
+        w.put(
+            key(t.tags()),
+            Found {
+                id: t.launch_template_id().unwrap_or_default().into(),
+                config: tag(ec2_tags(t.tags()), super::apply::TAG_CONFIG),
+                ..Default::default()
+            },
+        );
+    }
+    for k in keys.key_pairs() {
+        w.put(key(k.tags()), Found { id: k.key_pair_id().unwrap_or_default().into(), ..Default::default() });
+    }
+    Ok(w)
+}
+
+async fn discover_rest(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
+    let (asg, elb, iam, ssm, dns) = tokio::try_join!(
+        discover_asg(aws, spec),
+        discover_elb(aws, spec),
+        discover_iam(aws, spec),
+        discover_ssm(aws, spec),
+        discover_dns(aws, spec)
+    )?;
+    let mut w = World::default();
+    for (k, f) in asg.into_iter().chain(elb).chain(iam).chain(ssm).chain(dns) {
+        w.put(k, f);
+    }
+    Ok(w)
+}
+
+async fn discover_asg(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Found)>> {
+    let filter = aws_sdk_autoscaling::types::Filter::builder()
+        .name(format!("tag:{TAG_CLUSTER}"))
+        .values(spec.name.to_string())
+        .build();
+    let out = aws.asg.describe_auto_scaling_groups().filters(filter).send().await.call("DescribeAutoScalingGroups")?;
+    Ok(out
+        .auto_scaling_groups()
+        .iter()
+        .map(|g| {
+            let tags = g.tags().iter().map(|t| (t.key().unwrap_or(""), t.value().unwrap_or("")));
+            let k = tag(tags, TAG_KEY).unwrap_or_else(|| "unknown".into());
+            let mut subnets: Vec<String> = g
+                .vpc_zone_identifier()
+                .unwrap_or_default()
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+            subnets.sort();
+            let found = Found {
+                id: g.auto_scaling_group_name().unwrap_or_default().into(),
+                size: Some((g.min_size().unwrap_or(0), g.max_size().unwrap_or(0), g.desired_capacity().unwrap_or(0))),
+                links: subnets,
+                state: g.status().map(String::from),
+                ..Default::default()
+            };
+            (k, found)
+        })
+        .collect())
+}
+
+async fn discover_elb(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Found)>> {
+    let c = &aws.elb;
+    let (lbs, tgs) = tokio::try_join!(
+        async {
+            let pages: Vec<_> = c.describe_load_balancers().into_paginator().send().collect::<Vec<_>>().await;
+            pages.into_iter().collect::<Result<Vec<_>, _>>().call("DescribeLoadBalancers")
+        },
+        async {
+            let pages: Vec<_> = c.describe_target_groups().into_paginator().send().collect::<Vec<_>>().await;
+            pages.into_iter().collect::<Result<Vec<_>, _>>().call("DescribeTargetGroups")
+        },
+    )?;
+    let mut arns: Vec<String> =
+        lbs.iter().flat_map(|p| p.load_balancers()).filter_map(|l| l.load_balancer_arn()).map(String::from).collect();
+    arns.extend(tgs.iter().flat_map(|p| p.target_groups()).filter_map(|t| t.target_group_arn()).map(String::from));
+    // Which of them are the cluster's: ELBv2 has no tag filter.
+    let mut keys: HashMap<String, String> = HashMap::new();
+    for chunk in arns.chunks(20) {
+        let out = c.describe_tags().set_resource_arns(Some(chunk.to_vec())).send().await.call("DescribeTags")?;
+        for d in out.tag_descriptions() {
+            let tags = || d.tags().iter().map(|t| (t.key().unwrap_or(""), t.value().unwrap_or("")));
+            if tag(tags(), TAG_CLUSTER).as_deref() == Some(spec.name.as_str()) {
+                keys.insert(
+                    d.resource_arn().unwrap_or_default().into(),
+                    tag(tags(), TAG_KEY).unwrap_or_else(|| "unknown".into()),
+                );
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for lb in lbs.iter().flat_map(|p| p.load_balancers()) {
+        let arn = lb.load_balancer_arn().unwrap_or_default();
+        let Some(k) = keys.get(arn) else { continue };
+        let listeners = c.describe_listeners().load_balancer_arn(arn).send().await.call("DescribeListeners")?;
+        for l in listeners.listeners() {
+            let tg = l.default_actions().iter().filter_map(|a| a.target_group_arn()).map(String::from).collect();
+            out.push((
+                format!("listener/{}", k.trim_start_matches("lb/")),
+                Found { id: l.listener_arn().unwrap_or_default().into(), links: tg, ..Default::default() },
+            ));
+        }
+        out.push((
+            k.clone(),
+            Found {
+                id: arn.into(),
+                state: lb.state().and_then(|s| s.code()).map(|c| c.as_str().to_owned()),
+                dns: lb.dns_name().zip(lb.canonical_hosted_zone_id()).map(|(d, z)| (d.to_owned(), z.to_owned())),
+                links: lb.security_groups().to_vec(),
+                ..Default::default()
+            },
+        ));
+    }
+    for tg in tgs.iter().flat_map(|p| p.target_groups()) {
+        let arn = tg.target_group_arn().unwrap_or_default();
+        let Some(k) = keys.get(arn) else { continue };
+        let health = c.describe_target_health().target_group_arn(arn).send().await.call("DescribeTargetHealth")?;
+        let mut links: Vec<String> =
+            health.target_health_descriptions().iter().filter_map(|d| d.target()?.id()).map(String::from).collect();
+        links.sort();
+        out.push((
+            format!("targets/{}", k.trim_start_matches("tg/")),
+            Found { id: arn.into(), links, ..Default::default() },
+        ));
+        out.push((k.clone(), Found { id: arn.into(), ..Default::default() }));
+    }
+    Ok(out)
+}
+
+/// The inline policy's name on every kaws role.
+pub const POLICY: &str = "kaws";
+
+async fn discover_iam(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Found)>> {
+    let c = &aws.iam;
+    let path = model::iam_path(spec);
+    let (roles, profiles) =
+        tokio::try_join!(async { c.list_roles().path_prefix(&path).send().await.call("ListRoles") }, async {
+            c.list_instance_profiles().path_prefix(&path).send().await.call("ListInstanceProfiles")
+        },)?;
+    let prefix = format!("kaws-{}-", spec.name);
+    let key = |name: &str| format!("iam/{}", name.strip_prefix(&prefix).unwrap_or(name));
+    let mut map: BTreeMap<String, Found> = BTreeMap::new();
+    for r in roles.roles() {
+        let name = r.role_name();
+        let policy = match c.get_role_policy().role_name(name).policy_name(POLICY).send().await {
+            Ok(p) => {
+                let doc = percent_encoding::percent_decode_str(p.policy_document()).decode_utf8_lossy().into_owned();
+                Some(serde_json::from_str(&doc).context("an IAM policy that is not JSON")?)
+            }
+            Err(e) if super::code(&e) == Some("NoSuchEntity") => None,
+            Err(e) => return Err(e).call("GetRolePolicy"),
+        };
+        let f = map.entry(key(name)).or_default();
+        f.id = name.to_owned();
+        f.config = Some(r.arn().to_owned());
+        f.policy = policy;
+    }
+    for p in profiles.instance_profiles() {
+        let f = map.entry(key(p.instance_profile_name())).or_default();
+        f.id = p.instance_profile_name().to_owned();
+        f.profile = true;
+        f.links = p.roles().iter().map(|r| r.role_name().to_owned()).collect();
+    }
+    Ok(map.into_iter().collect())
+}
+
+async fn discover_ssm(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Found)>> {
+    use aws_sdk_ssm::types::ParameterStringFilter;
+    let prefix = model::ssm_prefix(spec);
+    let filter = ParameterStringFilter::builder().key("Path").option("Recursive").values(&prefix).build()?;
+    let pages: Vec<_> =
+        aws.ssm.describe_parameters().parameter_filters(filter).into_paginator().send().collect::<Vec<_>>().await;
+    let pages = pages.into_iter().collect::<Result<Vec<_>, _>>().call("DescribeParameters")?;
+    Ok(pages
+        .iter()
+        .flat_map(|p| p.parameters())
+        .filter_map(|p| {
+            let name = p.name()?;
+            let key = format!("ssm{}", name.strip_prefix(&prefix)?);
+            Some((key, Found { id: name.to_owned(), config: p.description().map(String::from), ..Default::default() }))
+        })
+        .collect())
+}
+
+/// The record name kaws manages, as Route 53 writes it (trailing dot).
+pub fn api_record(spec: &ClusterSpec) -> String {
+    format!("{}.", spec.api_name())
+}
+
+/// The private zone's name.
+pub fn zone_name(spec: &ClusterSpec) -> String {
+    format!("{}.{}.", spec.name, spec.domain)
+}
+
+async fn discover_dns(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Found)>> {
+    let c = &aws.r53;
+    let zones = c.list_hosted_zones_by_name().dns_name(zone_name(spec)).send().await.call("ListHostedZonesByName")?;
+    let mut out = Vec::new();
+    let candidates: Vec<String> = zones
+        .hosted_zones()
+        .iter()
+        .filter(|z| z.name() == zone_name(spec) && z.config().is_some_and(|c| c.private_zone()))
+        .map(|z| z.id().trim_start_matches("/hostedzone/").to_owned())
+        .collect();
+    let mut private = None;
+    if !candidates.is_empty() {
+        let tags = c
+            .list_tags_for_resources()
+            .resource_type(aws_sdk_route53::types::TagResourceType::Hostedzone)
+            .set_resource_ids(Some(candidates))
+            .send()
+            .await
+            .call("ListTagsForResources")?;
+        for set in tags.resource_tag_sets() {
+            let t = || set.tags().iter().map(|t| (t.key().unwrap_or(""), t.value().unwrap_or("")));
+            if tag(t(), TAG_CLUSTER).as_deref() == Some(spec.name.as_str()) {
+                let id = set.resource_id().unwrap_or_default().to_owned();
+                private.get_or_insert(id.clone());
+                out.push((tag(t(), TAG_KEY).unwrap_or_else(|| "unknown".into()), Found { id, ..Default::default() }));
+            }
+        }
+    }
+    let mut records = Vec::new();
+    if let Some(z) = private {
+        records.push(("dns/private", z));
+    }
+    if let Some(z) = &spec.aws.hosted_zone {
+        records.push(("dns/public", z.clone()));
+    }
+    for (key, zone) in records {
+        let sets = c
+            .list_resource_record_sets()
+            .hosted_zone_id(&zone)
+            .start_record_name(api_record(spec))
+            .start_record_type(aws_sdk_route53::types::RrType::A)
+            .max_items(1)
+            .send()
+            .await
+            .call("ListResourceRecordSets")?;
+        if let Some(r) = sets
+            .resource_record_sets()
+            .iter()
+            .find(|r| r.name() == api_record(spec) && r.r#type() == &aws_sdk_route53::types::RrType::A)
+        {
+            let alias = r.alias_target().map(|a| (a.dns_name().to_owned(), a.hosted_zone_id().to_owned()));
+            let target =
+                alias.as_ref().map(|(d, _)| d.trim_end_matches('.').trim_start_matches("dualstack.").to_lowercase());
+            out.push((
+                key.to_owned(),
+                Found { id: zone, config: target, dns: alias, ip: Some(api_record(spec)), ..Default::default() },
+            ));
+        }
+    }
+    Ok(out)
+}

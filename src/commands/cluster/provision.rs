@@ -1,0 +1,356 @@
+//! `kaws cluster plan / apply / destroy`: the AWS footprint of a cluster.
+//! Inputs come from HEAD of an authenticated repository; secrets are
+//! decrypted (by a primary, in memory) only when a parameter must be
+//! written; the outputs (load balancer, bastion, ids) are committed.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{open_cluster, primary_operator, Loaded};
+use crate::aws::apply::{Inputs, Runner};
+use crate::aws::model::{self, Kind};
+use crate::aws::plan::{self, Action, Fix, Wanted};
+use crate::aws::world::{self, World};
+use crate::aws::{self as cloud, Aws, Call};
+use crate::cli::Output;
+use crate::commands::Opened;
+use crate::context::Ctx;
+use crate::error::{failed, UserError};
+use crate::render::{self, Context, Role};
+use crate::repo::{Change, Repo};
+
+pub const OUTPUTS_FILE: &str = "outputs.toml";
+
+/// What `apply` records for `admin install` and people: committed.
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub struct Outputs {
+    pub region: String,
+    /// The load balancer's DNS name; kubeconfigs use it with
+    /// `tls-server-name: api.CLUSTER.DOMAIN` when there is no public zone.
+    pub api_endpoint: String,
+    pub api_name: String,
+    pub bastion: Option<String>,
+    pub ids: std::collections::BTreeMap<String, String>,
+}
+
+impl crate::tomlfile::TomlFile for Outputs {
+    const HEADER: &'static str = "What `kaws cluster apply` made (read by `kaws admin install`). Written by kaws.";
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
+}
+
+/// The image: the spec's, or the newest Amazon Linux 2023 (x86_64) by Amazon.
+async fn image(aws: &Aws, spec: &crate::cluster::ClusterSpec) -> Result<(String, String)> {
+    use aws_sdk_ec2::types::Filter;
+    let mut call = aws.ec2.describe_images();
+    call = match &spec.aws.image {
+        Some(id) => call.image_ids(id),
+        None => call
+            .owners("amazon")
+            .filters(Filter::builder().name("name").values("al2023-ami-2023.*-x86_64").build())
+            .filters(Filter::builder().name("architecture").values("x86_64").build())
+            .filters(Filter::builder().name("state").values("available").build()),
+    };
+    let out = call.send().await.call("DescribeImages")?;
+    let newest =
+        out.images().iter().max_by_key(|i| i.creation_date().unwrap_or_default().to_owned()).ok_or_else(|| {
+            failed(match &spec.aws.image {
+                Some(id) => format!("the image {id} does not exist in {}", spec.region),
+                None => format!("no Amazon Linux 2023 image found in {}", spec.region),
+            })
+            .hint("set the image with --image when creating the cluster, or check the region")
+        })?;
+    let id = newest.image_id().context("an image without an id")?.to_owned();
+    let root = newest.root_device_name().unwrap_or("/dev/xvda").to_owned();
+    Ok((id, root))
+}
+
+/// Everything but the secrets: user-data per instance, digests, markers.
+fn inputs(ctx: &Ctx, repo: &Repo, loaded: &Loaded, graph: &[model::Node], image: (String, String)) -> Result<Inputs> {
+    let spec = &loaded.spec;
+    let public = super::render::public_inputs(ctx, repo, loaded)?;
+    let endpoint: crate::name::DnsName = spec.api_name().parse().expect("a valid spec's API name");
+    let mut user_data = HashMap::new();
+    let mut wanted = Wanted::default();
+    for node in graph {
+        let (role, itype, iam) = match &node.kind {
+            Kind::Instance { index: Some(i), iam, .. } => (Role::Master(*i), &spec.aws.master_type, iam),
+            Kind::Instance { index: None, iam, .. } => (Role::Bastion, &spec.aws.bastion_type, iam),
+            Kind::LaunchTemplate { iam } => (Role::Node, &spec.aws.node_type, iam),
+            Kind::Parameter { source, .. } => {
+                let bytes = repo.read_head(&loaded.path(source))?.with_context(|| format!("{source} is missing"))?;
+                wanted.markers.insert(node.key.clone(), format!("kaws source {}", cloud::digest(&[&bytes])));
+                continue;
+            }
+            _ => continue,
+        };
+        let context = Context::new(spec, role, &endpoint, &public).map_err(|e| failed(e.to_string()))?;
+        let bytes = render::encode(&render::user_data(&context).context("rendering user-data")?)?;
+        if bytes.len() > render::USER_DATA_LIMIT {
+            return Err(failed(format!(
+                "{}: the user-data is {} bytes, EC2 takes {}",
+                node.key,
+                bytes.len(),
+                render::USER_DATA_LIMIT
+            ))
+            .into());
+        }
+        let size = spec.aws.root_volume_gib.to_string();
+        let config = cloud::digest(&[
+            &bytes,
+            itype.as_bytes(),
+            image.0.as_bytes(),
+            image.1.as_bytes(),
+            size.as_bytes(),
+            iam.as_bytes(),
+        ]);
+        wanted.config.insert(node.key.clone(), config);
+        user_data.insert(node.key.clone(), bytes);
+    }
+    Ok(Inputs { image: image.0, root_device: image.1, user_data, wanted, secrets: HashMap::new() })
+}
+
+/// Decrypts the values of the parameters the plan writes.
+fn secrets(
+    ctx: &Ctx,
+    opened: &Opened,
+    loaded: &Loaded,
+    graph: &[model::Node],
+    changes: &[plan::Change],
+) -> Result<HashMap<String, Zeroizing<String>>> {
+    let needed: Vec<&model::Node> = graph
+        .iter()
+        .filter(|n| matches!(n.kind, Kind::Parameter { .. }))
+        .filter(|n| {
+            changes.iter().any(|c| {
+                c.key == n.key
+                    && matches!(&c.action, Action::Create | Action::Update(_))
+                    && !matches!(&c.action, Action::Update(f) if !f.contains(&Fix::Value))
+            })
+        })
+        .collect();
+    let mut out = HashMap::new();
+    if needed.is_empty() {
+        return Ok(out);
+    }
+    let op = primary_operator(ctx, &opened.repo, &opened.admins, loaded)?;
+    for n in needed {
+        let Kind::Parameter { source, name } = &n.kind else { continue };
+        let sealed = opened.repo.read_head(&loaded.path(source))?.with_context(|| format!("{source} is missing"))?;
+        let plain = crate::vault::open(&sealed, &op, &ctx.policy).with_context(|| format!("decrypting {source}"))?;
+        let text = String::from_utf8(plain.to_vec())
+            .map(Zeroizing::new)
+            .map_err(|_| failed(format!("{source} is not text")))?;
+        if text.len() > 4096 {
+            return Err(
+                failed(format!("{name}: {} bytes is over SSM's 4 KiB standard parameter limit", text.len())).into()
+            );
+        }
+        out.insert(n.key.clone(), text);
+    }
+    Ok(out)
+}
+
+fn confirm(question: &str, yes: bool) -> Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(
+            UserError::usage("standard input is not a terminal; pass --yes to go ahead without confirmation").into()
+        );
+    }
+    eprint!("{question} Type yes to go ahead: ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if answer.trim() != "yes" {
+        return Err(failed("cancelled; nothing was changed").into());
+    }
+    Ok(())
+}
+
+struct Prepared {
+    aws: Aws,
+    graph: Vec<model::Node>,
+    world: World,
+    inputs: Inputs,
+    changes: Vec<plan::Change>,
+}
+
+async fn prepare(ctx: &Ctx, repo: &Repo, loaded: &Loaded) -> Result<Prepared> {
+    let spec = &loaded.spec;
+    let aws = Aws::connect(spec).await;
+    let graph = model::graph(spec);
+    let (world, image) = tokio::try_join!(world::discover(&aws, spec), image(&aws, spec))?;
+    if world.zones.len() < spec.azs as usize {
+        return Err(failed(format!(
+            "{} has {} availability zones; the spec wants {}",
+            spec.region,
+            world.zones.len(),
+            spec.azs
+        ))
+        .into());
+    }
+    let inputs = inputs(ctx, repo, loaded, &graph, image)?;
+    let changes = plan::plan(spec, &graph, &world, &inputs.wanted);
+    Ok(Prepared { aws, graph, world, inputs, changes })
+}
+
+fn show(ctx: &Ctx, changes: &[plan::Change]) {
+    match ctx.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&plan::to_json(changes)).expect("json")),
+        Output::Text => print!("{}", plan::to_text(changes, std::io::stdout().is_terminal())),
+    }
+}
+
+pub fn plan(ctx: &Ctx, raw: &str) -> Result<()> {
+    let (Opened { repo, .. }, loaded) = open_cluster(ctx, raw, false)?;
+    let p = runtime()?.block_on(prepare(ctx, &repo, &loaded))?;
+    show(ctx, &p.changes);
+    Ok(())
+}
+
+pub fn apply(ctx: &Ctx, raw: &str, yes: bool) -> Result<()> {
+    let (opened, loaded) = open_cluster(ctx, raw, true)?;
+    let rt = runtime()?;
+    let mut p = rt.block_on(prepare(ctx, &opened.repo, &loaded))?;
+    if let Some(c) = p.changes.iter().find(|c| matches!(c.action, Action::Blocked(_))) {
+        show(ctx, &p.changes);
+        return Err(failed(format!("{} blocks the apply", c.key)).hint("see the plan above").into());
+    }
+    let mutating = p.changes.iter().filter(|c| c.mutates()).count();
+    if mutating > 0 {
+        show(ctx, &p.changes);
+        confirm(&format!("Apply {mutating} changes to cluster {} in {}?", loaded.name, loaded.spec.region), yes)?;
+        p.inputs.secrets = secrets(ctx, &opened, &loaded, &p.graph, &p.changes)?;
+    } else {
+        eprintln!("{}: AWS matches the spec; nothing to change.", loaded.name);
+    }
+    let progress = indicatif::ProgressBar::new(mutating as u64).with_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed}] {pos}/{len} {wide_msg}")
+            .expect("a valid template"),
+    );
+    let tty = std::io::stderr().is_terminal();
+    if !tty {
+        progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let runner = Runner { aws: &p.aws, spec: &loaded.spec, inputs: &p.inputs };
+    let surplus: Vec<plan::Change> =
+        p.changes.iter().filter(|c| matches!(c.action, Action::Delete { .. })).cloned().collect();
+    let made = rt.block_on(async {
+        let made = crate::aws::apply::run(&runner, &p.graph, &p.world, |d| {
+            progress.inc(1);
+            progress.set_message(d.key.clone());
+            if tty {
+                progress.println(format!("  done {}", d.key));
+            } else {
+                eprintln!("  done {}", d.key);
+            }
+        })
+        .await?;
+        // Surplus last: duplicates and resources the spec no longer has.
+        for c in &surplus {
+            if let Action::Delete { found, why } = &c.action {
+                crate::aws::destroy::delete(&p.aws, &c.key, found)
+                    .await
+                    .with_context(|| format!("{}: delete ({why})", c.key))?;
+                progress.inc(1);
+                eprintln!("  deleted {} ({})", c.key, found.id);
+            }
+        }
+        anyhow::Ok(made)
+    })?;
+    progress.finish_and_clear();
+    // The outputs, from the state after the run.
+    let mut state: HashMap<String, world::Found> =
+        p.world.found.iter().filter_map(|(k, v)| Some((k.clone(), v.first()?.clone()))).collect();
+    state.extend(made);
+    let lb = state.get("lb/api").and_then(|l| l.dns.clone()).map(|(d, _)| d).context("the load balancer is missing")?;
+    let outputs = Outputs {
+        region: loaded.spec.region.clone(),
+        api_endpoint: lb,
+        api_name: loaded.spec.api_name(),
+        bastion: state.get("instance/bastion").and_then(|b| b.public_ip.clone()),
+        ids: p
+            .graph
+            .iter()
+            .filter(|n| !matches!(n.kind, Kind::Rules(_) | Kind::Targets { .. } | Kind::Parameter { .. }))
+            .filter_map(|n| Some((n.key.clone(), state.get(&n.key)?.id.clone())))
+            .collect(),
+    };
+    record(ctx, &opened, &loaded, Some(&outputs), "apply")?;
+    println!("{}: applied.", loaded.name);
+    println!("  API:     https://{}:6443 (TLS name {})", outputs.api_endpoint, outputs.api_name);
+    if let Some(b) = &outputs.bastion {
+        println!("  bastion: {b}");
+    }
+    Ok(())
+}
+
+/// Commits outputs.toml (or its removal) when it differs from HEAD.
+fn record(ctx: &Ctx, opened: &Opened, loaded: &Loaded, outputs: Option<&Outputs>, verb: &str) -> Result<()> {
+    use crate::tomlfile::TomlFile;
+    let path = loaded.path(OUTPUTS_FILE);
+    let old: Option<Outputs> = opened.repo.read_toml(&path)?;
+    if old.as_ref() == outputs {
+        return Ok(());
+    }
+    let op = ctx.operator(&opened.repo, &opened.admins)?;
+    let actor = op.name().cloned().context("the operator is an administrator")?;
+    let mut change = Change::default();
+    match outputs {
+        Some(o) => change.write(path, o.to_toml()),
+        None => change.remove(path),
+    };
+    let message = format!("kaws cluster {verb}: {} outputs\n\nBy: {actor} ({})\n", loaded.name, op.fingerprint());
+    if let Some(oid) = opened.repo.commit(&change, &message, &ctx.author(&opened.repo, &actor), &op)? {
+        eprintln!("Recorded the outputs in commit {oid}");
+    }
+    Ok(())
+}
+
+pub fn destroy(ctx: &Ctx, raw: &str, yes: bool) -> Result<()> {
+    let (opened, loaded) = open_cluster(ctx, raw, true)?;
+    let rt = runtime()?;
+    let spec = &loaded.spec;
+    let aws = rt.block_on(Aws::connect(spec));
+    let world = rt.block_on(world::discover(&aws, spec))?;
+    let items: Vec<String> = world
+        .found
+        .iter()
+        .filter(|(k, _)| !k.starts_with("targets/"))
+        .flat_map(|(k, v)| v.iter().map(move |f| format!("  - {k} ({})", f.id)))
+        .collect();
+    if items.is_empty() {
+        eprintln!("{}: nothing tagged kaws:cluster={} exists in {}.", loaded.name, loaded.name, spec.region);
+    } else {
+        println!("{}", items.join("\n"));
+        confirm(
+            &format!("Delete these {} resources of cluster {} in {}?", items.len(), loaded.name, spec.region),
+            yes,
+        )?;
+        let n =
+            rt.block_on(crate::aws::destroy::destroy(&aws, &world, |k, f| eprintln!("  deleted {k} ({})", f.id)))?;
+        eprintln!("{}: deleted {n} resources", loaded.name);
+    }
+    let left = rt.block_on(crate::aws::destroy::remaining(&aws, spec))?;
+    if !left.is_empty() {
+        return Err(failed(format!(
+            "still tagged kaws:cluster={} after destroy:\n  {}",
+            loaded.name,
+            left.join("\n  ")
+        ))
+        .hint("run `kaws cluster destroy` again; AWS releases some resources late")
+        .into());
+    }
+    record(ctx, &opened, &loaded, None, "destroy")?;
+    println!("{}: destroyed; nothing tagged kaws:cluster={} remains in {}.", loaded.name, loaded.name, spec.region);
+    Ok(())
+}
