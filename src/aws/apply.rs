@@ -72,8 +72,6 @@ pub struct Runner<'a> {
 /// What one finished task reports.
 pub struct Done {
     pub key: String,
-    pub made: Option<Found>,
-    pub what: String,
 }
 
 type Task<'a> = Pin<Box<dyn Future<Output = (String, Result<Option<Found>>)> + 'a>>;
@@ -120,7 +118,7 @@ pub async fn run<'a>(
         let node = graph.iter().find(|n| n.key == key).expect("a graph node");
         match res {
             Ok(made) => {
-                report(&Done { key: key.clone(), made: made.clone(), what: String::new() });
+                report(&Done { key: key.clone() });
                 if let Some(f) = made {
                     state.made.insert(key.clone(), f);
                 }
@@ -249,19 +247,8 @@ impl Runner<'_> {
                     .send()
                     .await
                     .call("CreateVpc")?;
-                let id = out.vpc().and_then(|v| v.vpc_id()).context("CreateVpc returned no id")?.to_owned();
-                for (support, hostnames) in [(true, false), (false, true)] {
-                    let t = ec2t::AttributeBooleanValue::builder().value(true).build();
-                    let mut call = ec2.modify_vpc_attribute().vpc_id(&id);
-                    if support {
-                        call = call.enable_dns_support(t.clone());
-                    }
-                    if hostnames {
-                        call = call.enable_dns_hostnames(t);
-                    }
-                    call.send().await.call("ModifyVpcAttribute")?;
-                }
-                found.id = id;
+                found.id = out.vpc().and_then(|v| v.vpc_id()).context("CreateVpc returned no id")?.to_owned();
+                self.fix(node, &Fix::VpcDns, snap, &mut found).await?;
                 found.cidr = Some(cidr.to_string());
             }
             Kind::InternetGateway => {
@@ -821,6 +808,23 @@ impl Runner<'_> {
     async fn fix(&self, node: &Node, fix: &Fix, snap: &Snap, found: &mut Found) -> Result<()> {
         let (spec, ec2) = (self.spec, &self.aws.ec2);
         match (fix, &node.kind) {
+            (Fix::VpcDns, _) => {
+                // One attribute per call, as EC2 requires.
+                let on = || ec2t::AttributeBooleanValue::builder().value(true).build();
+                ec2.modify_vpc_attribute()
+                    .vpc_id(&found.id)
+                    .enable_dns_support(on())
+                    .send()
+                    .await
+                    .call("ModifyVpcAttribute")?;
+                ec2.modify_vpc_attribute()
+                    .vpc_id(&found.id)
+                    .enable_dns_hostnames(on())
+                    .send()
+                    .await
+                    .call("ModifyVpcAttribute")?;
+                found.state = Some("dns".into());
+            }
             (Fix::Attach, _) => {
                 let vpc = snap.id("vpc")?;
                 ec2.attach_internet_gateway()

@@ -46,6 +46,7 @@ pub struct Wanted {
 /// One fix to an existing resource.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fix {
+    VpcDns,
     Attach,
     Route { dest: String, target: String },
     Associate(String),
@@ -70,6 +71,7 @@ impl fmt::Display for Fix {
         let list = |rules: &[Rule]| rules.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ");
         let dir = |egress: &bool| if *egress { "egress to" } else { "ingress from" };
         match self {
+            Fix::VpcDns => write!(f, "turn on DNS support and hostnames (off)"),
             Fix::Attach => write!(f, "attach to the VPC (detached)"),
             Fix::Route { dest, target } => write!(f, "route {dest} to {target} (missing or elsewhere)"),
             Fix::Associate(s) => write!(f, "associate {s} (not associated)"),
@@ -182,7 +184,16 @@ pub fn diff(spec: &ClusterSpec, node: &Node, state: &State, wanted: &Wanted) -> 
         })
     };
     let fixes: Vec<Fix> = match &node.kind {
-        Kind::Vpc { cidr } => return blocked("CIDR", &f.cidr, cidr.to_string()),
+        Kind::Vpc { cidr } => {
+            if let Some(b) = blocked("CIDR", &f.cidr, cidr.to_string()) {
+                return Some(b);
+            }
+            if f.state.as_deref() == Some("dns") {
+                vec![]
+            } else {
+                vec![Fix::VpcDns]
+            }
+        }
         Kind::Subnet { cidr, zone, .. } => {
             return blocked("CIDR", &f.cidr, cidr.to_string())
                 .or_else(|| blocked("zone", &f.zone, state.world.zones.get(*zone).cloned().unwrap_or_default()))

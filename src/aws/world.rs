@@ -60,10 +60,6 @@ impl World {
     fn put(&mut self, key: impl Into<String>, f: Found) {
         self.found.entry(key.into()).or_default().push(f);
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.found.values().all(|v| v.is_empty())
-    }
 }
 
 pub fn tag<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>, key: &str) -> Option<String> {
@@ -159,11 +155,21 @@ async fn discover_ec2(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
     w.zones = names;
     let key = |tags: &[aws_sdk_ec2::types::Tag]| tag(ec2_tags(tags), TAG_KEY).unwrap_or_else(|| "unknown".into());
     for v in vpcs.vpcs() {
+        let id = v.vpc_id().unwrap_or_default();
+        // DNS support and hostnames: both on, or the VPC needs a fix.
+        let attr = |name| async move {
+            c.describe_vpc_attribute().vpc_id(id).attribute(name).send().await.call("DescribeVpcAttribute")
+        };
+        use aws_sdk_ec2::types::VpcAttributeName::{EnableDnsHostnames, EnableDnsSupport};
+        let (support, hostnames) = tokio::try_join!(attr(EnableDnsSupport), attr(EnableDnsHostnames))?;
+        let on = support.enable_dns_support().and_then(|a| a.value()).unwrap_or(false)
+            && hostnames.enable_dns_hostnames().and_then(|a| a.value()).unwrap_or(false);
         w.put(
             key(v.tags()),
             Found {
-                id: v.vpc_id().unwrap_or_default().into(),
+                id: id.into(),
                 cidr: v.cidr_block().map(String::from),
+                state: Some(if on { "dns" } else { "no-dns" }.into()),
                 ..Default::default()
             },
         );

@@ -89,13 +89,16 @@ pub fn install(ctx: &Ctx, cluster: &str, raw: &str, path: Option<&std::path::Pat
         args.extend(["admin", "credential", loaded.name.as_str(), name.as_str()].map(String::from));
         UserAuth::Exec { command: exe.display().to_string(), args }
     };
-    let entry = Entry {
-        name: entry_name.clone(),
-        server: format!("https://{}:6443", loaded.spec.api_name()),
-        tls_server_name: None,
-        ca_pem,
-        user,
+    // Without a public zone, the API is reached at the load balancer's name
+    // (from `cluster apply`'s outputs) and verified as api.CLUSTER.DOMAIN.
+    let outputs: Option<crate::commands::cluster::Outputs> =
+        repo.read_toml(&loaded.path(crate::commands::cluster::OUTPUTS_FILE))?;
+    let (server, tls_server_name) = match outputs {
+        Some(o) if loaded.spec.aws.hosted_zone.is_none() => (o.api_endpoint, Some(loaded.spec.api_name())),
+        _ => (loaded.spec.api_name(), None),
     };
+    let entry =
+        Entry { name: entry_name.clone(), server: format!("https://{server}:6443"), tls_server_name, ca_pem, user };
     let path = match path {
         Some(p) => p.to_path_buf(),
         None => kubeconfig::default_path()?,

@@ -1,0 +1,314 @@
+//! `kaws cluster plan / apply / destroy` against a real AWS API emulator
+//! (moto, on loopback), behind a recording proxy that counts every call.
+//! What kaws built is checked through the AWS API by an independent script
+//! (tests/fixtures/awscheck.py, boto3), never through kaws' own view.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const ADMIN: &str = "203.0.113.0/24";
+const MASTER_IPS: [&str; 3] = ["10.0.0.10", "10.0.32.10", "10.0.64.10"];
+
+/// moto and the recording proxy in front of it; both stopped when dropped.
+struct Emulator {
+    _moto: Child,
+    _proxy: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Emulator {
+    fn start() -> Emulator {
+        let dir = tempfile::tempdir().unwrap();
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let moto_port = free_port();
+        let moto = Child(
+            Command::new(tool("moto_server"))
+                .args(["-H", "127.0.0.1", "-p", &moto_port.to_string()])
+                .env("MOTO_ENABLE_AMI_VALIDATION", "true")
+                .env("MOTO_AMIS_PATH", fixtures.join("amis.json"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("moto_server starts"),
+        );
+        let port = free_port();
+        let log = dir.path().join("calls.jsonl");
+        let proxy = Child(
+            Command::new(tool("kaws-python"))
+                .arg(fixtures.join("awsproxy.py"))
+                .args(["--port", &port.to_string(), "--upstream", &format!("http://127.0.0.1:{moto_port}")])
+                .arg("--log")
+                .arg(&log)
+                .spawn()
+                .expect("the proxy starts"),
+        );
+        wait_port(moto_port);
+        wait_port(port);
+        Emulator { _moto: moto, _proxy: proxy, port, log, _dir: dir }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every call since the last `clear`, as "service Action".
+    fn calls(&self) -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["service"].as_str().unwrap().to_owned(), v["action"].as_str().unwrap().to_owned())
+            })
+            .collect()
+    }
+
+    fn mutating(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter(|(_, a)| !["Describe", "List", "Get"].iter().any(|p| a.starts_with(p)))
+            .map(|(s, a)| format!("{s} {a}"))
+            .collect()
+    }
+
+    fn clear(&self) {
+        let _ = std::fs::remove_file(&self.log);
+    }
+
+    /// tests/fixtures/awscheck.py with `args`.
+    fn check(&self, args: &[&str]) -> Run {
+        let mut c = Command::new(tool("kaws-python"));
+        c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/awscheck.py"))
+            .args([self.url().as_str(), "eu-west-1", "prod"])
+            .args(args);
+        run(c)
+    }
+
+    /// Changes AWS behind kaws' back, with boto3.
+    fn by_hand(&self, script: &str) {
+        let prelude = format!(
+            "import boto3\nkw=dict(endpoint_url='{}', region_name='eu-west-1', aws_access_key_id='t', aws_secret_access_key='t')\n\
+             ec2=boto3.client('ec2', **kw); ssm=boto3.client('ssm', **kw)\n\
+             T=[{{'Name':'tag:kaws:cluster','Values':['prod']}}]\n\
+             def key(k, items): return [x for x in items if {{t['Key']:t['Value'] for t in x.get('Tags',[])}}.get('kaws:key')==k]\n",
+            self.url()
+        );
+        let out = Command::new(tool("kaws-python")).arg("-c").arg(prelude + script).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+struct Cluster {
+    f: Fixture,
+    aws: Emulator,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let f = Fixture::new();
+        let r = f.alice(&[
+            "cluster",
+            "init",
+            "prod",
+            "--domain",
+            "example.com",
+            "--region",
+            "eu-west-1",
+            "--admin-cidr",
+            ADMIN,
+            "--masters",
+            "3",
+            "--nodes",
+            "2",
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        Cluster { f, aws: Emulator::start() }
+    }
+
+    fn kaws(&self, args: &[&str]) -> Command {
+        let mut c = self.f.kaws_as_alice(&self.f.repo(), args);
+        c.env("AWS_ENDPOINT_URL", self.aws.url())
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env_remove("AWS_PROFILE")
+            .env("KAWS_AWS_POLL_MS", "50");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        run(self.kaws(args))
+    }
+
+    fn apply(&self) {
+        let r = self.run(&["cluster", "apply", "prod", "--yes"]);
+        assert_eq!(r.code, 0, "apply: {}\n{}", r.stdout, r.stderr);
+    }
+
+    fn assert_design(&self) {
+        let mut args = vec!["topology", "3", "2", ADMIN];
+        args.extend(MASTER_IPS);
+        let r = self.aws.check(&args);
+        assert_eq!(r.code, 0, "the AWS footprint differs from the design:\n{}", r.stderr);
+    }
+
+    fn counts(&self) -> serde_json::Value {
+        let r = self.aws.check(&["counts"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        serde_json::from_str(&r.stdout).unwrap()
+    }
+
+    fn plan(&self) -> String {
+        let r = self.run(&["cluster", "plan", "prod"]);
+        assert_eq!(r.code, 0, "plan: {}", r.stderr);
+        r.stdout
+    }
+}
+
+fn expected_counts() -> serde_json::Value {
+    serde_json::json!({"eip": 3, "igw": 1, "instance": 4, "lb": 1, "lt": 1, "nat": 3, "rtb": 4, "sg": 4,
+                       "subnet": 6, "tg": 1, "vpc": 1, "zone": 1})
+}
+
+const NOTHING: &str = "Plan: 0 to create, 0 to update, 0 to delete, 0 blocked, 0 notes.";
+
+#[test]
+fn apply_builds_the_design_and_a_second_apply_makes_no_mutating_call() {
+    let c = Cluster::new();
+    let plan = c.plan();
+    assert!(plan.contains("+ vpc") && plan.contains("+ instance/master-2"), "{plan}");
+    assert!(c.aws.mutating().is_empty(), "plan mutated: {:?}", c.aws.mutating());
+    c.apply();
+    c.assert_design();
+    assert_eq!(c.counts(), expected_counts());
+
+    // The secrets in SSM are the sealed keys, decrypted.
+    let pki = c.f.repo().join("clusters/prod/pki");
+    for (param, sealed) in
+        [("master/shared/ca.key", "ca.key.pgp"), ("master/1/etcd/server.key", "etcd/server-1.key.pgp")]
+    {
+        let r = c.aws.check(&["param", &format!("/kaws/prod/{param}")]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(r.stdout.as_bytes(), c.f.gpg.decrypt(&pki.join(sealed)).unwrap(), "{param}");
+    }
+    // The outputs are committed, signed.
+    let outputs = std::fs::read_to_string(c.f.repo().join("clusters/prod/outputs.toml")).unwrap();
+    assert!(outputs.contains("api-endpoint = ") && outputs.contains("elb.amazonaws.com"), "{outputs}");
+    assert_all_commits_verify(&c.f.repo(), &c.f.gpg);
+
+    c.aws.clear();
+    c.apply();
+    assert_eq!(c.aws.mutating(), Vec::<String>::new(), "a second apply changed something");
+    assert!(!c.aws.calls().is_empty(), "the proxy saw no call at all");
+    assert!(c.plan().contains(NOTHING));
+
+    // kubeconfigs reach the load balancer and verify the API's own name.
+    for args in [["admin", "create", "prod", "alice"], ["admin", "sign", "prod", "alice"]] {
+        assert_eq!(c.run(&args).code, 0);
+    }
+    let kc = c.f.file("kubeconfig");
+    let r = c.run(&["admin", "install", "prod", "alice", "--kubeconfig", kc.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let text = std::fs::read_to_string(&kc).unwrap();
+    assert!(
+        text.contains("elb.amazonaws.com:6443") && text.contains("tls-server-name: api.prod.example.com"),
+        "{text}"
+    );
+}
+
+#[test]
+fn drift_shows_in_the_plan_and_apply_repairs_it() {
+    let c = Cluster::new();
+    c.apply();
+    c.aws.by_hand(
+        "node = key('sg/node', ec2.describe_security_groups(Filters=T)['SecurityGroups'])[0]\n\
+         ec2.authorize_security_group_ingress(GroupId=node['GroupId'], IpPermissions=[{'IpProtocol':'tcp','FromPort':22,'ToPort':22,'IpRanges':[{'CidrIp':'0.0.0.0/0'}]}])\n\
+         rtb = key('rtb/public', ec2.describe_route_tables(Filters=T)['RouteTables'])[0]\n\
+         ec2.delete_route(RouteTableId=rtb['RouteTableId'], DestinationCidrBlock='0.0.0.0/0')\n\
+         m1 = key('instance/master-1', [i for r in ec2.describe_instances(Filters=T)['Reservations'] for i in r['Instances']])[0]\n\
+         ec2.terminate_instances(InstanceIds=[m1['InstanceId']])\n\
+         ssm.delete_parameter(Name='/kaws/prod/node/bootstrap-token')\n",
+    );
+    let plan = c.plan();
+    for want in [
+        "revoke ingress from 22/tcp 0.0.0.0/0",
+        "route 0.0.0.0/0 to igw",
+        "+ instance/master-1",
+        "+ ssm/node/bootstrap-token",
+        "register instance/master-1",
+    ] {
+        assert!(plan.contains(want), "the plan misses {want:?}:\n{plan}");
+    }
+    let r = c.aws.check(&{
+        let mut a = vec!["topology", "3", "2", ADMIN];
+        a.extend(MASTER_IPS);
+        a
+    });
+    assert_ne!(r.code, 0, "the checker did not see the drift");
+    c.apply();
+    c.assert_design();
+    assert_eq!(c.counts(), expected_counts());
+    assert!(c.plan().contains(NOTHING));
+}
+
+#[test]
+fn a_killed_apply_converges_without_duplicates() {
+    let c = Cluster::new();
+    let mut child =
+        c.kaws(&["cluster", "apply", "prod", "--yes"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let start = Instant::now();
+    while c.aws.mutating().len() < 30 {
+        assert!(start.elapsed() < Duration::from_secs(60), "apply made only {} calls", c.aws.mutating().len());
+        assert!(child.try_wait().unwrap().is_none(), "apply finished before it could be killed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = c.counts();
+    assert_ne!(partial, expected_counts(), "the kill came too late to test anything");
+    let plan = c.plan();
+    assert!(!plan.lines().any(|l| l.trim_start().starts_with("- ")), "a killed run left duplicates: {plan}");
+    c.apply();
+    assert_eq!(c.counts(), expected_counts());
+    c.assert_design();
+    assert!(c.plan().contains(NOTHING));
+}
+
+#[test]
+fn destroy_leaves_nothing_tagged() {
+    let c = Cluster::new();
+    c.apply();
+    let r = c.run(&["cluster", "destroy", "prod"]);
+    assert_eq!(r.code, 2, "destroy without --yes off a terminal: {}", r.stderr);
+    assert!(c.aws.mutating().iter().all(|m| !m.contains("Delete") && !m.contains("Terminate")));
+    let r = c.run(&["cluster", "destroy", "prod", "--yes"]);
+    assert_eq!(r.code, 0, "destroy: {}\n{}", r.stdout, r.stderr);
+    let left = c.aws.check(&["leftovers"]);
+    assert_eq!(left.code, 0, "{}", left.stderr);
+    assert_eq!(left.stdout.trim(), "", "left behind:\n{}", left.stdout);
+    assert!(!c.f.repo().join("clusters/prod/outputs.toml").exists());
+    let again = c.run(&["cluster", "destroy", "prod", "--yes"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_all_commits_verify(&c.f.repo(), &c.f.gpg);
+}
+
+#[test]
+fn only_a_primary_writes_secrets() {
+    let c = Cluster::new();
+    let bob = c.f.gpg.gen("bob");
+    c.f.gpg.export(&[&bob.fpr], true, &c.f.file("bob.asc"));
+    assert_eq!(c.run(&["key", "add", "bob", c.f.file("bob.asc").to_str().unwrap()]).code, 0);
+    let bob_secret = c.f.gpg.export_secret(&bob.fpr, "", &c.f.file("bob.sec"));
+    let mut cmd = c.kaws(&["cluster", "apply", "prod", "--yes"]);
+    // The last --secret-key wins: bob is the operator.
+    cmd.arg("--secret-key").arg(&bob_secret);
+    let r = run(cmd);
+    assert_eq!(r.code, 3, "a non-primary applied secrets: {}", r.stderr);
+    assert!(r.stderr.contains("not a primary"), "{}", r.stderr);
+    assert_eq!(c.aws.mutating(), Vec::<String>::new(), "AWS was changed before the refusal");
+}
