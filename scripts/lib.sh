@@ -24,3 +24,29 @@ new_key() {
   gpg_batch --armor --export "$fpr" > "$work/$1.asc"
   echo "$fpr"
 }
+
+# start_emulator [LATENCY_MS]: moto on loopback behind the recording proxy
+# (tests/fixtures/awsproxy.py); exports AWS_ENDPOINT_URL and test
+# credentials, and sets $calls to the proxy's log. Stopped on exit.
+start_emulator() {
+  local cache="${KAWS_CACHE:-$HOME/.cache/kaws}" moto_port proxy_port
+  moto_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  proxy_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  calls="$work/calls-$proxy_port.jsonl"
+  MOTO_ENABLE_AMI_VALIDATION=true MOTO_AMIS_PATH="$PWD/tests/fixtures/amis.json" \
+    "$cache/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
+  pids+=($!)
+  "$cache/bin/kaws-python" tests/fixtures/awsproxy.py --port "$proxy_port" \
+    --upstream "http://127.0.0.1:$moto_port" --log "$calls" --latency-ms "${1:-0}" &
+  pids+=($!)
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$moto_port") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$proxy_port") 2>/dev/null && break
+    sleep 0.1
+  done
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$proxy_port" AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
+  export AWS_REGION=eu-west-1 KAWS_AWS_POLL_MS=200
+  unset AWS_PROFILE
+}
+stop_emulators() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; pids=(); }
+pids=()
+trap 'stop_emulators; cleanup' EXIT

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The main job so far, end to end, with a throwaway OpenPGP key: a kaws
+# The main job, end to end, with a throwaway OpenPGP key: a kaws
 # repository, a cluster's PKI sealed to the operator, an administrator's
-# credentials and kubeconfig, the rendered user-data, and the audit of the
-# history. (Provisioning on a local AWS emulator joins with `cluster apply`.)
-# Nothing outside a temporary directory is touched; the gpg-agent it starts
-# is stopped at the end.
+# credentials, the rendered user-data, then the cluster's whole AWS
+# footprint planned, applied, summarised and destroyed, and the audit of the
+# history. With no AWS account configured (no AWS_PROFILE, no
+# AWS_ACCESS_KEY_ID), AWS is a local emulator (moto) on loopback; see the
+# README for the same flow on a real account. Nothing outside a temporary
+# directory is touched; the gpg-agent and emulator it starts are stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh quickstart
@@ -26,6 +28,19 @@ cd "$work/repo"
 kubectl --kubeconfig "$work/kubeconfig" config get-contexts
 "$kaws" cluster render demo --role master --index 0 --out "$work/master-0.user-data"
 "$kaws" cluster render demo --role node | head -20
+{ set +x; } 2>/dev/null
+if [[ -z "${AWS_PROFILE:-}${AWS_ACCESS_KEY_ID:-}" ]]; then
+  echo "quickstart: no AWS account configured; using the local AWS emulator" >&2
+  start_emulator
+fi
+set -x
+"$kaws" cluster plan demo
+"$kaws" cluster apply demo --yes
+"$kaws" cluster plan demo
+cat clusters/demo/outputs.toml
+"$kaws" admin install demo operator --kubeconfig "$work/kubeconfig"
+kubectl --kubeconfig "$work/kubeconfig" config view -o jsonpath='{.clusters[0].cluster.server} {.clusters[0].cluster.tls-server-name}{"\n"}'
+"$kaws" cluster destroy demo --yes
 "$kaws" audit
 git verify-commit HEAD
 git log --format='%h %G? %s'
