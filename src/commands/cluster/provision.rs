@@ -145,9 +145,10 @@ fn secrets(
         let Kind::Parameter { source, name } = &n.kind else { continue };
         let sealed = opened.repo.read_head(&loaded.path(source))?.with_context(|| format!("{source} is missing"))?;
         let plain = crate::vault::open(&sealed, &op, &ctx.policy).with_context(|| format!("decrypting {source}"))?;
-        let text = String::from_utf8(plain.to_vec())
-            .map(Zeroizing::new)
-            .map_err(|_| failed(format!("{source} is not text")))?;
+        // Copied once into zeroizing memory; no plain copy outlives this loop.
+        let text = Zeroizing::new(
+            std::str::from_utf8(&plain).map_err(|_| failed(format!("{source} is not text")))?.to_owned(),
+        );
         if text.len() > 4096 {
             return Err(
                 failed(format!("{name}: {} bytes is over SSM's 4 KiB standard parameter limit", text.len())).into()
