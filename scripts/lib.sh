@@ -2,9 +2,15 @@
 # Builds kaws in release mode and makes a throwaway gpg home under $work,
 # removed (and its gpg-agent stopped) when the calling script exits.
 
+src="$PWD"
 scripts/setup.sh
-cargo build --locked --release --quiet
-kaws="$PWD/${CARGO_TARGET_DIR:-target}/release/kaws"
+# KAWS_BIN: an already built kaws to use instead of building a release one.
+if [[ -n "${KAWS_BIN:-}" ]]; then
+  kaws="$KAWS_BIN"
+else
+  cargo build --locked --release --quiet
+  kaws="$PWD/${CARGO_TARGET_DIR:-target}/release/kaws"
+fi
 
 work=$(mktemp -d "/tmp/kaws-${1:-run}.XXXXXX")
 export GNUPGHOME="$work/gnupg"
@@ -33,10 +39,10 @@ start_emulator() {
   moto_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   proxy_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   calls="$work/calls-$proxy_port.jsonl"
-  MOTO_ENABLE_AMI_VALIDATION=true MOTO_AMIS_PATH="$PWD/tests/fixtures/amis.json" \
+  MOTO_ENABLE_AMI_VALIDATION=true MOTO_AMIS_PATH="$src/tests/fixtures/amis.json" \
     "$cache/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
   pids+=($!)
-  "$cache/bin/kaws-python" tests/fixtures/awsproxy.py --port "$proxy_port" \
+  "$cache/bin/kaws-python" "$src/tests/fixtures/awsproxy.py" --port "$proxy_port" \
     --upstream "http://127.0.0.1:$moto_port" --log "$calls" --latency-ms "${1:-0}" &
   pids+=($!)
   for _ in $(seq 100); do
