@@ -58,6 +58,17 @@ fn ec2_tags(spec: &ClusterSpec, node: &Node, rt: ResourceType, extra: &[(String,
         .build()
 }
 
+fn iam_tags(spec: &ClusterSpec, node: &Node) -> Result<Vec<aws_sdk_iam::types::Tag>> {
+    tags(spec, node).into_iter().map(|(k, v)| Ok(aws_sdk_iam::types::Tag::builder().key(k).value(v).build()?)).collect()
+}
+
+fn elb_tags(spec: &ClusterSpec, node: &Node) -> Vec<aws_sdk_elasticloadbalancingv2::types::Tag> {
+    tags(spec, node)
+        .into_iter()
+        .map(|(k, v)| aws_sdk_elasticloadbalancingv2::types::Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
 /// A deterministic client token: the same create, retried, is one create.
 fn token(spec: &ClusterSpec, key: &str, salt: &str) -> String {
     format!("kaws-{}", super::digest(&[spec.name.as_str().as_bytes(), key.as_bytes(), salt.as_bytes()]))
@@ -351,19 +362,13 @@ impl Runner<'_> {
             }
             Kind::Iam { name, .. } => {
                 let iam = &self.aws.iam;
-                let t = |n: &Node| -> Result<Vec<aws_sdk_iam::types::Tag>> {
-                    tags(spec, n)
-                        .into_iter()
-                        .map(|(k, v)| Ok(aws_sdk_iam::types::Tag::builder().key(k).value(v).build()?))
-                        .collect()
-                };
                 let out = iam
                     .create_role()
                     .role_name(name)
                     .path(model::iam_path(spec))
                     .assume_role_policy_document(ASSUME_EC2)
                     .description(format!("kaws {}: {}", spec.name, node.key))
-                    .set_tags(Some(t(node)?))
+                    .set_tags(Some(iam_tags(spec, node)?))
                     .send()
                     .await;
                 let arn = match out {
@@ -423,8 +428,8 @@ impl Runner<'_> {
                 found.id = name.clone();
                 found.config = Some(marker.clone());
             }
-            Kind::Instance { index, subnet, ip, iam, role } => {
-                found = self.run_instance(node, snap, *index, subnet, *ip, iam, *role).await?;
+            Kind::Instance { subnet, ip, iam, role, .. } => {
+                found = self.run_instance(node, snap, subnet, *ip, iam, *role).await?;
             }
             Kind::LaunchTemplate { iam } => {
                 let out = ec2
@@ -492,8 +497,6 @@ impl Runner<'_> {
             }
             Kind::LoadBalancer { subnets } => {
                 use aws_sdk_elasticloadbalancingv2::types as elbt;
-                let t: Vec<elbt::Tag> =
-                    tags(spec, node).into_iter().map(|(k, v)| elbt::Tag::builder().key(k).value(v).build()).collect();
                 let out = self
                     .aws
                     .elb
@@ -503,7 +506,7 @@ impl Runner<'_> {
                     .scheme(elbt::LoadBalancerSchemeEnum::InternetFacing)
                     .set_subnets(Some(subnets.iter().map(|s| snap.id(s)).collect::<Result<_>>()?))
                     .security_groups(snap.id("sg/api")?)
-                    .set_tags(Some(t))
+                    .set_tags(Some(elb_tags(spec, node)))
                     .send()
                     .await
                     .call("CreateLoadBalancer")?;
@@ -531,8 +534,6 @@ impl Runner<'_> {
             }
             Kind::TargetGroup => {
                 use aws_sdk_elasticloadbalancingv2::types as elbt;
-                let t: Vec<elbt::Tag> =
-                    tags(spec, node).into_iter().map(|(k, v)| elbt::Tag::builder().key(k).value(v).build()).collect();
                 let out = self
                     .aws
                     .elb
@@ -544,7 +545,7 @@ impl Runner<'_> {
                     .target_type(elbt::TargetTypeEnum::Instance)
                     .health_check_protocol(elbt::ProtocolEnum::Tcp)
                     .health_check_port(model::API_PORT.to_string())
-                    .set_tags(Some(t))
+                    .set_tags(Some(elb_tags(spec, node)))
                     .send()
                     .await
                     .call("CreateTargetGroup")?;
@@ -687,7 +688,6 @@ impl Runner<'_> {
         &self,
         node: &Node,
         snap: &Snap,
-        index: Option<u32>,
         subnet: &str,
         ip: Option<std::net::Ipv4Addr>,
         iam: &str,
@@ -765,7 +765,6 @@ impl Runner<'_> {
                 Err(e) => return Err(e).call("RunInstances"),
             }
         };
-        let _ = index;
         // Targets can be registered only once the instance runs.
         let found = wait_for("the instance to run", self.poll(), Duration::from_secs(600), || async {
             let out = ec2.describe_instances().instance_ids(&id).send().await.call("DescribeInstances")?;
@@ -971,17 +970,13 @@ impl Runner<'_> {
                 }
             }
             (Fix::Profile, Kind::Iam { name, .. }) => {
-                let t: Vec<aws_sdk_iam::types::Tag> = tags(spec, node)
-                    .into_iter()
-                    .map(|(k, v)| aws_sdk_iam::types::Tag::builder().key(k).value(v).build())
-                    .collect::<Result<_, _>>()?;
                 let res = self
                     .aws
                     .iam
                     .create_instance_profile()
                     .instance_profile_name(name)
                     .path(model::iam_path(spec))
-                    .set_tags(Some(t))
+                    .set_tags(Some(iam_tags(spec, node)?))
                     .send()
                     .await;
                 match res {

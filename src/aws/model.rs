@@ -144,6 +144,15 @@ impl fmt::Display for Rule {
     }
 }
 
+/// Calico between hosts, both ways: BGP (179/tcp) and IP-in-IP (protocol 4)
+/// with the master and node groups.
+fn calico(rules: &mut BTreeSet<Rule>) {
+    for g in [Role::Master, Role::Node] {
+        rules.insert(Rule::tcp(179, 179, Peer::Group(g)));
+        rules.insert(Rule::ipip(Peer::Group(g)));
+    }
+}
+
 const NODEPORTS: (u16, u16) = (30000, 32767);
 const ANYWHERE: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::UNSPECIFIED, 0);
 
@@ -154,12 +163,6 @@ pub fn ingress(spec: &ClusterSpec, role: Role, nat: &[Ipv4Addr]) -> BTreeSet<Rul
     use Role::*;
     let admins = spec.admin_cidrs.iter().map(|c| Peer::Cidr(*c));
     let mut rules = BTreeSet::new();
-    let cni = |rules: &mut BTreeSet<Rule>| {
-        for g in [Master, Node] {
-            rules.insert(Rule::tcp(179, 179, G(g)));
-            rules.insert(Rule::ipip(G(g)));
-        }
-    };
     match role {
         Bastion => rules.extend(admins.map(|p| Rule::tcp(22, 22, p))),
         Api => {
@@ -177,12 +180,12 @@ pub fn ingress(spec: &ClusterSpec, role: Role, nat: &[Ipv4Addr]) -> BTreeSet<Rul
                 rules.insert(Rule::tcp(port, port, G(Master)));
             }
             rules.insert(Rule::tcp(22, 22, G(Bastion)));
-            cni(&mut rules);
+            calico(&mut rules);
         }
         Node => {
             rules.insert(Rule::tcp(10250, 10250, G(Master)));
             rules.insert(Rule::tcp(22, 22, G(Bastion)));
-            cni(&mut rules);
+            calico(&mut rules);
             for c in &spec.aws.nodeport_cidrs {
                 rules.insert(Rule::tcp(NODEPORTS.0, NODEPORTS.1, Peer::Cidr(*c)));
             }
@@ -204,12 +207,6 @@ pub fn egress(role: Role) -> BTreeSet<Rule> {
             rules.insert(Rule::tcp(*p, *p, Peer::Cidr(ANYWHERE)));
         }
     };
-    let cni = |rules: &mut BTreeSet<Rule>| {
-        for g in [Master, Node] {
-            rules.insert(Rule::tcp(179, 179, G(g)));
-            rules.insert(Rule::ipip(G(g)));
-        }
-    };
     match role {
         Bastion => {
             rules.insert(Rule::tcp(22, 22, G(Master)));
@@ -226,12 +223,12 @@ pub fn egress(role: Role) -> BTreeSet<Rule> {
                 rules.insert(Rule::tcp(port, port, G(Master)));
             }
             rules.insert(Rule::tcp(10250, 10250, G(Node)));
-            cni(&mut rules);
+            calico(&mut rules);
             internet(&mut rules, &[443, API_PORT]);
         }
         Node => {
             rules.insert(Rule::tcp(API_PORT, API_PORT, G(Master)));
-            cni(&mut rules);
+            calico(&mut rules);
             internet(&mut rules, &[443, API_PORT]);
         }
     }

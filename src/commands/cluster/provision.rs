@@ -131,8 +131,11 @@ fn secrets(
         .filter(|n| {
             changes.iter().any(|c| {
                 c.key == n.key
-                    && matches!(&c.action, Action::Create | Action::Update(_))
-                    && !matches!(&c.action, Action::Update(f) if !f.contains(&Fix::Value))
+                    && match &c.action {
+                        Action::Create => true,
+                        Action::Update(fixes) => fixes.contains(&Fix::Value),
+                        _ => false,
+                    }
             })
         })
         .collect();
