@@ -4,37 +4,90 @@
 # count, and the longest chain of calls that ran one after another.
 # Targets: wall time within 1.5x of (longest chain x latency); a 100-node
 # cluster makes at most 2x the calls of a 3-node one.
-# Usage: scripts/bench-apply.sh [LATENCY_MS]
+#
+# Each run gets a fresh emulator, warmed by a `kaws cluster plan` (moto loads
+# each service's backend on its first request, a cost of the emulator, not
+# of kaws), then times the whole `kaws cluster apply --yes` process. The
+# figures are the median run of RUNS (default 3); the breakdown says where
+# the wall time went: before the first call (start, repository checks),
+# calls in flight, gaps with no call in flight, after the last call (the
+# signed commit of the outputs).
+# Usage: scripts/bench-apply.sh [LATENCY_MS] [RUNS]
+#   KAWS_BENCH_LOG=DIR keeps each run's call log (JSON lines) in DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh bench-apply
 latency="${1:-50}"
+runs="${2:-3}"
 fpr=$(new_key operator 1d)
 gpg_batch --export-secret-keys "$fpr" > "$work/operator.key"
 export KAWS_SECRET_KEY="$work/operator.key"
 "$kaws" init "$work/repo" --admin operator >/dev/null 2>&1
 cd "$work/repo"
-printf '%-7s %10s %7s %7s %14s %7s\n' nodes wall_s calls chain chain_x_lat_s ratio
 for nodes in 3 100; do
   "$kaws" cluster init "n$nodes" --domain example.com --region eu-west-1 --admin-cidr 203.0.113.0/24 \
     --nodes "$nodes" >/dev/null 2>&1
-  start_emulator "$latency"
-  t0=$(date +%s.%N)
-  "$kaws" cluster apply "n$nodes" --yes >/dev/null 2>&1
-  t1=$(date +%s.%N)
-  "${KAWS_CACHE:-$HOME/.cache/kaws}/bin/kaws-python" - "$calls" "$t0" "$t1" "$latency" "$nodes" <<'PY'
-import json, sys
-log, t0, t1, lat, nodes = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-calls = sorted((json.loads(l) for l in open(log)), key=lambda c: c["end"])
-# Longest chain: calls that ran strictly one after another (each starting
-# after the previous ended), the critical path the run actually followed.
-best = []
-for i, c in enumerate(calls):
-    prev = [best[j] for j in range(i) if calls[j]["end"] <= c["start"]]
-    best.append(1 + max(prev, default=0))
-chain = max(best, default=0)
-wall = t1 - t0
-print(f"{nodes:<7} {wall:10.2f} {len(calls):7d} {chain:7d} {chain * lat / 1000:14.2f} {wall / (chain * lat / 1000):7.2f}")
-PY
-  stop_emulators
 done
+base=$(git rev-parse HEAD)
+
+: > "$work/results"
+for nodes in 3 100; do
+  for run in $(seq 1 "$runs"); do
+    git reset -q --hard "$base"
+    start_emulator "$latency"
+    "$kaws" cluster plan "n$nodes" >/dev/null
+    : > "$calls"
+    t0=$(date +%s.%N)
+    if ! "$kaws" cluster apply "n$nodes" --yes >"$work/apply.log" 2>&1; then
+      cat "$work/apply.log" >&2
+      exit 1
+    fi
+    t1=$(date +%s.%N)
+    stop_emulators
+    log="${KAWS_BENCH_LOG:-$work}/apply-$nodes-$run.jsonl"
+    cp "$calls" "$log"
+    echo "$nodes $t0 $t1 $log" >> "$work/results"
+  done
+done
+
+"${KAWS_CACHE:-$HOME/.cache/kaws}/bin/kaws-python" - "$work/results" "$latency" <<'PY'
+import json, statistics, sys
+results, lat = sys.argv[1], int(sys.argv[2]) / 1000
+
+def measure(log, t0, t1):
+    calls = sorted((json.loads(l) for l in open(log)), key=lambda c: c["end"])
+    # Longest chain: calls that ran strictly one after another (each starting
+    # after the previous ended), the critical path the run actually followed.
+    best = []
+    for i, c in enumerate(calls):
+        prev = [best[j] for j in range(i) if calls[j]["end"] <= c["start"]]
+        best.append(1 + max(prev, default=0))
+    chain = max(best, default=0)
+    # Time with at least one call in flight.
+    busy, edge = 0.0, t0
+    for c in sorted(calls, key=lambda c: c["start"]):
+        s, e = max(c["start"], edge), c["end"]
+        if e > s:
+            busy += e - s
+            edge = e
+    first = min(c["start"] for c in calls) - t0
+    after = t1 - max(c["end"] for c in calls)
+    mean = statistics.mean(c["end"] - c["start"] for c in calls)
+    wall = t1 - t0
+    return dict(wall=wall, calls=len(calls), chain=chain, ratio=wall / (chain * lat), first=first,
+                busy=busy, idle=wall - first - busy - after, after=after, mean=mean)
+
+runs = {}
+for line in open(results):
+    nodes, t0, t1, log = line.split()
+    runs.setdefault(int(nodes), []).append(measure(log, float(t0), float(t1)))
+print(f"latency {lat * 1000:.0f} ms per call; median of {len(next(iter(runs.values())))} runs; times in seconds")
+print(f"{'nodes':<6} {'wall':>6} {'calls':>6} {'chain':>6} {'chain*lat':>10} {'ratio':>6}"
+      f" | {'to 1st call':>11} {'in calls':>9} {'gaps':>6} {'after':>6} {'mean call':>9}")
+for nodes, rs in sorted(runs.items()):
+    m = sorted(rs, key=lambda r: r["wall"])[len(rs) // 2]
+    print(f"{nodes:<6} {m['wall']:6.2f} {m['calls']:6d} {m['chain']:6d} {m['chain'] * lat:10.2f} {m['ratio']:6.2f}"
+          f" | {m['first']:11.3f} {m['busy']:9.3f} {m['idle']:6.3f} {m['after']:6.3f} {m['mean']:9.3f}")
+small, big = (sorted(rs, key=lambda r: r["wall"])[len(rs) // 2]["calls"] for rs in (runs[3], runs[100]))
+print(f"calls, 100 nodes / 3 nodes: {big / small:.2f} (target <= 2)")
+PY

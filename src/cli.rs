@@ -179,6 +179,10 @@ pub enum ClusterCommand {
         /// Do not ask for confirmation
         #[arg(long)]
         yes: bool,
+        /// At most this many resources change at once (those with the
+        /// longest chain of work behind them go first)
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+        parallelism: u16,
     },
     /// Delete every AWS resource tagged for the cluster, then check that none is left
     Destroy {

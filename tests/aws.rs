@@ -232,7 +232,10 @@ fn drift_shows_in_the_plan_and_apply_repairs_it() {
          ec2.delete_route(RouteTableId=rtb['RouteTableId'], DestinationCidrBlock='0.0.0.0/0')\n\
          m1 = key('instance/master-1', [i for r in ec2.describe_instances(Filters=T)['Reservations'] for i in r['Instances']])[0]\n\
          ec2.terminate_instances(InstanceIds=[m1['InstanceId']])\n\
-         ssm.delete_parameter(Name='/kaws/prod/node/bootstrap-token')\n",
+         ssm.delete_parameter(Name='/kaws/prod/node/bootstrap-token')\n\
+         s2 = key('subnet/private-2', ec2.describe_subnets(Filters=T)['Subnets'])[0]\n\
+         for r in ec2.get_subnet_cidr_reservations(SubnetId=s2['SubnetId'])['SubnetIpv4CidrReservations']:\n\
+         \x20   ec2.delete_subnet_cidr_reservation(SubnetCidrReservationId=r['SubnetCidrReservationId'])\n",
     );
     let plan = c.plan();
     for want in [
@@ -241,6 +244,7 @@ fn drift_shows_in_the_plan_and_apply_repairs_it() {
         "+ instance/master-1",
         "+ ssm/node/bootstrap-token",
         "register instance/master-1",
+        "reserve 10.0.64.10/32 for the masters",
     ] {
         assert!(plan.contains(want), "the plan misses {want:?}:\n{plan}");
     }

@@ -5,7 +5,7 @@
 //! client token where the API has one), so a killed run is found again by
 //! tag and converges when re-run.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -78,6 +78,8 @@ pub struct Runner<'a> {
     pub aws: &'a Aws,
     pub spec: &'a ClusterSpec,
     pub inputs: &'a Inputs,
+    /// At most this many resources change at once.
+    pub parallelism: usize,
 }
 
 /// What one finished task reports.
@@ -101,29 +103,40 @@ pub async fn run<'a>(
     let mut started: HashSet<&str> = HashSet::new();
     let mut running: FuturesUnordered<Task<'a>> = FuturesUnordered::new();
     let mut errors = Vec::new();
+    let height = heights(graph);
     loop {
-        for node in graph {
-            if started.contains(node.key.as_str()) || !node.deps.iter().all(|d| done.contains(d.as_str())) {
-                continue;
-            }
-            started.insert(&node.key);
-            match plan::diff(r.spec, node, &state, &r.inputs.wanted) {
-                None | Some(Action::Note(_)) => {
-                    done.insert(&node.key);
+        // Start what is ready, the longest chains of work behind it first,
+        // while there is room; nodes with nothing to do finish at once and
+        // may make others ready.
+        loop {
+            let mut ready: Vec<&'a Node> = graph
+                .iter()
+                .filter(|n| !started.contains(n.key.as_str()) && n.deps.iter().all(|d| done.contains(d.as_str())))
+                .collect();
+            ready.sort_by_key(|n| std::cmp::Reverse(height[n.key.as_str()]));
+            let mut progressed = false;
+            for node in ready {
+                match plan::diff(r.spec, node, &state, &r.inputs.wanted) {
+                    None | Some(Action::Note(_)) => {
+                        done.insert(&node.key);
+                    }
+                    Some(_) if running.len() >= r.parallelism => continue,
+                    Some(action) => {
+                        let snap = Snap::of(&state);
+                        running.push(Box::pin(async move {
+                            let what = describe(&action);
+                            let res =
+                                r.ensure(node, action, snap).await.with_context(|| format!("{}: {what}", node.key));
+                            (node.key.clone(), res)
+                        }));
+                    }
                 }
-                Some(action) => {
-                    let snap = Snap::of(&state);
-                    running.push(Box::pin(async move {
-                        let what = describe(&action);
-                        let res = r.ensure(node, action, snap).await.with_context(|| format!("{}: {what}", node.key));
-                        (node.key.clone(), res)
-                    }));
-                }
+                started.insert(&node.key);
+                progressed = true;
             }
-        }
-        // Started nodes that finished without a call unblock others at once.
-        if graph.iter().any(|n| !started.contains(n.key.as_str()) && n.deps.iter().all(|d| done.contains(d.as_str()))) {
-            continue;
+            if !progressed {
+                break;
+            }
         }
         let Some((key, res)) = running.next().await else { break };
         let node = graph.iter().find(|n| n.key == key).expect("a graph node");
@@ -153,6 +166,22 @@ pub async fn run<'a>(
     Ok(state.made)
 }
 
+/// Each node's height: itself plus the longest chain of nodes that depend
+/// on it, directly or not (the graph lists dependencies first).
+fn heights(graph: &[Node]) -> HashMap<&str, usize> {
+    let mut height: HashMap<&str, usize> = HashMap::new();
+    for node in graph.iter().rev() {
+        let below = graph
+            .iter()
+            .filter(|n| n.deps.contains(&node.key))
+            .map(|n| height.get(n.key.as_str()).copied().unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        height.insert(&node.key, below + 1);
+    }
+    height
+}
+
 fn describe(a: &Action) -> String {
     match a {
         Action::Create => "create".into(),
@@ -162,11 +191,21 @@ fn describe(a: &Action) -> String {
     }
 }
 
+/// Which fixes of one resource may run beside which (see `fix_all`).
+#[derive(Clone, Copy, PartialEq)]
+enum Lane {
+    InOrder,
+    Routes,
+    Association,
+    Rule,
+}
+
 /// The state a task starts from (owned: tasks run concurrently).
 #[derive(Clone)]
 pub struct Snap {
     found: HashMap<String, Found>,
     zones: Vec<String>,
+    gone: BTreeMap<String, Vec<String>>,
 }
 
 impl Snap {
@@ -174,7 +213,7 @@ impl Snap {
         let mut found: HashMap<String, Found> =
             state.world.found.iter().filter_map(|(k, v)| Some((k.clone(), v.first()?.clone()))).collect();
         found.extend(state.made.iter().map(|(k, v)| (k.clone(), v.clone())));
-        Snap { found, zones: state.world.zones.clone() }
+        Snap { found, zones: state.world.zones.clone(), gone: state.world.gone.clone() }
     }
 
     fn get(&self, key: &str) -> Option<&Found> {
@@ -232,9 +271,7 @@ impl Runner<'_> {
             Action::Create => self.create(node, &snap).await.map(Some),
             Action::Update(fixes) => {
                 let mut found = snap.get(&node.key).cloned().unwrap_or_default();
-                for fix in fixes {
-                    self.fix(node, &fix, &snap, &mut found).await?;
-                }
+                self.fix_all(node, &fixes, &snap, &mut found).await?;
                 Ok(Some(found))
             }
             Action::Delete { found, .. } => {
@@ -272,7 +309,7 @@ impl Runner<'_> {
                 found.id = out.internet_gateway().and_then(|g| g.internet_gateway_id()).context("no IGW id")?.into();
                 self.fix(node, &Fix::Attach, snap, &mut found).await?;
             }
-            Kind::Subnet { cidr, zone, .. } => {
+            Kind::Subnet { cidr, zone, reserved, .. } => {
                 let az = snap.zones.get(*zone).with_context(|| {
                     format!("the region has {} availability zones; the spec wants {}", snap.zones.len(), spec.azs)
                 })?;
@@ -288,6 +325,10 @@ impl Runner<'_> {
                 found.id = out.subnet().and_then(|s| s.subnet_id()).context("no subnet id")?.into();
                 found.cidr = Some(cidr.to_string());
                 found.zone = Some(az.clone());
+                if !reserved.is_empty() {
+                    let all = reserved.iter().map(|c| c.to_string()).collect();
+                    self.fix(node, &Fix::Reserve(all), snap, &mut found).await?;
+                }
             }
             Kind::Address => {
                 let out = ec2
@@ -335,16 +376,9 @@ impl Runner<'_> {
                     .await
                     .call("CreateRouteTable")?;
                 found.id = out.route_table().and_then(|t| t.route_table_id()).context("no route table id")?.into();
-                self.fix(
-                    node,
-                    &Fix::Route { dest: "0.0.0.0/0".into(), target: default_route.clone() },
-                    snap,
-                    &mut found,
-                )
-                .await?;
-                for s in subnets {
-                    self.fix(node, &Fix::Associate(s.clone()), snap, &mut found).await?;
-                }
+                let mut fixes = vec![Fix::Route { dest: "0.0.0.0/0".into(), target: default_route.clone() }];
+                fixes.extend(subnets.iter().map(|s| Fix::Associate(s.clone())));
+                self.fix_all(node, &fixes, snap, &mut found).await?;
             }
             Kind::SecurityGroup(role) => {
                 let out = ec2
@@ -514,22 +548,8 @@ impl Runner<'_> {
                 let arn = lb.load_balancer_arn().context("no ARN")?.to_owned();
                 found.dns = lb.dns_name().zip(lb.canonical_hosted_zone_id()).map(|(d, z)| (d.to_owned(), z.to_owned()));
                 found.links = vec![snap.id("sg/api")?];
-                let elb = &self.aws.elb;
-                wait_for("the load balancer to be active", self.poll(), Duration::from_secs(600), || async {
-                    let out = elb
-                        .describe_load_balancers()
-                        .load_balancer_arns(&arn)
-                        .send()
-                        .await
-                        .call("DescribeLoadBalancers")?;
-                    let state = out.load_balancers().first().and_then(|l| l.state()?.code().cloned());
-                    match state {
-                        Some(elbt::LoadBalancerStateEnum::Failed) => Err(anyhow!("load balancer {arn} failed")),
-                        Some(elbt::LoadBalancerStateEnum::Provisioning) => Ok(None),
-                        _ => Ok(Some(())),
-                    }
-                })
-                .await?;
+                // Its listener waits for it to be active: the DNS records
+                // and the masters need only its name, known already.
                 found.id = arn;
             }
             Kind::TargetGroup => {
@@ -571,6 +591,22 @@ impl Runner<'_> {
                     .await
                     .call("CreateListener")?;
                 found.id = out.listeners().first().and_then(|l| l.listener_arn()).context("no listener")?.into();
+                let (elb, arn) = (&self.aws.elb, snap.id("lb/api")?);
+                wait_for("the load balancer to be active", self.poll(), Duration::from_secs(600), || async {
+                    let out = elb
+                        .describe_load_balancers()
+                        .load_balancer_arns(&arn)
+                        .send()
+                        .await
+                        .call("DescribeLoadBalancers")?;
+                    let state = out.load_balancers().first().and_then(|l| l.state()?.code().cloned());
+                    match state {
+                        Some(elbt::LoadBalancerStateEnum::Failed) => Err(anyhow!("load balancer {arn} failed")),
+                        Some(elbt::LoadBalancerStateEnum::Provisioning) => Ok(None),
+                        _ => Ok(Some(())),
+                    }
+                })
+                .await?;
             }
             Kind::PrivateZone => {
                 use aws_sdk_route53::types as r53t;
@@ -711,7 +747,7 @@ impl Runner<'_> {
         }
         // The token changes when an instance of this key was terminated, so
         // a repair is a new launch rather than the old, terminated answer.
-        let gone = self.terminated(node).await?;
+        let gone = snap.gone.get(&node.key).map(|ids| ids.join(",")).unwrap_or_default();
         let mut attempt = 0;
         let id = loop {
             attempt += 1;
@@ -786,42 +822,73 @@ impl Runner<'_> {
         Ok(found)
     }
 
-    /// The ids of terminated instances of this key, for the client token.
-    async fn terminated(&self, node: &Node) -> Result<String> {
-        let out = self
-            .aws
-            .ec2
-            .describe_instances()
-            .filters(Filter::builder().name(format!("tag:{TAG_KEY}")).values(&node.key).build())
-            .filters(Filter::builder().name(format!("tag:{TAG_CLUSTER}")).values(self.spec.name.to_string()).build())
-            .filters(Filter::builder().name("instance-state-name").values("terminated").values("shutting-down").build())
-            .send()
-            .await
-            .call("DescribeInstances")?;
-        let mut ids: Vec<&str> =
-            out.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| i.instance_id()).collect();
-        ids.sort();
-        Ok(ids.join(","))
+    /// Applies `fixes` to one resource. Those that touch different parts of
+    /// it run at once: its default route and each subnet association of a
+    /// route table, each rule change of a group; the rest first, in order.
+    async fn fix_all(&self, node: &Node, fixes: &[Fix], snap: &Snap, found: &mut Found) -> Result<()> {
+        let lane = |f: &Fix| match f {
+            Fix::Route { .. } => Lane::Routes,
+            Fix::Associate(_) | Fix::Disassociate { .. } => Lane::Association,
+            Fix::Authorize { .. } | Fix::Revoke { .. } => Lane::Rule,
+            _ => Lane::InOrder,
+        };
+        for fix in fixes.iter().filter(|f| lane(f) == Lane::InOrder) {
+            self.fix(node, fix, snap, found).await?;
+        }
+        // Each on its own copy of the record; the parts they touch are merged.
+        let each = |which: Lane| {
+            futures::future::try_join_all(fixes.iter().filter(move |f| lane(f) == which).map(|fix| {
+                let mut own = found.clone();
+                async move { self.fix(node, fix, snap, &mut own).await.map(|()| own) }
+            }))
+        };
+        let (routes, associations, rules) =
+            tokio::try_join!(each(Lane::Routes), each(Lane::Association), each(Lane::Rule))?;
+        // One default route per table: at most one route fix.
+        if let Some(r) = routes.into_iter().last() {
+            found.routes = r.routes;
+        }
+        let kept: Vec<_> =
+            found.assoc.iter().filter(|a| associations.iter().all(|r| r.assoc.contains(a))).cloned().collect();
+        let added = associations.iter().flat_map(|r| r.assoc.iter().filter(|a| !found.assoc.contains(a)));
+        found.assoc = kept.into_iter().chain(added.cloned()).collect();
+        if let Some(r) = rules.into_iter().last() {
+            found.id = r.id;
+        }
+        Ok(())
     }
 
     async fn fix(&self, node: &Node, fix: &Fix, snap: &Snap, found: &mut Found) -> Result<()> {
         let (spec, ec2) = (self.spec, &self.aws.ec2);
         match (fix, &node.kind) {
+            (Fix::Reserve(cidrs), _) => {
+                let subnet = &found.id;
+                let made = futures::future::try_join_all(cidrs.iter().map(|cidr| async move {
+                    let out = ec2
+                        .create_subnet_cidr_reservation()
+                        .subnet_id(subnet)
+                        .cidr(cidr)
+                        .reservation_type(ec2t::SubnetCidrReservationType::Explicit)
+                        .description("kaws: the masters' fixed addresses")
+                        .send()
+                        .await
+                        .call("CreateSubnetCidrReservation")?;
+                    let id = out.subnet_cidr_reservation().and_then(|r| r.subnet_cidr_reservation_id());
+                    Ok::<_, anyhow::Error>((id.unwrap_or_default().to_owned(), cidr.clone()))
+                }))
+                .await?;
+                found.reserved.extend(made);
+            }
             (Fix::VpcDns, _) => {
-                // One attribute per call, as EC2 requires.
-                let on = || ec2t::AttributeBooleanValue::builder().value(true).build();
-                ec2.modify_vpc_attribute()
-                    .vpc_id(&found.id)
-                    .enable_dns_support(on())
-                    .send()
-                    .await
-                    .call("ModifyVpcAttribute")?;
-                ec2.modify_vpc_attribute()
-                    .vpc_id(&found.id)
-                    .enable_dns_hostnames(on())
-                    .send()
-                    .await
-                    .call("ModifyVpcAttribute")?;
+                // One attribute per call, as EC2 requires; the two at once.
+                let vpc = &found.id;
+                let turn_on = |support: bool| async move {
+                    let on = ec2t::AttributeBooleanValue::builder().value(true).build();
+                    let call = ec2.modify_vpc_attribute().vpc_id(vpc);
+                    let call = if support { call.enable_dns_support(on) } else { call.enable_dns_hostnames(on) };
+                    call.send().await.call("ModifyVpcAttribute")
+                };
+                tokio::try_join!(turn_on(true), turn_on(false))?;
                 found.state = Some("dns".into());
             }
             (Fix::Attach, _) => {
@@ -1167,5 +1234,26 @@ impl Runner<'_> {
             (fix, kind) => bail!("internal: fix {fix:?} does not apply to {kind:?}"),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::spec::tests::spec;
+
+    #[test]
+    fn the_longest_chains_start_first() {
+        let g = model::graph(&spec());
+        let h = heights(&g);
+        // The VPC heads the longest chain; what nothing waits on is last.
+        assert_eq!(h.values().max(), Some(&h["vpc"]));
+        assert_eq!(h["targets/api"], 1);
+        assert!(h["nat/0"] > h["ssm/node/bootstrap-token"]);
+        for n in &g {
+            for d in &n.deps {
+                assert!(h[d.as_str()] > h[n.key.as_str()], "{d} must come before {}", n.key);
+            }
+        }
     }
 }

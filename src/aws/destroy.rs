@@ -218,7 +218,19 @@ pub async fn delete(aws: &Aws, key: &str, f: &Found) -> Result<()> {
         "sg" => {
             retrying(aws, &what, || attempt!(ec2.delete_security_group().group_id(id), "DeleteSecurityGroup")).await?
         }
-        "subnet" => retrying(aws, &what, || attempt!(ec2.delete_subnet().subnet_id(id), "DeleteSubnet")).await?,
+        "subnet" => {
+            // Reservations first, so that the subnet has nothing left in it.
+            for (reservation, _) in &f.reserved {
+                retrying(aws, &what, || {
+                    attempt!(
+                        ec2.delete_subnet_cidr_reservation().subnet_cidr_reservation_id(reservation),
+                        "DeleteSubnetCidrReservation"
+                    )
+                })
+                .await?;
+            }
+            retrying(aws, &what, || attempt!(ec2.delete_subnet().subnet_id(id), "DeleteSubnet")).await?
+        }
         "vpc" => retrying(aws, &what, || attempt!(ec2.delete_vpc().vpc_id(id), "DeleteVpc")).await?,
         "key" => retrying(aws, &what, || attempt!(ec2.delete_key_pair().key_pair_id(id), "DeleteKeyPair")).await?,
         "iam" => {

@@ -246,6 +246,10 @@ pub enum Kind {
         cidr: Ipv4Net,
         zone: usize,
         public: bool,
+        /// The masters' fixed addresses in it, reserved (an explicit subnet
+        /// CIDR reservation) so that AWS gives them to nothing else, such as
+        /// a node the Auto Scaling group launches while a master is down.
+        reserved: Vec<Ipv4Net>,
     },
     /// An Elastic IP for a NAT gateway.
     Address,
@@ -339,6 +343,17 @@ pub fn parameters(spec: &ClusterSpec) -> Vec<(String, String)> {
     out
 }
 
+/// The fewest CIDR blocks that cover exactly the masters' addresses in
+/// private subnet `zone` (consecutive; see `ClusterSpec::master_ip`).
+fn master_addresses(spec: &ClusterSpec, zone: usize) -> Vec<Ipv4Net> {
+    let ips: Vec<std::net::Ipv4Addr> =
+        (0..spec.masters).filter(|i| (i % spec.azs) as usize == zone).map(|i| spec.master_ip(i)).collect();
+    match (ips.first(), ips.last()) {
+        (Some(first), Some(last)) => ipnet::Ipv4Subnets::new(*first, *last, 0).collect(),
+        _ => vec![],
+    }
+}
+
 /// The whole graph, in an order where every node comes after its dependencies.
 pub fn graph(spec: &ClusterSpec) -> Vec<Node> {
     let mut g = Vec::new();
@@ -354,13 +369,13 @@ pub fn graph(spec: &ClusterSpec) -> Vec<Node> {
             format!("subnet/public-{z}"),
             "network",
             vec!["vpc".into()],
-            Kind::Subnet { cidr: public[z], zone: z, public: true },
+            Kind::Subnet { cidr: public[z], zone: z, public: true, reserved: vec![] },
         );
         add(
             format!("subnet/private-{z}"),
             "network",
             vec!["vpc".into()],
-            Kind::Subnet { cidr: private[z], zone: z, public: false },
+            Kind::Subnet { cidr: private[z], zone: z, public: false, reserved: master_addresses(spec, z) },
         );
     }
     let nats = if spec.aws.single_nat { 1 } else { azs };
@@ -433,7 +448,9 @@ pub fn graph(spec: &ClusterSpec) -> Vec<Node> {
     add(
         "lb/api".into(),
         "api",
-        vec!["sg/api".into(), "rules/api".into(), "igw".into()].into_iter().chain(publics.iter().cloned()).collect(),
+        // A new group admits nothing, so the load balancer need not wait
+        // for its rules; an internet-facing one needs the gateway attached.
+        vec!["sg/api".into(), "igw".into()].into_iter().chain(publics.iter().cloned()).collect(),
         Kind::LoadBalancer { subnets: publics.clone() },
     );
     add("tg/api".into(), "api", vec!["vpc".into()], Kind::TargetGroup);
@@ -449,14 +466,15 @@ pub fn graph(spec: &ClusterSpec) -> Vec<Node> {
         add("dns/public".into(), "api", vec!["lb/api".into()], Kind::ApiRecord { public: true });
     }
     // Instances boot once their network, groups, rules, secrets and the
-    // API's name exist, so that bootstrap can run straight through.
+    // API's name exist, so that bootstrap can run straight through. The
+    // bastion, in a public subnet, needs only its own group's rules.
     let mut boot = vec!["rules/bastion".to_owned(), "rules/master".to_owned(), "rules/node".to_owned()];
     boot.extend((0..azs).map(|z| format!("rtb/private-{z}")));
     boot.push("rtb/public".into());
     add(
         "instance/bastion".into(),
         "bastion",
-        [boot.clone(), vec!["iam/bastion".into(), "sg/bastion".into()]].concat(),
+        vec!["rules/bastion".into(), "rtb/public".into(), "iam/bastion".into(), "sg/bastion".into()],
         Kind::Instance {
             index: None,
             subnet: "subnet/public-0".into(),
@@ -519,6 +537,20 @@ mod tests {
                 assert!(seen.insert(n.key.clone()), "duplicate key {}", n.key);
             }
         }
+    }
+
+    #[test]
+    fn the_masters_addresses_are_reserved_exactly() {
+        let cidrs = |s: &ClusterSpec, z| master_addresses(s, z).iter().map(|c| c.to_string()).collect::<Vec<_>>();
+        let three = spec();
+        for z in 0..3 {
+            assert_eq!(cidrs(&three, z), [three.master_ip(z as u32).to_string() + "/32"]);
+        }
+        let one = ClusterSpec { azs: 1, masters: 7, ..spec() };
+        assert_eq!(cidrs(&one, 0), ["10.0.0.10/31", "10.0.0.12/30", "10.0.0.16/32"]);
+        let five = ClusterSpec { azs: 3, masters: 5, ..spec() };
+        assert_eq!(cidrs(&five, 2), ["10.0.64.10/32"]);
+        assert_eq!(cidrs(&five, 0), ["10.0.0.10/31"]);
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub enum Fix {
     Associate(String),
     Disassociate { association: String, subnet: String },
     Authorize { egress: bool, rules: Vec<Rule> },
+    Reserve(Vec<String>),
     Revoke { egress: bool, rules: Vec<Rule> },
     Policy,
     Profile,
@@ -77,6 +78,7 @@ impl fmt::Display for Fix {
             Fix::Associate(s) => write!(f, "associate {s} (not associated)"),
             Fix::Disassociate { subnet, .. } => write!(f, "disassociate {subnet} (not in the spec)"),
             Fix::Authorize { egress, rules } => write!(f, "authorize {} {} (missing)", dir(egress), list(rules)),
+            Fix::Reserve(cidrs) => write!(f, "reserve {} for the masters (not reserved)", cidrs.join(", ")),
             Fix::Revoke { egress, rules } => write!(f, "revoke {} {} (not in the spec)", dir(egress), list(rules)),
             Fix::Policy => write!(f, "put the inline policy (missing or changed)"),
             Fix::Profile => write!(f, "create the instance profile (missing)"),
@@ -98,7 +100,7 @@ pub enum Action {
     Create,
     Update(Vec<Fix>),
     Delete {
-        found: Found,
+        found: Box<Found>,
         why: String,
     },
     /// A difference kaws will not repair in place.
@@ -161,6 +163,12 @@ pub fn policy(spec: &ClusterSpec, role_arn: &str, ssm_paths: &[String]) -> Optio
 }
 
 /// The change one node needs, if any.
+/// The wanted reservations that no found one covers.
+pub fn missing_reservations(wanted: &[ipnet::Ipv4Net], found: &[(String, String)]) -> Vec<String> {
+    let have: Vec<ipnet::Ipv4Net> = found.iter().filter_map(|(_, c)| c.parse().ok()).collect();
+    wanted.iter().filter(|w| !have.iter().any(|h| h.contains(*w))).map(|w| w.to_string()).collect()
+}
+
 pub fn diff(spec: &ClusterSpec, node: &Node, state: &State, wanted: &Wanted) -> Option<Action> {
     let found = state.get(&node.key);
     let Some(f) = found else {
@@ -194,9 +202,17 @@ pub fn diff(spec: &ClusterSpec, node: &Node, state: &State, wanted: &Wanted) -> 
                 vec![Fix::VpcDns]
             }
         }
-        Kind::Subnet { cidr, zone, .. } => {
-            return blocked("CIDR", &f.cidr, cidr.to_string())
-                .or_else(|| blocked("zone", &f.zone, state.world.zones.get(*zone).cloned().unwrap_or_default()))
+        Kind::Subnet { cidr, zone, reserved, .. } => {
+            let zone = state.world.zones.get(*zone).cloned().unwrap_or_default();
+            if let Some(b) = blocked("CIDR", &f.cidr, cidr.to_string()).or_else(|| blocked("zone", &f.zone, zone)) {
+                return Some(b);
+            }
+            let missing = missing_reservations(reserved, &f.reserved);
+            if missing.is_empty() {
+                vec![]
+            } else {
+                vec![Fix::Reserve(missing)]
+            }
         }
         Kind::InternetGateway => {
             let vpc = state.id("vpc").unwrap_or_default();
@@ -336,7 +352,7 @@ pub fn surplus(graph: &[Node], world: &World) -> Vec<Change> {
             } else {
                 continue;
             };
-            out.push(Change { key: key.clone(), action: Action::Delete { found: f.clone(), why } });
+            out.push(Change { key: key.clone(), action: Action::Delete { found: Box::new(f.clone()), why } });
         }
     }
     out

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::{Context as _, Result};
-use aws_sdk_ec2::types::{Filter, IpPermission};
+use aws_sdk_ec2::types::{Filter, InstanceStateName, IpPermission};
 
 use super::model::{self, Peer, Proto, Role, Rule, TAG_CLUSTER, TAG_KEY};
 use super::{Aws, Call};
@@ -34,6 +34,8 @@ pub struct Found {
     pub links: Vec<String>,
     /// Route table: (association id, subnet id), and (destination, target).
     pub assoc: Vec<(String, String)>,
+    /// Subnet: its explicit CIDR reservations, (reservation id, CIDR).
+    pub reserved: Vec<(String, String)>,
     pub routes: Vec<(String, String)>,
     pub ingress: BTreeSet<Rule>,
     pub egress: BTreeSet<Rule>,
@@ -50,6 +52,9 @@ pub struct World {
     /// The region's availability zones kaws uses, in order.
     pub zones: Vec<String>,
     pub found: BTreeMap<String, Vec<Found>>,
+    /// Terminated (or terminating) instances by key, sorted: a relaunch
+    /// needs a client token its lost predecessor did not use.
+    pub gone: BTreeMap<String, Vec<String>>,
 }
 
 impl World {
@@ -111,10 +116,6 @@ pub async fn discover(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
 async fn discover_ec2(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
     let c = &aws.ec2;
     let f = || by_cluster(spec);
-    let live_instances = Filter::builder()
-        .name("instance-state-name")
-        .set_values(Some(["pending", "running", "stopping", "stopped"].map(String::from).to_vec()))
-        .build();
     let live_nats =
         Filter::builder().name("state").set_values(Some(vec!["pending".into(), "available".into()])).build();
     let (zones, vpcs, igws, subnets, addrs, nats, rtbs, sgs, instances, lts, keys) = tokio::try_join!(
@@ -135,14 +136,7 @@ async fn discover_ec2(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
         async { c.describe_route_tables().filters(f()).send().await.call("DescribeRouteTables") },
         async { c.describe_security_groups().filters(f()).send().await.call("DescribeSecurityGroups") },
         async {
-            let pages: Vec<_> = c
-                .describe_instances()
-                .filters(f())
-                .filters(live_instances.clone())
-                .into_paginator()
-                .send()
-                .collect::<Vec<_>>()
-                .await;
+            let pages: Vec<_> = c.describe_instances().filters(f()).into_paginator().send().collect::<Vec<_>>().await;
             pages.into_iter().collect::<Result<Vec<_>, _>>().call("DescribeInstances")
         },
         async { c.describe_launch_templates().filters(f()).send().await.call("DescribeLaunchTemplates") },
@@ -181,13 +175,31 @@ async fn discover_ec2(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
             Found { id: g.internet_gateway_id().unwrap_or_default().into(), links, ..Default::default() },
         );
     }
-    for s in subnets.subnets() {
+    // Each subnet's reservations, all at once.
+    let reservations = futures::future::try_join_all(subnets.subnets().iter().map(|s| async move {
+        let out = c
+            .get_subnet_cidr_reservations()
+            .subnet_id(s.subnet_id().unwrap_or_default())
+            .send()
+            .await
+            .call("GetSubnetCidrReservations")?;
+        let explicit = out
+            .subnet_ipv4_cidr_reservations()
+            .iter()
+            .filter(|r| r.reservation_type() == Some(&aws_sdk_ec2::types::SubnetCidrReservationType::Explicit))
+            .filter_map(|r| Some((r.subnet_cidr_reservation_id()?.to_owned(), r.cidr()?.to_owned())))
+            .collect::<Vec<_>>();
+        Ok::<_, anyhow::Error>(explicit)
+    }))
+    .await?;
+    for (s, reserved) in subnets.subnets().iter().zip(reservations) {
         w.put(
             key(s.tags()),
             Found {
                 id: s.subnet_id().unwrap_or_default().into(),
                 cidr: s.cidr_block().map(String::from),
                 zone: s.availability_zone().map(String::from),
+                reserved,
                 ..Default::default()
             },
         );
@@ -261,11 +273,18 @@ async fn discover_ec2(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
                     Some(group) => format!("managed/{group}"),
                     None => key(i.tags()),
                 };
+                let state = i.state().and_then(|s| s.name());
+                if matches!(state, Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)) {
+                    let ids = w.gone.entry(k).or_default();
+                    ids.push(i.instance_id().unwrap_or_default().into());
+                    ids.sort();
+                    continue;
+                }
                 w.put(
                     k,
                     Found {
                         id: i.instance_id().unwrap_or_default().into(),
-                        state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_owned()),
+                        state: state.map(|n| n.as_str().to_owned()),
                         ip: i.private_ip_address().map(String::from),
                         public_ip: i.public_ip_address().map(String::from),
                         config: tag(ec2_tags(i.tags()), super::apply::TAG_CONFIG),

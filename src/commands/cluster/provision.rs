@@ -221,7 +221,7 @@ pub fn plan(ctx: &Ctx, raw: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn apply(ctx: &Ctx, raw: &str, yes: bool) -> Result<()> {
+pub fn apply(ctx: &Ctx, raw: &str, yes: bool, parallelism: u16) -> Result<()> {
     let (opened, loaded) = open_cluster(ctx, raw, true)?;
     let rt = runtime()?;
     let mut p = rt.block_on(prepare(ctx, &opened.repo, &loaded))?;
@@ -245,7 +245,7 @@ pub fn apply(ctx: &Ctx, raw: &str, yes: bool) -> Result<()> {
     if !tty {
         progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let runner = Runner { aws: &p.aws, spec: &loaded.spec, inputs: &p.inputs };
+    let runner = Runner { aws: &p.aws, spec: &loaded.spec, inputs: &p.inputs, parallelism: parallelism.into() };
     let surplus: Vec<plan::Change> =
         p.changes.iter().filter(|c| matches!(c.action, Action::Delete { .. })).cloned().collect();
     let made = rt.block_on(async {

@@ -293,5 +293,5 @@ fn retired_cas(repo: &Repo, loaded: &Loaded) -> Result<Vec<RetiredCa>> {
 
 fn read_text(repo: &Repo, loaded: &Loaded, rel: &str) -> Result<String> {
     let b = repo.read_head(&loaded.path(rel))?.with_context(|| format!("{rel} is missing"))?;
-    Ok(String::from_utf8(b).with_context(|| format!("{rel} is not text"))?)
+    String::from_utf8(b).with_context(|| format!("{rel} is not text"))
 }

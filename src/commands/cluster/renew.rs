@@ -17,7 +17,7 @@ pub fn renew(ctx: &Ctx, raw: &str, within: u32, all: bool) -> Result<()> {
     let now = ctx.unix_now();
     let read = |rel: String| -> Result<String> {
         let bytes = repo.read_head(&loaded.path(&rel))?.with_context(|| format!("{rel} is missing"))?;
-        Ok(String::from_utf8(bytes).with_context(|| format!("{rel} is not text"))?)
+        String::from_utf8(bytes).with_context(|| format!("{rel} is not text"))
     };
     let open = |rel: String| -> Result<zeroize::Zeroizing<Vec<u8>>> {
         let sealed = repo.read_head(&loaded.path(&rel))?.with_context(|| format!("{rel} is missing"))?;
