@@ -11,7 +11,11 @@
 # figures are the median run of RUNS (default 3); the breakdown says where
 # the wall time went: before the first call (start, repository checks),
 # calls in flight, gaps with no call in flight, after the last call (the
-# signed commit of the outputs).
+# signed commit of the outputs). "chain time" is how long the chain's calls
+# took, latency and the emulator's own work together: the floor for any
+# client, so wall / chain time is what kaws itself adds. (The emulator is
+# one Python process: calls in flight at once share one core, so a call on
+# the chain takes longer the more calls run beside it.)
 # Usage: scripts/bench-apply.sh [LATENCY_MS] [RUNS]
 #   KAWS_BENCH_LOG=DIR keeps each run's call log (JSON lines) in DIR.
 set -euo pipefail
@@ -58,11 +62,14 @@ def measure(log, t0, t1):
     calls = sorted((json.loads(l) for l in open(log)), key=lambda c: c["end"])
     # Longest chain: calls that ran strictly one after another (each starting
     # after the previous ended), the critical path the run actually followed.
-    best = []
+    # Ties go to the chain that took longest, whose calls' own time (the
+    # latency plus the emulator's work) is then the run's critical path.
+    best, took = [], []
     for i, c in enumerate(calls):
-        prev = [best[j] for j in range(i) if calls[j]["end"] <= c["start"]]
-        best.append(1 + max(prev, default=0))
-    chain = max(best, default=0)
+        prev = max(((best[j], took[j]) for j in range(i) if calls[j]["end"] <= c["start"]), default=(0, 0.0))
+        best.append(1 + prev[0])
+        took.append(prev[1] + c["end"] - c["start"])
+    chain, path = max(zip(best, took), default=(0, 0.0))
     # Time with at least one call in flight.
     busy, edge = 0.0, t0
     for c in sorted(calls, key=lambda c: c["start"]):
@@ -74,7 +81,7 @@ def measure(log, t0, t1):
     after = t1 - max(c["end"] for c in calls)
     mean = statistics.mean(c["end"] - c["start"] for c in calls)
     wall = t1 - t0
-    return dict(wall=wall, calls=len(calls), chain=chain, ratio=wall / (chain * lat), first=first,
+    return dict(wall=wall, calls=len(calls), chain=chain, ratio=wall / (chain * lat), path=path, first=first,
                 busy=busy, idle=wall - first - busy - after, after=after, mean=mean)
 
 runs = {}
@@ -83,11 +90,13 @@ for line in open(results):
     runs.setdefault(int(nodes), []).append(measure(log, float(t0), float(t1)))
 print(f"latency {lat * 1000:.0f} ms per call; median of {len(next(iter(runs.values())))} runs; times in seconds")
 print(f"{'nodes':<6} {'wall':>6} {'calls':>6} {'chain':>6} {'chain*lat':>10} {'ratio':>6}"
-      f" | {'to 1st call':>11} {'in calls':>9} {'gaps':>6} {'after':>6} {'mean call':>9}")
+      f" | {'to 1st call':>11} {'in calls':>9} {'gaps':>6} {'after':>6} {'mean call':>9}"
+      f" | {'chain time':>10} {'wall/chain time':>15}")
 for nodes, rs in sorted(runs.items()):
     m = sorted(rs, key=lambda r: r["wall"])[len(rs) // 2]
     print(f"{nodes:<6} {m['wall']:6.2f} {m['calls']:6d} {m['chain']:6d} {m['chain'] * lat:10.2f} {m['ratio']:6.2f}"
-          f" | {m['first']:11.3f} {m['busy']:9.3f} {m['idle']:6.3f} {m['after']:6.3f} {m['mean']:9.3f}")
+          f" | {m['first']:11.3f} {m['busy']:9.3f} {m['idle']:6.3f} {m['after']:6.3f} {m['mean']:9.3f}"
+          f" | {m['path']:10.3f} {m['wall'] / m['path']:15.2f}")
 small, big = (sorted(rs, key=lambda r: r["wall"])[len(rs) // 2]["calls"] for rs in (runs[3], runs[100]))
 print(f"calls, 100 nodes / 3 nodes: {big / small:.2f} (target <= 2)")
 PY
