@@ -968,40 +968,16 @@ impl Runner<'_> {
             (Fix::Authorize { egress, rules } | Fix::Revoke { egress, rules }, Kind::Rules(role)) => {
                 let group = snap.id(&format!("sg/{}", role.as_str()))?;
                 let perms = ip_permissions(rules, snap)?;
-                let authorize = matches!(fix, Fix::Authorize { .. });
-                match (authorize, egress) {
-                    (true, false) => {
-                        ec2.authorize_security_group_ingress()
-                            .group_id(&group)
-                            .set_ip_permissions(Some(perms))
-                            .send()
-                            .await
-                            .call("AuthorizeSecurityGroupIngress")?;
-                    }
-                    (true, true) => {
-                        ec2.authorize_security_group_egress()
-                            .group_id(&group)
-                            .set_ip_permissions(Some(perms))
-                            .send()
-                            .await
-                            .call("AuthorizeSecurityGroupEgress")?;
-                    }
-                    (false, false) => {
-                        ec2.revoke_security_group_ingress()
-                            .group_id(&group)
-                            .set_ip_permissions(Some(perms))
-                            .send()
-                            .await
-                            .call("RevokeSecurityGroupIngress")?;
-                    }
-                    (false, true) => {
-                        ec2.revoke_security_group_egress()
-                            .group_id(&group)
-                            .set_ip_permissions(Some(perms))
-                            .send()
-                            .await
-                            .call("RevokeSecurityGroupEgress")?;
-                    }
+                macro_rules! send {
+                    ($op:ident, $name:literal) => {
+                        ec2.$op().group_id(&group).set_ip_permissions(Some(perms)).send().await.call($name)?
+                    };
+                }
+                match (matches!(fix, Fix::Authorize { .. }), egress) {
+                    (true, false) => _ = send!(authorize_security_group_ingress, "AuthorizeSecurityGroupIngress"),
+                    (true, true) => _ = send!(authorize_security_group_egress, "AuthorizeSecurityGroupEgress"),
+                    (false, false) => _ = send!(revoke_security_group_ingress, "RevokeSecurityGroupIngress"),
+                    (false, true) => _ = send!(revoke_security_group_egress, "RevokeSecurityGroupEgress"),
                 }
                 // The group's own record changes; the rules node records nothing.
                 found.id = group;

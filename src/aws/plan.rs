@@ -164,7 +164,7 @@ pub fn policy(spec: &ClusterSpec, role_arn: &str, ssm_paths: &[String]) -> Optio
 
 /// The change one node needs, if any.
 /// The wanted reservations that no found one covers.
-pub fn missing_reservations(wanted: &[ipnet::Ipv4Net], found: &[(String, String)]) -> Vec<String> {
+fn missing_reservations(wanted: &[ipnet::Ipv4Net], found: &[(String, String)]) -> Vec<String> {
     let have: Vec<ipnet::Ipv4Net> = found.iter().filter_map(|(_, c)| c.parse().ok()).collect();
     wanted.iter().filter(|w| !have.iter().any(|h| h.contains(*w))).map(|w| w.to_string()).collect()
 }
