@@ -307,9 +307,10 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Waits until something listens on 127.0.0.1:`port`.
+/// Waits until something listens on 127.0.0.1:`port` (up to a minute: on
+/// a busy 2-core machine etcd has taken over 10 s to start).
 pub fn wait_port(port: u16) {
-    for _ in 0..200 {
+    for _ in 0..1200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
         }
