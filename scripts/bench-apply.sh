@@ -24,7 +24,7 @@ source scripts/lib.sh bench-apply
 latency="${1:-50}"
 runs="${2:-3}"
 fpr=$(new_key operator 1d)
-gpg_batch --export-secret-keys "$fpr" > "$work/operator.key"
+(umask 077; gpg_batch --export-secret-keys "$fpr" > "$work/operator.key")
 export KAWS_SECRET_KEY="$work/operator.key"
 "$kaws" init "$work/repo" --admin operator >/dev/null 2>&1
 cd "$work/repo"
@@ -38,6 +38,7 @@ base=$(git rev-parse HEAD)
 for nodes in 3 100; do
   for run in $(seq 1 "$runs"); do
     git reset -q --hard "$base"
+    "$kaws" trust --accept-rewind >/dev/null 2>&1 # a rewind this clone accepts
     start_emulator "$latency"
     "$kaws" cluster plan "n$nodes" >/dev/null
     : > "$calls"

@@ -9,7 +9,9 @@ if [[ -n "${KAWS_BIN:-}" ]]; then
   kaws="$KAWS_BIN"
 else
   cargo build --locked --release --quiet
-  kaws="$PWD/${CARGO_TARGET_DIR:-target}/release/kaws"
+  target_dir="${CARGO_TARGET_DIR:-target}"
+  [[ $target_dir == /* ]] || target_dir="$PWD/$target_dir"
+  kaws="$target_dir/release/kaws"
 fi
 
 work=$(mktemp -d "/tmp/kaws-${1:-run}.XXXXXX")

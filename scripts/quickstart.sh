@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh quickstart
 
 fpr=$(new_key operator 1d)
-gpg_batch --export-secret-keys "$fpr" > "$work/operator.key"
+(umask 077; gpg_batch --export-secret-keys "$fpr" > "$work/operator.key")
 chmod 600 "$work/operator.key"
 export KAWS_SECRET_KEY="$work/operator.key"
 

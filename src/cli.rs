@@ -60,8 +60,14 @@ pub enum Command {
         #[arg(long, value_name = "COMMIT")]
         trust_root: Option<String>,
     },
-    /// Pin the trust root of this clone (a commit id shared out of band)
-    Trust { commit: String },
+    /// Pin (or advance) the trust root of this clone: a commit id shared out of band
+    Trust {
+        #[arg(required_unless_present = "accept_rewind")]
+        commit: Option<String>,
+        /// Accept the current HEAD although it does not descend from the newest commit this clone accepted (logged)
+        #[arg(long)]
+        accept_rewind: bool,
+    },
     /// Administrators' client credentials for a cluster
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -97,6 +103,9 @@ pub enum KeyCommand {
         name: String,
         #[arg(value_name = "CERTFILE")]
         cert: PathBuf,
+        /// Accept a certificate whose user ID repeats an administrator's name or email
+        #[arg(long)]
+        allow_duplicate_uid: bool,
     },
     /// Merge a newer copy of an administrator's certificate (new expiry, subkey, revocation)
     Update {

@@ -70,15 +70,18 @@ pub fn failed(message: impl Into<String>) -> UserError {
 /// Prints `err` the way every kaws error is printed and returns its exit code.
 pub fn report(err: &anyhow::Error) -> Exit {
     let user = err.chain().find_map(|e| e.downcast_ref::<UserError>());
-    eprintln!("error: {err}");
+    // Messages quote repository text (file names, user IDs, commit
+    // summaries): escaped, so none of it can act on the terminal.
+    let esc = |s: String| crate::text::escape_lines(&s).into_owned();
+    eprintln!("error: {}", esc(err.to_string()));
     for cause in err.chain().skip(1) {
         // The UserError's own message is already the headline or a cause.
-        eprintln!("  because: {cause}");
+        eprintln!("  because: {}", esc(cause.to_string()));
     }
     match user {
         Some(u) => {
             if let Some(h) = &u.hint {
-                eprintln!("hint: {h}");
+                eprintln!("hint: {}", esc(h.clone()));
             }
             u.exit
         }

@@ -1,7 +1,13 @@
 //! Merging one kaws entry (cluster, user, context of the same name) into a
-//! kubeconfig: every other entry is kept as it is, and the file is written
-//! 0600 through an O_EXCL temporary and a rename. kaws never writes
+//! kubeconfig: every other entry is kept type for type, and the file is
+//! written 0600 through an O_EXCL temporary and a rename. kaws never writes
 //! `insecure-skip-tls-verify`.
+//!
+//! kubectl reads YAML 1.1, where a plain `y`, `off` or `0755` is a boolean or
+//! an octal number; a YAML 1.2 writer would leave such strings unquoted and
+//! make the file unreadable to kubectl. So kaws writes the document itself
+//! ([`emit`]): every string double-quoted, every other scalar as YAML 1.1
+//! reads it. Comments are not kept (kubectl drops them too when it writes).
 
 use std::path::{Path, PathBuf};
 
@@ -113,7 +119,99 @@ pub fn merge(existing: Option<&str>, entry: &Entry) -> Result<Zeroizing<String>>
     if current.is_empty() {
         doc.insert("current-context".into(), entry.name.clone().into());
     }
-    Ok(Zeroizing::new(serde_yaml::to_string(&Value::Mapping(doc))?))
+    let mut out = Zeroizing::new(String::new());
+    emit(&Value::Mapping(doc), 0, &mut out)?;
+    Ok(out)
+}
+
+/// A double-quoted YAML scalar that every YAML 1.1 and 1.2 reader takes as
+/// exactly `s`: quotes, backslashes, control characters and every Unicode
+/// line break are escaped.
+fn quoted(s: &str, out: &mut String) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}') => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// A scalar, or an error for what kaws cannot write faithfully.
+fn scalar(v: &Value, out: &mut String) -> Result<()> {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::String(s) => quoted(s, out),
+        Value::Tagged(t) if !matches!(t.value, Value::Mapping(_) | Value::Sequence(_)) => {
+            out.push_str(&t.tag.to_string());
+            out.push(' ');
+            scalar(&t.value, out)?;
+        }
+        _ => bail!("the kubeconfig holds a tagged collection, which kaws cannot rewrite faithfully"),
+    }
+    Ok(())
+}
+
+fn is_block(v: &Value) -> bool {
+    match v {
+        Value::Mapping(m) => !m.is_empty(),
+        Value::Sequence(s) => !s.is_empty(),
+        _ => false,
+    }
+}
+
+/// Block-style YAML of `v` at `indent` spaces (the caller has written the
+/// key or `- ` that introduces it).
+fn emit(v: &Value, indent: usize, out: &mut String) -> Result<()> {
+    let pad = " ".repeat(indent);
+    match v {
+        Value::Mapping(m) if !m.is_empty() => {
+            for (i, (k, val)) in m.iter().enumerate() {
+                if i > 0 || !out.ends_with("- ") {
+                    out.push_str(&pad);
+                }
+                scalar(k, out)?;
+                out.push(':');
+                if is_block(val) {
+                    out.push('\n');
+                    emit(val, indent + 2, out)?;
+                } else {
+                    out.push(' ');
+                    emit(val, indent + 2, out)?;
+                }
+            }
+        }
+        Value::Sequence(s) if !s.is_empty() => {
+            for item in s {
+                out.push_str(&pad);
+                out.push_str("- ");
+                if is_block(item) {
+                    if let Value::Sequence(_) = item {
+                        out.push('\n');
+                    }
+                    emit(item, indent + 2, out)?;
+                } else {
+                    emit(item, indent + 2, out)?;
+                }
+            }
+        }
+        Value::Mapping(_) => out.push_str("{}\n"),
+        Value::Sequence(_) => out.push_str("[]\n"),
+        other => {
+            scalar(other, out)?;
+            out.push('\n');
+        }
+    }
+    Ok(())
 }
 
 /// Writes `text` to `path` as a 0600 file: an O_EXCL temporary in the same
@@ -166,5 +264,33 @@ mod tests {
         let fresh: Value = serde_yaml::from_str(&fresh).unwrap();
         assert_eq!(fresh["current-context"], "kaws-prod-alice");
         assert_eq!(fresh["users"][0]["user"]["exec"]["apiVersion"], "client.authentication.k8s.io/v1");
+    }
+
+    #[test]
+    fn strings_stay_strings_for_a_yaml_1_1_reader() {
+        let hazards = ["y", "n", "yes", "off", "null", "0755", "1e3", "~", "", "a\u{2028}b", "say \"hi\"\n"];
+        let mut existing = String::from("apiVersion: v1\nkind: Config\n# a comment\nusers:\n");
+        for (i, h) in hazards.iter().enumerate() {
+            existing.push_str(&format!(
+                "- name: {}\n  user:\n    token: {}\n",
+                serde_json::json!(h),
+                serde_json::json!(format!("t{i}"))
+            ));
+        }
+        existing.push_str(
+            "extensions:\n- name: ext\n  extension: {n: 1, f: 1.5, b: true, z: null, s: \"off\", l: [\"y\", 2]}\n",
+        );
+        let exec = UserAuth::Exec { command: "/bin/kaws".into(), args: vec!["admin".into()] };
+        let merged = merge(Some(&existing), &entry(exec)).unwrap();
+        for h in ["y", "n", "yes", "off", "null", "0755", "1e3", "~"] {
+            assert!(merged.contains(&format!("\"name\": \"{h}\"")), "{h} must be quoted:\n{}", *merged);
+        }
+        let before: Value = serde_yaml::from_str(&existing).unwrap();
+        let after: Value = serde_yaml::from_str(&merged).unwrap();
+        for (i, _) in hazards.iter().enumerate() {
+            assert_eq!(after["users"][i], before["users"][i]);
+        }
+        assert_eq!(after["extensions"], before["extensions"]);
+        assert!(!merged.contains('\u{2028}'));
     }
 }

@@ -16,6 +16,7 @@ mod operator;
 mod pki;
 mod render;
 mod repo;
+mod text;
 mod tomlfile;
 mod vault;
 

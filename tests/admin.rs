@@ -70,16 +70,7 @@ impl World {
 /// An ECDSA P-256 CSR made by openssl with `subj`, for a key file (made if absent).
 fn openssl_csr(dir: &Path, key: &Path, subj: &str) -> Vec<u8> {
     if !key.exists() {
-        let out = openssl(&[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            key.to_str().unwrap(),
-        ]);
-        assert!(out.status.success());
+        openssl_ec_key(key);
     }
     let csr = dir.join("req.csr");
     let out = openssl(&["req", "-new", "-key", key.to_str().unwrap(), "-subj", subj, "-out", csr.to_str().unwrap()]);
@@ -235,7 +226,12 @@ fn only_a_csr_signed_by_the_pinned_key_with_the_right_subject_is_issued() {
     let mhome = Gpg::new();
     let mallory = mhome.gen_with("mallory", KeyOpts { uid: "bob <bob@example.org>", ..Default::default() });
     mhome.export(&[&mallory.fpr], true, &w.f.file("mallory.asc"));
-    assert_eq!(w.f.alice(&["key", "add", "mallory", w.f.file("mallory.asc").to_str().unwrap()]).code, 0);
+    let mallory_asc = w.f.file("mallory.asc");
+    let r = w.f.alice(&["key", "add", "mallory", mallory_asc.to_str().unwrap()]);
+    assert_eq!(r.code, 3, "a look-alike user ID needs --allow-duplicate-uid: {}", r.stderr);
+    assert!(r.stderr.contains("bob@example.org") && r.stderr.contains("--allow-duplicate-uid"), "{}", r.stderr);
+    let r = w.f.alice(&["key", "add", "mallory", mallory_asc.to_str().unwrap(), "--allow-duplicate-uid"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
     let sig = mhome
         .run(&["--armor", "--local-user", &mallory.fpr, "--detach-sign", "--output", "-", csr_path.to_str().unwrap()])
         .stdout;

@@ -122,7 +122,7 @@ fn a_renamed_pubkeys_file_refuses_the_repository() {
 
     // A kaws.toml fingerprint with no file is refused as well. (On top of the
     // swap it would not even be authenticated: its parent's admin set is broken.)
-    git(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
+    rewind(&f, &repo, "HEAD~1");
     git(&repo, &["rm", "-q", &format!("pubkeys/{}.asc", bob.fpr)]);
     git_commit_signed(&repo, &f.gpg, &f.alice.fpr, "drop");
     let r = f.alice(&["key", "list"]);
@@ -220,7 +220,19 @@ fn a_passphrase_protected_key_reads_its_passphrase_from_a_file() {
     let alice = gpg.gen_with("alice", KeyOpts { passphrase: "correct horse", ..Default::default() });
     let sec = gpg.export_secret(&alice.fpr, "correct horse", &tmp.path().join("alice.sec"));
     std::fs::write(tmp.path().join("pass"), "correct horse\n").unwrap();
-    std::fs::write(tmp.path().join("wrong"), "battery staple\n").unwrap();
+    write_secret(&tmp.path().join("wrong"), b"battery staple\n");
+
+    // A passphrase file others can read is refused before it is read.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.path().join("pass"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut c = kaws(&gpg, tmp.path());
+    c.env("KAWS_SECRET_KEY", &sec).env("KAWS_PASSPHRASE_FILE", tmp.path().join("pass"));
+    c.args(["init", "repo", "--admin", "alice"]);
+    let r = run(c);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("not a private file of yours") && r.stderr.contains("chmod 600"), "{}", r.stderr);
+    assert!(!tmp.path().join("repo").exists());
+    std::fs::set_permissions(tmp.path().join("pass"), std::fs::Permissions::from_mode(0o600)).unwrap();
 
     let mut c = kaws(&gpg, tmp.path());
     c.env("KAWS_SECRET_KEY", &sec).env("KAWS_PASSPHRASE_FILE", tmp.path().join("wrong"));
@@ -270,7 +282,7 @@ fn a_change_killed_at_any_step_leaves_the_old_or_the_new_state() {
             if finished {
                 break;
             }
-            git(&f.repo(), &["reset", "-q", "--hard", "HEAD~1"]);
+            rewind(&f, &f.repo(), "HEAD~1");
         } else {
             saw_old = true;
             assert_eq!(snapshot(&f.repo()), old, "step {step}: neither old nor new");

@@ -359,7 +359,7 @@ fn an_interrupted_cluster_init_leaves_no_partial_cluster() {
             // cluster.toml, primaries.toml, 17 certificates, 18 sealed keys, sa.pub,
             // the sealed bootstrap token and its record.
             assert_eq!(files, 2 + 17 + 18 + 1 + 2, "{what}: incomplete cluster");
-            git(&f.repo(), &["reset", "-q", "--hard", old_head.trim()]);
+            rewind(&f, &f.repo(), old_head.trim());
             true
         }
     };

@@ -40,7 +40,18 @@ fn files(user_data: &str) -> Vec<(String, String)> {
         .as_sequence()
         .unwrap()
         .iter()
-        .map(|w| (w["path"].as_str().unwrap().to_owned(), w["content"].as_str().unwrap().to_owned()))
+        .map(|w| {
+            let content = w["content"].as_str().unwrap();
+            let content = match w["encoding"].as_str() {
+                Some("b64") => {
+                    use base64::Engine as _;
+                    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(content).unwrap()).unwrap()
+                }
+                None => content.to_owned(),
+                Some(other) => panic!("unexpected encoding {other}"),
+            };
+            (w["path"].as_str().unwrap().to_owned(), content)
+        })
         .collect()
 }
 
@@ -217,7 +228,7 @@ fn hostile_values_never_reach_a_template() {
         assert_eq!(r.code, 3, "{to}: {}", r.stderr);
         assert!(r.stderr.contains("cluster.toml is not valid"), "{}", r.stderr);
         assert!(r.stdout.is_empty());
-        git(&f.repo(), &["reset", "-q", "--hard", "HEAD~1"]);
+        rewind(&f, &f.repo(), "HEAD~1");
     }
 }
 

@@ -72,19 +72,6 @@ fn leaf_pairs() -> Vec<(String, &'static str)> {
     common::leaves(1)
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let dest = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy_dir(&p, &dest)
-        } else {
-            std::fs::copy(&p, &dest).unwrap();
-        }
-    }
-}
-
 fn verifies(ca: &Path, cert: &Path) -> bool {
     openssl(&["verify", "-CAfile", ca.to_str().unwrap(), cert.to_str().unwrap()]).status.success()
 }
@@ -291,7 +278,7 @@ fn a_rotation_killed_at_any_point_leaves_the_old_or_the_new_state() {
             assert_eq!(bob_only.decrypt(&file).is_ok(), !rotated, "{what}: bob and {}", file.display());
         }
         if rotated {
-            git(&repo, &["reset", "-q", "--hard", old_head.trim()]);
+            rewind(f, &repo, old_head.trim());
         }
         rotated
     };

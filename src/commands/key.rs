@@ -40,10 +40,49 @@ fn admin_operator(ctx: &Ctx, repo: &Repo, admins: &Admins) -> Result<(Operator, 
     Ok((op, name))
 }
 
-pub fn add(ctx: &Ctx, raw_name: &str, path: &Path) -> Result<()> {
+/// The administrator set as it would be with `files` in place of HEAD's
+/// `pubkeys/`; a set kaws would refuse to load is refused here.
+fn load_candidate(
+    ctx: &Ctx,
+    names: &std::collections::BTreeMap<AdminName, Fingerprint>,
+    files: Vec<(String, Vec<u8>)>,
+) -> Result<Admins> {
+    Admins::load(names, files, &ctx.policy, ctx.now).map_err(|e| {
+        refused(format!("the certificate cannot be accepted: {e}"))
+            .hint("every key of a certificate must be its holder's own; export a clean certificate (gpg --export FINGERPRINT)")
+            .into()
+    })
+}
+
+/// Existing administrators whose user ID shares a name or an email with
+/// one of `cert`'s: a look-alike asks for a second look.
+fn look_alikes(cert: &sequoia_openpgp::Cert, admins: &Admins) -> Vec<String> {
+    let parts = |c: &sequoia_openpgp::Cert| -> Vec<String> {
+        c.userids()
+            .flat_map(|u| {
+                let u = u.userid();
+                [u.name().ok().flatten().map(str::to_lowercase), u.email_normalized().ok().flatten()]
+            })
+            .flatten()
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let mine = parts(cert);
+    admins
+        .iter()
+        .filter_map(|a| {
+            let shared: Vec<String> = parts(&a.cert).into_iter().filter(|p| mine.contains(p)).collect();
+            (!shared.is_empty()).then(|| {
+                format!("{} ({}) also uses {}", a.name, a.fingerprint, crate::text::escape(&shared.join(", ")))
+            })
+        })
+        .collect()
+}
+
+pub fn add(ctx: &Ctx, raw_name: &str, path: &Path, allow_duplicate_uid: bool) -> Result<()> {
     let name: AdminName = parse_name(raw_name, "administrator name")?;
     let (repo, mut config, admins) = open_for_change(ctx)?;
-    let cert = read_cert_file(path)?;
+    let cert = cert::bound_only(read_cert_file(path)?, &ctx.policy, ctx.now);
     let fpr = Fingerprint::from(cert.fingerprint());
     cert::check_usable(&cert, &ctx.policy, ctx.now).map_err(|e| {
         refused(format!("the certificate {fpr} in {} is not usable: {e}", path.display())).hint(
@@ -67,7 +106,18 @@ pub fn add(ctx: &Ctx, raw_name: &str, path: &Path) -> Result<()> {
     with_candidate.insert(name.clone(), fpr.clone());
     let mut files = repo.list_head(PUBKEYS_DIR)?;
     files.push((fpr.file_name(), cert::armored(&cert)?));
-    let widened = Admins::load(&with_candidate, files)?;
+    let widened = load_candidate(ctx, &with_candidate, files)?;
+    let alikes = look_alikes(&cert, &admins);
+    if !alikes.is_empty() && !allow_duplicate_uid {
+        return Err(refused(format!(
+            "the certificate {fpr} has a user ID like an existing administrator's: {}",
+            alikes.join("; ")
+        ))
+        .hint(format!(
+            "compare fingerprints with the person out of band; if {fpr} really is a different person's key, add it with --allow-duplicate-uid"
+        ))
+        .into());
+    }
     let op = ctx.operator(&repo, &widened)?;
     let self_proposed = op.fingerprint() == fpr;
     let actor = match admins.by_fingerprint(&op.fingerprint()) {
@@ -92,7 +142,11 @@ pub fn add(ctx: &Ctx, raw_name: &str, path: &Path) -> Result<()> {
     let by = if self_proposed { "Proposed by" } else { "Added by" };
     let message = format!("kaws key add: administrator {name} ({fpr})\n\n{by}: {actor} ({})\n", op.fingerprint());
     let oid = repo.commit(&change, &message, &ctx.author(&repo, &actor), &op)?.context("nothing changed")?;
-    println!("Added administrator {name} ({fpr}) in commit {oid}");
+    println!("Added administrator {name} in commit {oid}");
+    println!("  fingerprint: {fpr}");
+    for u in cert::user_ids(&cert) {
+        println!("  user ID (not verified, informational): {u}");
+    }
     if self_proposed {
         eprintln!(
             "note: this commit is signed by the new key itself, so it is not authenticated until an \
@@ -112,6 +166,11 @@ pub fn update(ctx: &Ctx, path: &Path) -> Result<()> {
     })?;
     let merged =
         admin.cert.clone().merge_public(newer).with_context(|| format!("merging {} into {fpr}", path.display()))?;
+    let merged = cert::bound_only(merged, &ctx.policy, ctx.now);
+    let mut files: Vec<(String, Vec<u8>)> =
+        repo.list_head(PUBKEYS_DIR)?.into_iter().filter(|(f, _)| *f != fpr.file_name()).collect();
+    files.push((fpr.file_name(), cert::armored(&merged)?));
+    load_candidate(ctx, &_config.admins, files)?;
     let (op, actor) = admin_operator(ctx, &repo, &admins)?;
     if merged.armored().to_vec()? == admin.cert.armored().to_vec()? {
         println!("{} ({fpr}) is already up to date", admin.name);

@@ -18,7 +18,9 @@ use crate::context::Ctx;
 pub fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
     match command {
         Command::Init(args) => init::run(ctx, args),
-        Command::Key(KeyCommand::Add { name, cert }) => key::add(ctx, &name, &cert),
+        Command::Key(KeyCommand::Add { name, cert, allow_duplicate_uid }) => {
+            key::add(ctx, &name, &cert, allow_duplicate_uid)
+        }
         Command::Key(KeyCommand::Update { cert }) => key::update(ctx, &cert),
         Command::Key(KeyCommand::Remove { name }) => key::remove(ctx, &name),
         Command::Key(KeyCommand::List) => key::list(ctx),
@@ -56,7 +58,7 @@ pub fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Admin(AdminCommand::Revoke { cluster, name }) => admin::revoke(ctx, &cluster, &name),
         Command::Admin(AdminCommand::List { cluster }) => admin::list(ctx, &cluster),
         Command::Audit { trust_root } => audit::audit(ctx, trust_root.as_deref()),
-        Command::Trust { commit } => audit::trust(ctx, &commit),
+        Command::Trust { commit, accept_rewind } => audit::trust(ctx, commit.as_deref(), accept_rewind),
         Command::Completions { shell } => misc::completions(shell),
         Command::Man { out_dir } => misc::man(out_dir.as_deref()),
     }
@@ -72,13 +74,15 @@ pub(crate) struct Opened {
 
 pub(crate) fn open(ctx: &Ctx, change: bool) -> Result<Opened> {
     let repo = ctx.repo()?;
+    // Fail closed: nothing in the repository (nor the journal of an
+    // interrupted change) is believed until HEAD is authenticated from the
+    // pinned trust root.
+    repo.authenticate(&ctx.policy, ctx.now)?;
+    repo.recover()?;
     if change {
         repo.ensure_clean()?;
     }
-    // Fail closed: nothing in the repository is believed until HEAD is
-    // authenticated from the pinned trust root.
-    repo.authenticate(&ctx.policy, ctx.now)?;
     let config = repo.config()?;
-    let admins = repo.admins(&config)?;
+    let admins = repo.admins(&config, &ctx.policy, ctx.now)?;
     Ok(Opened { repo, config, admins })
 }

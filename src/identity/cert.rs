@@ -55,6 +55,18 @@ pub fn parse_one_public(bytes: &[u8]) -> Result<Cert, CertFileError> {
     Ok(cert)
 }
 
+/// `cert` without the subkeys and user IDs that no self-signature valid
+/// under `policy` binds to it at `now`. Anyone can append an unbound
+/// component (another person's key, say) to a certificate; kept, it would
+/// make signatures by that key look like this certificate's.
+pub fn bound_only(cert: Cert, policy: &dyn Policy, now: SystemTime) -> Cert {
+    if cert.with_policy(policy, now).is_err() {
+        return cert.retain_subkeys(|_| false).retain_userids(|_| false);
+    }
+    cert.retain_subkeys(|ka| ka.with_policy(policy, now).is_ok())
+        .retain_userids(|ua| ua.with_policy(policy, now).is_ok())
+}
+
 /// Checks that `cert` can serve as an administrator at `time`: valid
 /// self-signatures, alive, not revoked, a live signing key and a live
 /// encryption subkey.
@@ -89,7 +101,7 @@ pub fn armored(cert: &Cert) -> anyhow::Result<Vec<u8>> {
 
 /// Informational user IDs (never used to identify anyone).
 pub fn user_ids(cert: &Cert) -> Vec<String> {
-    cert.userids().map(|u| String::from_utf8_lossy(u.userid().value()).into_owned()).collect()
+    cert.userids().map(|u| crate::text::escape(&String::from_utf8_lossy(u.userid().value())).into_owned()).collect()
 }
 
 pub fn creation_time(cert: &Cert) -> SystemTime {

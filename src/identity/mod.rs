@@ -8,6 +8,9 @@ pub mod verify;
 
 use std::collections::BTreeMap;
 
+use std::time::SystemTime;
+
+use sequoia_openpgp::policy::Policy;
 use sequoia_openpgp::Cert;
 
 pub use fingerprint::Fingerprint;
@@ -39,6 +42,8 @@ pub enum StoreError {
     Orphan { file: String },
     #[error("administrators {a} and {b} share the fingerprint {fingerprint}")]
     SharedFingerprint { a: AdminName, b: AdminName, fingerprint: Fingerprint },
+    #[error("the certificates of {a} and {b} both carry the key {key}; a key belongs to one administrator")]
+    SharedKey { a: String, b: String, key: String },
 }
 
 /// The administrator set, checked against the certificates on file.
@@ -51,7 +56,14 @@ impl Admins {
     /// Builds the set from `kaws.toml`'s `[admins]` and the files of
     /// `pubkeys/` as `(file name, content)`. Every file's fingerprint is
     /// recomputed from its content; any disagreement refuses the whole set.
-    pub fn load(names: &BTreeMap<AdminName, Fingerprint>, files: Vec<(String, Vec<u8>)>) -> Result<Admins, StoreError> {
+    /// Components without a valid binding are dropped, and no key may
+    /// appear in two administrators' certificates.
+    pub fn load(
+        names: &BTreeMap<AdminName, Fingerprint>,
+        files: Vec<(String, Vec<u8>)>,
+        policy: &dyn Policy,
+        now: SystemTime,
+    ) -> Result<Admins, StoreError> {
         let mut certs: BTreeMap<Fingerprint, Cert> = BTreeMap::new();
         for (file, bytes) in files {
             if file == "README.md" {
@@ -64,6 +76,7 @@ impl Admins {
                 .ok_or_else(|| StoreError::UnexpectedFile { file: file.clone() })?;
             let cert =
                 cert::parse_one_public(&bytes).map_err(|source| StoreError::BadFile { file: file.clone(), source })?;
+            let cert = cert::bound_only(cert, policy, now);
             let actual = Fingerprint::from(cert.fingerprint());
             if actual != claimed {
                 return Err(StoreError::NameMismatch { file, actual });
@@ -88,7 +101,26 @@ impl Admins {
         if let Some(orphan) = certs.keys().find(|f| !by_fpr.contains_key(f)) {
             return Err(StoreError::Orphan { file: orphan.file_name() });
         }
-        Ok(Admins { by_name })
+        let admins = Admins { by_name };
+        admins.check_disjoint()?;
+        Ok(admins)
+    }
+
+    /// Refuses a set in which one key (primary or subkey) belongs to two
+    /// administrators' certificates.
+    fn check_disjoint(&self) -> Result<(), StoreError> {
+        let mut owner: BTreeMap<String, &AdminName> = BTreeMap::new();
+        for a in self.by_name.values() {
+            for k in a.cert.keys() {
+                let key = k.key().fingerprint().to_hex();
+                if let Some(other) = owner.insert(key.clone(), &a.name) {
+                    if other != &a.name {
+                        return Err(StoreError::SharedKey { a: other.to_string(), b: a.name.to_string(), key });
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn get(&self, name: &AdminName) -> Option<&Admin> {

@@ -95,6 +95,45 @@ pub enum Rejection {
     InconsistentAdmins {
         detail: String,
     },
+    /// The administrator's certificate in the parent revokes the key (hard
+    /// or soft, whenever): none of its signatures counts any more.
+    KeyRevoked {
+        admin: String,
+    },
+    /// No parent of the commit is authenticated.
+    NoAuthenticatedParent,
+    /// A merge verifies as different administrators against different parents.
+    SignerDiffers {
+        parent: String,
+    },
+    /// The signature claims a time before its parent's signature.
+    SignedBeforeParent {
+        signed: u64,
+        parent: String,
+        parent_signed: u64,
+    },
+    /// The signature claims a time beyond this machine's clock plus the skew.
+    SignedInFuture {
+        signed: u64,
+    },
+    /// The commit makes a symbolic link or submodule under kaws' paths.
+    NotRegularFile {
+        paths: Vec<String>,
+    },
+    /// The commit replaces an administrator's certificate with one that
+    /// lacks something the parent's had (a revocation, a binding).
+    CertificateShrank {
+        admin: String,
+        parent: String,
+    },
+    /// The commit changes a cluster's keys, certificates or primaries, and
+    /// its signer is not one of that cluster's primaries in the parent.
+    NotAPrimary {
+        admin: String,
+        cluster: String,
+        parent: String,
+        paths: Vec<String>,
+    },
 }
 
 impl std::fmt::Display for Rejection {
@@ -111,6 +150,36 @@ impl std::fmt::Display for Rejection {
             }
             Rejection::Malformed { detail } => write!(f, "unreadable signature: {detail}"),
             Rejection::InconsistentAdmins { detail } => f.write_str(detail),
+            Rejection::KeyRevoked { admin } => {
+                write!(f, "{admin}'s signing key is revoked in the parent, so none of its signatures counts")
+            }
+            Rejection::NoAuthenticatedParent => write!(f, "no authenticated parent"),
+            Rejection::SignerDiffers { parent } => {
+                write!(f, "the signature is another administrator's against parent {parent}")
+            }
+            Rejection::SignedBeforeParent { signed, parent, parent_signed } => write!(
+                f,
+                "signature time {} is earlier than parent {parent}'s ({}): a backdated signature",
+                crate::context::rfc3339_unix(*signed as i64),
+                crate::context::rfc3339_unix(*parent_signed as i64)
+            ),
+            Rejection::SignedInFuture { signed } => write!(
+                f,
+                "signature time {} is in the future (more than 5 minutes ahead of this machine's clock)",
+                crate::context::rfc3339_unix(*signed as i64)
+            ),
+            Rejection::NotRegularFile { paths } => {
+                write!(f, "makes {} a symbolic link or submodule; kaws' paths hold regular files only", paths.join(", "))
+            }
+            Rejection::CertificateShrank { admin, parent } => write!(
+                f,
+                "replaces {admin}'s certificate with one lacking part of parent {parent}'s (a revocation, expiry or binding rolled back)"
+            ),
+            Rejection::NotAPrimary { admin, cluster, parent, paths } => write!(
+                f,
+                "{admin} is not a primary of cluster {cluster} in parent {parent}, so may not change {}",
+                paths.iter().map(|p| format!("clusters/{cluster}/{p}")).collect::<Vec<_>>().join(", ")
+            ),
         }
     }
 }
@@ -135,32 +204,85 @@ pub fn by_any<'a, N: std::fmt::Display>(
     let Some(first) = issuers.first() else {
         return Err(malformed(&"the signature names no issuer"));
     };
-    let owner =
-        admins.iter().find(|(_, cert)| cert.keys().any(|k| issuers.iter().any(|i| i.aliases(k.key().key_handle()))));
+    // Only keys bound under the policy can make a signature someone's.
+    let owns = |cert: &Cert| {
+        cert.with_policy(policy, now)
+            .map(|vc| vc.keys().any(|k| issuers.iter().any(|i| i.aliases(k.key().key_handle()))))
+            .unwrap_or(false)
+    };
+    let owner = admins.iter().find(|(_, cert)| owns(cert));
     let Some((name, cert)) = owner else {
         return Err(Rejection::UnknownKey { key: first.to_hex() });
     };
+    if revoked_now(cert, &issuers, policy, now) {
+        return Err(Rejection::KeyRevoked { admin: format!("{name} ({})", cert.fingerprint().to_hex()) });
+    }
     if detached(data, signature, cert, policy, now).is_ok() {
         return Ok(name);
     }
     // Tell a key that was not valid then from a signature that is simply bad.
     let when = sig.signature_creation_time().unwrap_or(now);
     let admin = format!("{name} ({})", cert.fingerprint().to_hex());
-    let valid_then = cert.with_policy(policy, when).map_err(|e| e.to_string()).and_then(|vc| {
-        if let openpgp::types::RevocationStatus::Revoked(_) = vc.revocation_status() {
-            return Err("revoked".to_owned());
-        }
-        vc.alive().map_err(|e| e.to_string())?;
-        vc.keys()
-            .for_signing()
-            .alive()
-            .revoked(false)
-            .find(|k| issuers.iter().any(|i| i.aliases(k.key().key_handle())))
-            .map(|_| ())
-            .ok_or_else(|| "the signing key was expired, revoked or not signing-capable".to_owned())
-    });
-    match valid_then {
+    match signing_key_valid_at(cert, &issuers, policy, when) {
         Err(detail) => Err(Rejection::KeyNotValidAtSigning { admin, detail }),
         Ok(()) => Err(Rejection::BadSignature { admin }),
     }
+}
+
+/// Was a signing key of `cert` that `issuers` names alive, unrevoked and
+/// signing-capable at `when`?
+fn signing_key_valid_at(
+    cert: &Cert,
+    issuers: &[KeyHandle],
+    policy: &dyn Policy,
+    when: SystemTime,
+) -> Result<(), String> {
+    let vc = cert.with_policy(policy, when).map_err(|e| e.to_string())?;
+    if let openpgp::types::RevocationStatus::Revoked(_) = vc.revocation_status() {
+        return Err("revoked".to_owned());
+    }
+    vc.alive().map_err(|e| e.to_string())?;
+    vc.keys()
+        .for_signing()
+        .alive()
+        .revoked(false)
+        .find(|k| issuers.iter().any(|i| i.aliases(k.key().key_handle())))
+        .map(|_| ())
+        .ok_or_else(|| "the signing key was expired, revoked or not signing-capable".to_owned())
+}
+
+/// Was the key that made `signature` valid at `when` (a time later than the
+/// one the signature claims: the newest of its parents')? A key expired by
+/// then cannot sign after history has moved past its expiry.
+pub fn signer_valid_at(
+    admin: &str,
+    cert: &Cert,
+    signature: &[u8],
+    policy: &dyn Policy,
+    when: SystemTime,
+) -> Result<(), Rejection> {
+    use openpgp::Packet;
+    let issuers = match Packet::from_bytes(signature) {
+        Ok(Packet::Signature(s)) => s.get_issuers(),
+        _ => return Err(Rejection::Malformed { detail: "not a signature".into() }),
+    };
+    signing_key_valid_at(cert, &issuers, policy, when).map_err(|detail| Rejection::KeyNotValidAtSigning {
+        admin: format!("{admin} ({})", cert.fingerprint().to_hex()),
+        detail,
+    })
+}
+
+/// Is the certificate, or the subkey that `issuers` names, revoked (for any
+/// reason, hard or soft) as the certificate stands at `now`? Judged at now,
+/// not at the signature's time, which the signer chooses.
+fn revoked_now(cert: &Cert, issuers: &[KeyHandle], policy: &dyn Policy, now: SystemTime) -> bool {
+    use openpgp::types::RevocationStatus;
+    let revoked = |s: RevocationStatus| matches!(s, RevocationStatus::Revoked(_));
+    if revoked(cert.revocation_status(policy, now)) {
+        return true;
+    }
+    cert.keys()
+        .subkeys()
+        .filter(|k| issuers.iter().any(|i| i.aliases(k.key().key_handle())))
+        .any(|k| revoked(k.revocation_status(policy, now)))
 }

@@ -16,8 +16,18 @@ use super::{live_signing_keys, Operator, Secrets};
 use crate::error::refused;
 
 pub fn load(path: &Path, policy: &dyn Policy, now: SystemTime) -> Result<Operator> {
-    let bytes =
-        Zeroizing::new(std::fs::read(path).with_context(|| format!("reading the secret key file {}", path.display()))?);
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("reading the secret key file {}", path.display()))?;
+    if !is_private(&file)?.0 {
+        eprintln!(
+            "warning: the secret key file {} can be read by others; keep it 0600 (chmod 600 {})",
+            path.display(),
+            path.display()
+        );
+    }
+    let mut bytes = Zeroizing::new(Vec::with_capacity(64 * 1024));
+    std::io::Read::read_to_end(&mut file, &mut bytes)
+        .with_context(|| format!("reading the secret key file {}", path.display()))?;
     let bad = |why: String| {
         refused(format!("{} is not a usable OpenPGP secret key: {why}", path.display()))
             .hint("export it with `gpg --export-secret-keys FINGERPRINT > FILE` (or `sq key export`)")
@@ -63,10 +73,7 @@ pub fn load(path: &Path, policy: &dyn Policy, now: SystemTime) -> Result<Operato
 /// The passphrase, from `KAWS_PASSPHRASE_FILE` or the terminal.
 pub(super) fn read_password(tsk: &Cert) -> Result<Password> {
     if let Some(file) = std::env::var_os("KAWS_PASSPHRASE_FILE") {
-        let text = Zeroizing::new(
-            std::fs::read_to_string(&file)
-                .with_context(|| format!("reading KAWS_PASSPHRASE_FILE {}", Path::new(&file).display()))?,
-        );
+        let text = read_private_file(Path::new(&file), "KAWS_PASSPHRASE_FILE")?;
         let line = text.strip_suffix('\n').unwrap_or(&text);
         let line = line.strip_suffix('\r').unwrap_or(line);
         return Ok(Password::from(line));
@@ -77,4 +84,37 @@ pub(super) fn read_password(tsk: &Cert) -> Result<Password> {
             .hint("set KAWS_PASSPHRASE_FILE to a 0600 file holding the passphrase")
     })?);
     Ok(Password::from(typed.as_str()))
+}
+
+/// Is the opened file private: a regular file of this user (or root, as
+/// mounted secrets are) that no group or other user can read or write?
+/// Judged on the opened descriptor, so a link is judged by its target.
+fn is_private(f: &std::fs::File) -> Result<(bool, std::fs::Metadata)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = f.metadata()?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    Ok((meta.is_file() && (meta.uid() == me || meta.uid() == 0) && meta.mode() & 0o077 == 0, meta))
+}
+
+/// A secret file's text, refused unless it is private ([`is_private`]): a
+/// passphrase others can read, or swap, is not one.
+fn read_private_file(path: &Path, what: &str) -> Result<Zeroizing<String>> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let shown = path.display();
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {what} {shown}"))?;
+    let (private, meta) = is_private(&f)?;
+    if !private {
+        return Err(refused(format!(
+            "{what} {shown} is not a private file of yours (mode {:o}, owner uid {})",
+            meta.mode() & 0o7777,
+            meta.uid()
+        ))
+        .hint(format!("make it yours and 0600: chmod 600 {shown}"))
+        .into());
+    }
+    let mut text = Zeroizing::new(String::new());
+    f.read_to_string(&mut text).with_context(|| format!("reading {what} {shown}"))?;
+    Ok(text)
 }

@@ -14,11 +14,19 @@ pub enum Role {
     Node,
 }
 
-/// A public file written by cloud-init.
+/// A public file written by cloud-init. Its content reaches the YAML only
+/// base64-encoded (`encoding: b64`): no byte of it can become YAML structure.
 #[derive(Clone, Debug, Serialize)]
 pub struct File {
     pub path: String,
-    pub content: String,
+    pub content_b64: String,
+}
+
+impl File {
+    fn new(path: String, content: &str) -> File {
+        use base64::Engine as _;
+        File { path, content_b64: base64::engine::general_purpose::STANDARD.encode(content) }
+    }
 }
 
 /// Keys every master fetches from `/kaws/CLUSTER/master/shared/` (kubeadm
@@ -83,8 +91,9 @@ pub struct Context {
 pub struct Public {
     /// `(path under pki/, PEM)` of the public certificates (and `sa.pub`).
     pub pki: Vec<(String, String)>,
-    /// `(admin name, manifest)` of each per-administrator binding.
-    pub rbac: Vec<(String, String)>,
+    /// The administrators holding a certificate: each gets the binding
+    /// kaws renders from its name (never a file copied from the repository).
+    pub admins: Vec<crate::name::AdminName>,
     /// SHA-256 (hex) of the cluster CA's DER SubjectPublicKeyInfo.
     pub ca_hash: String,
     /// Hours the bootstrap token has left.
@@ -97,6 +106,23 @@ pub enum ContextError {
     NoSuchMaster(u32, u32),
     #[error("the public certificate pki/{0} is missing")]
     Missing(String),
+    #[error(transparent)]
+    Unsafe(#[from] crate::text::UnsafeText),
+}
+
+impl ContextError {
+    /// As the user sees it: a bad `--index` is a usage error, repository
+    /// text that could break the YAML a refusal, a missing file a failure.
+    pub fn into_user(self) -> crate::error::UserError {
+        use crate::error::{failed, refused, UserError};
+        match self {
+            ContextError::NoSuchMaster(..) => UserError::usage(self.to_string()),
+            ContextError::Unsafe(_) => refused(self.to_string()).hint(
+                "restore the file from a reviewed commit (git log -p -- clusters/CLUSTER/pki); nothing was rendered",
+            ),
+            ContextError::Missing(_) => failed(self.to_string()),
+        }
+    }
 }
 
 impl Context {
@@ -109,29 +135,31 @@ impl Context {
         let minor = spec.kubernetes_version.rsplit_once('.').map_or(spec.kubernetes_version.as_str(), |(m, _)| m);
         let mut public_files = Vec::new();
         if let Role::Master(i) = role {
-            let find = |p: &str| {
-                public
+            let find = |p: &str| -> Result<String, ContextError> {
+                let pem = public
                     .pki
                     .iter()
                     .find(|(path, _)| path == p)
                     .map(|(_, pem)| pem.clone())
-                    .ok_or_else(|| ContextError::Missing(p.to_owned()))
+                    .ok_or_else(|| ContextError::Missing(p.to_owned()))?;
+                crate::text::check_plain(&format!("pki/{p}"), &pem)?;
+                Ok(pem)
             };
             for p in SHARED_MASTER_CERTS {
-                public_files.push(File { path: format!("/etc/kubernetes/pki/{p}"), content: find(p)? });
+                public_files.push(File::new(format!("/etc/kubernetes/pki/{p}"), &find(p)?));
             }
             for kind in ["server", "peer"] {
-                public_files.push(File {
-                    path: format!("/etc/kubernetes/pki/etcd/{kind}.crt"),
-                    content: find(&format!("etcd/{kind}-{i}.crt"))?,
-                });
+                public_files.push(File::new(
+                    format!("/etc/kubernetes/pki/etcd/{kind}.crt"),
+                    &find(&format!("etcd/{kind}-{i}.crt"))?,
+                ));
             }
             if i == 0 {
-                for (name, manifest) in &public.rbac {
-                    public_files.push(File {
-                        path: format!("/etc/kubernetes/kaws/rbac/{name}.yaml"),
-                        content: manifest.clone(),
-                    });
+                for name in &public.admins {
+                    public_files.push(File::new(
+                        format!("/etc/kubernetes/kaws/rbac/{name}.yaml"),
+                        &crate::cluster::admins::rbac_manifest(name),
+                    ));
                 }
             }
         }
@@ -165,8 +193,7 @@ impl Context {
     pub fn files(&self, default_deny: &str) -> Vec<File> {
         let mut files = self.public_files.clone();
         if self.role == Role::Master(0) {
-            files
-                .push(File { path: "/etc/kubernetes/kaws/default-deny.yaml".into(), content: default_deny.to_owned() });
+            files.push(File::new("/etc/kubernetes/kaws/default-deny.yaml".into(), default_deny));
         }
         files
     }

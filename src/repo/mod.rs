@@ -3,15 +3,22 @@
 //! committed at HEAD (the working tree must match it for the paths kaws
 //! manages); changes land through [`txn`] as one signed commit.
 
+mod cachekey;
 pub mod config;
 pub mod history;
+mod ratchet;
+mod rules;
+pub mod signed;
 pub mod txn;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use std::time::SystemTime;
+
 use anyhow::{Context as _, Result};
 use git2::{Oid, Repository};
+use sequoia_openpgp::policy::Policy;
 
 use crate::error::{failed, refused};
 use crate::identity::Admins;
@@ -60,7 +67,6 @@ impl Repo {
             .into());
         }
         let lock = lock(&git)?;
-        txn::recover(&git)?;
         Ok(Repo { git, root: workdir, _lock: lock })
     }
 
@@ -171,9 +177,9 @@ impl Repo {
 
     /// The administrator set at HEAD, every certificate checked against its
     /// file name and `kaws.toml`.
-    pub fn admins(&self, config: &Config) -> Result<Admins> {
+    pub fn admins(&self, config: &Config, policy: &dyn Policy, now: SystemTime) -> Result<Admins> {
         let files = self.list_head(PUBKEYS_DIR)?;
-        Admins::load(&config.admins, files).map_err(|e| {
+        Admins::load(&config.admins, files, policy, now).map_err(|e| {
             refused(format!("the repository's administrator set is inconsistent: {e}"))
                 .hint("restore pubkeys/ and kaws.toml from a reviewed commit (git log -- pubkeys kaws.toml)")
                 .into()
@@ -210,7 +216,19 @@ impl Repo {
         author: &Author,
         signer: &dyn CommitSigner,
     ) -> Result<Option<Oid>> {
-        txn::commit(&self.git, change, message, author, signer)
+        let oid = txn::commit(&self.git, change, message, author, signer)?;
+        if let Some(new) = oid {
+            // kaws' own signed commit moves this clone's ratchet forward; if
+            // the record cannot be written, the next command does it.
+            let _ = self.advance_ratchet(new);
+        }
+        Ok(oid)
+    }
+
+    /// Finishes or discards a change a crash interrupted; call only once
+    /// HEAD is authenticated (see [`txn::recover`]).
+    pub fn recover(&self) -> Result<()> {
+        txn::recover(&self.git)
     }
 
     pub fn set_trust_root(&self, oid: Oid) -> Result<()> {

@@ -117,6 +117,8 @@ pub fn commit(
         return Ok(None);
     }
     let tree = git.find_tree(tree_id)?;
+    // Refused before anything is signed or moved, not half-way through.
+    check_diff(git, &base, &tree)?;
     let sig = git2::Signature::now(&author.name, &author.email)?;
     let parent = old.map(|o| git.find_commit(o)).transpose()?;
     let parents: Vec<&git2::Commit> = parent.iter().collect();
@@ -124,11 +126,16 @@ pub fn commit(
     let armored = signer.sign_commit(&buf).context("signing the commit")?;
     let payload = std::str::from_utf8(&buf).context("commit buffer is not UTF-8")?;
     let new = git.commit_signed(payload, &armored, Some("gpgsig"))?;
+    // The new objects reach the disk before anything names them.
+    sync_filesystem(git.path())?;
     fault::point();
 
     let journal = Journal { branch: branch.clone(), old: old.map(|o| o.to_string()), new: new.to_string() };
     write_atomic(&journal_path(git), toml::to_string(&journal)?.as_bytes(), 0o600)?;
+    // The journal and the directory entry that names it reach the disk
+    // before the branch moves.
     fs::File::open(journal_path(git))?.sync_all()?;
+    sync_dir(journal_path(git).parent().expect("the journal has a directory"))?;
     fault::point();
 
     let log = format!("kaws: {}", message.lines().next().unwrap_or(""));
@@ -137,6 +144,9 @@ pub fn commit(
         None => git.reference(&branch, new, false, &log),
     }
     .context("moving the branch to the new commit (did another process change it?)")?;
+    // The moved branch is durable before the work tree changes: a power loss
+    // cannot revert it under files already rewritten.
+    sync_filesystem(git.path())?;
     fault::point();
 
     materialize(git, &base, &tree)?;
@@ -144,7 +154,29 @@ pub fn commit(
     Ok(Some(new))
 }
 
-/// Finishes or discards a change that a crash interrupted.
+/// Flushes everything written to the filesystem holding `dir` (syncfs(2)):
+/// one call covers every loose object, ref and directory libgit2 wrote,
+/// where an fsync per object would cost one disk flush each.
+fn sync_filesystem(dir: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let d = fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    // SAFETY: syncfs on a descriptor we own; it has no other preconditions.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("syncing {}", dir.display()));
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))
+}
+
+/// Finishes or discards a change that a crash interrupted. Runs only after
+/// HEAD is authenticated: the journal lives in `.git/`, which a copied or
+/// shared repository lets someone else write, so it is believed only when
+/// it names the branch HEAD is on, a new commit whose only parent is the
+/// old one, and that new commit is the (authenticated) HEAD; every path it
+/// would write is checked by [`safe_path`].
 pub fn recover(git: &Repository) -> Result<()> {
     let path = journal_path(git);
     let text = match fs::read_to_string(&path) {
@@ -152,11 +184,23 @@ pub fn recover(git: &Repository) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).context("reading .git/kaws/journal"),
     };
-    let journal: Journal = toml::from_str(&text).context("parsing .git/kaws/journal")?;
+    let bad = |why: String| {
+        crate::error::refused(format!(".git/kaws/journal cannot be trusted: {why}"))
+            .hint("nothing was written; inspect it (cat .git/kaws/journal), then delete it and run the command again")
+    };
+    let journal: Journal = toml::from_str(&text).map_err(|e| bad(format!("it does not parse ({e})")))?;
+    let (branch, _) = head_branch(git)?;
+    if journal.branch != branch {
+        return Err(bad(format!("it names {}, but HEAD is on {branch}", journal.branch)).into());
+    }
     let current = git.find_reference(&journal.branch).ok().and_then(|r| r.target());
-    let new = Oid::from_str(&journal.new)?;
-    let old = journal.old.as_deref().map(Oid::from_str).transpose()?;
+    let new = Oid::from_str(&journal.new).map_err(|e| bad(e.to_string()))?;
+    let old = journal.old.as_deref().map(Oid::from_str).transpose().map_err(|e| bad(e.to_string()))?;
     if current == Some(new) {
+        let parents: Vec<Oid> = git.find_commit(new)?.parent_ids().collect();
+        if parents != old.into_iter().collect::<Vec<_>>() {
+            return Err(bad(format!("its new commit {new} is not a child of its old one")).into());
+        }
         let (base, tree) = (tree_of(git, old)?, tree_of(git, Some(new))?);
         materialize(git, &base, &tree)?;
         eprintln!("kaws: finished an interrupted change (commit {new})");
@@ -171,9 +215,79 @@ pub fn recover(git: &Repository) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a path kaws would write or delete that could leave the work
+/// tree: empty, `.` or `..` components, `.git` in any case, an absolute
+/// path, NUL, a first component outside kaws' paths, or a mode other than a
+/// regular file.
+fn safe_path(path: &Path, mode: FileMode) -> Result<()> {
+    use std::path::Component;
+    let shown = crate::text::escape(&path.to_string_lossy()).into_owned();
+    let refuse = |why: &str| -> Result<()> {
+        Err(crate::error::refused(format!("the change would write {shown}: {why}"))
+            .hint("nothing was written; the commit or journal naming it was not made by kaws")
+            .into())
+    };
+    if !matches!(mode, FileMode::Blob | FileMode::BlobExecutable | FileMode::BlobGroupWritable) {
+        return refuse("not a regular file (a symbolic link or submodule)");
+    }
+    let mut components = path.components().peekable();
+    match components.peek() {
+        Some(Component::Normal(first)) if super::MANAGED.iter().any(|m| first.to_str() == Some(m)) => {}
+        _ => return refuse("outside kaws.toml, .gitignore, pubkeys/ and clusters/"),
+    }
+    for c in components {
+        let Component::Normal(name) = c else { return refuse("a '.', '..' or absolute component") };
+        let bytes = name.as_encoded_bytes();
+        if bytes.is_empty() || bytes.contains(&0) || name.eq_ignore_ascii_case(".git") {
+            return refuse("an empty, NUL or .git component");
+        }
+    }
+    Ok(())
+}
+
+/// The directory `dir` (relative to `root`), made where missing, without
+/// following a symbolic link anywhere on the way.
+fn real_dir_beneath(root: &Path, dir: &Path) -> Result<std::path::PathBuf> {
+    let mut at = root.to_path_buf();
+    for c in dir.components() {
+        at.push(c);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_dir() => {}
+            Ok(_) => {
+                return Err(crate::error::refused(format!(
+                    "{} is not a directory (a symbolic link?); kaws writes only beneath the repository",
+                    crate::text::escape(&at.to_string_lossy())
+                ))
+                .hint("remove it (git status shows what it is), then run the command again")
+                .into())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir(&at).with_context(|| format!("creating {}", at.display()))?
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", at.display())),
+        }
+    }
+    Ok(at)
+}
+
+/// Checks every path that differs between `from` and `to` with [`safe_path`].
+fn check_diff(git: &Repository, from: &Tree, to: &Tree) -> Result<()> {
+    let diff = git.diff_tree_to_tree(Some(from), Some(to), None)?;
+    for delta in diff.deltas() {
+        for f in [delta.old_file(), delta.new_file()] {
+            if let (Some(p), true) = (f.path(), f.exists()) {
+                safe_path(p, f.mode())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Makes the working tree and index match `to` wherever it differs from `from`.
 fn materialize(git: &Repository, from: &Tree, to: &Tree) -> Result<()> {
     let root = git.workdir().context("the repository has no working tree")?.to_path_buf();
+    // Every path is checked before any is touched.
+    check_diff(git, from, to)?;
     let diff = git.diff_tree_to_tree(Some(from), Some(to), None)?;
     let mut index = git.index()?;
     for delta in diff.deltas() {
@@ -187,7 +301,8 @@ fn materialize(git: &Repository, from: &Tree, to: &Tree) -> Result<()> {
         }
         if let (Some(p), true) = (new_file.path(), new_file.exists()) {
             let blob = git.find_blob(new_file.id())?;
-            write_atomic(&root.join(p), blob.content(), 0o644)?;
+            let dir = real_dir_beneath(&root, p.parent().unwrap_or(Path::new("")))?;
+            write_atomic(&dir.join(p.file_name().context("a path without a file name")?), blob.content(), 0o644)?;
             fault::point();
             index.add_path(p)?;
         }
@@ -197,7 +312,12 @@ fn materialize(git: &Repository, from: &Tree, to: &Tree) -> Result<()> {
 }
 
 fn remove_file(root: &Path, rel: &Path) -> Result<()> {
-    let path = root.join(rel);
+    let dir = match rel.parent() {
+        Some(d) if fs::symlink_metadata(root.join(d)).is_err() => return Ok(()), // already gone
+        Some(d) => real_dir_beneath(root, d)?,
+        None => root.to_path_buf(),
+    };
+    let path = dir.join(rel.file_name().context("a path without a file name")?);
     match fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

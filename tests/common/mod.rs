@@ -103,7 +103,8 @@ impl Gpg {
 
     pub fn export_secret(&self, fpr: &str, passphrase: &str, path: &Path) -> PathBuf {
         let out = self.run(&["--pinentry-mode", "loopback", "--passphrase", passphrase, "--export-secret-keys", fpr]);
-        std::fs::write(path, out.stdout).unwrap();
+        let _ = std::fs::remove_file(path);
+        write_secret(path, &out.stdout);
         path.to_path_buf()
     }
 
@@ -136,7 +137,10 @@ pub fn kaws(gpg: &Gpg, dir: &Path) -> Command {
         .env_remove("KAWS_TEST_ABORT_AFTER")
         .env("GNUPGHOME", gpg.home())
         .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
+        .env_remove("XDG_STATE_HOME")
+        // The user's home (where kaws keeps its audit-cache key) is outside
+        // every repository, as it is for a real user.
+        .env("HOME", gpg.home().join("user-home"))
         .env("NO_COLOR", "1");
     c
 }
@@ -186,6 +190,15 @@ pub fn git_commit_signed(dir: &Path, gpg: &Gpg, fpr: &str, message: &str) {
     assert!(out.status.success(), "git commit -S: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// `git reset --hard REV` of an authenticated commit, then `kaws trust
+/// --accept-rewind`: how a team deliberately goes back (the clone's
+/// ratchet refuses a rewind it was not told about).
+pub fn rewind(f: &Fixture, dir: &Path, rev: &str) {
+    git(dir, &["reset", "-q", "--hard", rev]);
+    let r = run(f.kaws_as_alice(dir, &["trust", "--accept-rewind"]));
+    assert_eq!(r.code, 0, "accepting the rewind to {rev}: {}", r.stderr);
+}
+
 /// Every commit reachable from HEAD passes `git verify-commit` with gpg.
 pub fn assert_all_commits_verify(repo: &Path, gpg: &Gpg) {
     for commit in git(repo, &["rev-list", "HEAD"]).lines() {
@@ -210,7 +223,11 @@ pub fn snapshot(dir: &Path) -> String {
         if rel.starts_with(".git/") || rel == ".git" {
             continue;
         }
-        files.push(format!("{rel}:{}", std::fs::read(&entry).map(|b| b.len()).unwrap_or(0)));
+        // Content, not only size: a refusal must leave every byte as it was.
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&bytes, &mut h);
+        files.push(format!("{rel}:{}:{:016x}", bytes.len(), std::hash::Hasher::finish(&h)));
     }
     files.sort();
     format!("{}\n{status}\n{}", String::from_utf8_lossy(&head.stdout), files.join("\n"))
@@ -388,4 +405,84 @@ pub fn leaves(masters: u32) -> Vec<(String, &'static str)> {
         v.push((format!("etcd/peer-{i}"), "etcd/ca"));
     }
     v
+}
+
+/// `kaws --output json audit` as alice: exit code and report.
+pub fn audit_json(f: &Fixture) -> (i32, serde_json::Value) {
+    let r = f.alice(&["--output", "json", "audit"]);
+    (r.code, serde_json::from_str(&r.stdout).unwrap_or_else(|_| panic!("{}\n{}", r.stdout, r.stderr)))
+}
+
+/// The reasons `kaws audit` gives for `commit`.
+pub fn reasons(report: &serde_json::Value, commit: &str) -> String {
+    report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["commit"] == commit.trim())
+        .map(|p| p["reasons"].to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Makes a key for `name` in the fixture's gpg home; alice adds it.
+pub fn add_admin(f: &Fixture, name: &str) -> Key {
+    add_admin_key(f, name, f.gpg.gen(name))
+}
+
+/// alice adds `k` (a key of the fixture's gpg home) as administrator `name`.
+pub fn add_admin_key(f: &Fixture, name: &str, k: Key) -> Key {
+    let file = f.gpg.export(&[&k.fpr], true, &f.file(&format!("{name}.asc")));
+    let r = f.alice(&["key", "add", name, file.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    k
+}
+
+/// `kaws cluster init prod` (one master) as alice.
+pub fn init_cluster(f: &Fixture) {
+    let r = f.alice(&["cluster", "init", "prod", "--domain", "example.com", "--region", "eu-west-1", "--masters", "1"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+/// An ECDSA P-256 private key in PEM made by openssl at `path`.
+pub fn openssl_ec_key(path: &Path) {
+    let out = openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// An outsider, `name`, proposes her own key on a new branch `add-NAME`
+/// with `kaws key add` signed by herself; HEAD stays on that branch.
+pub fn propose_own_key(f: &Fixture, name: &str) -> (Key, Run) {
+    let repo = f.repo();
+    let k = f.gpg.gen(name);
+    let cert = f.gpg.export(&[&k.fpr], true, &f.file(&format!("{name}.asc")));
+    let sec = f.gpg.export_secret(&k.fpr, "", &f.file(&format!("{name}.sec")));
+    git(&repo, &["switch", "-q", "-c", &format!("add-{name}")]);
+    let mut c = kaws(&f.gpg, &repo);
+    c.arg("--secret-key").arg(&sec).args(["key", "add", name]).arg(&cert);
+    let r = run(c);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    (k, r)
+}
+
+/// Copies the directory tree `from` to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
 }

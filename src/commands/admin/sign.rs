@@ -11,7 +11,7 @@ use crate::error::{failed, refused, UserError};
 use crate::identity::{cert, verify};
 use crate::name::AdminName;
 use crate::pki::{self, csr, inspect, table::Usage};
-use crate::repo::{Change, Repo, CLUSTERS_DIR};
+use crate::repo::{Change, Repo};
 
 pub fn sign(ctx: &Ctx, cluster: &str, raw: &str, days: u32) -> Result<()> {
     if !(1..=csr::MAX_DAYS).contains(&days) {
@@ -48,12 +48,7 @@ pub fn sign(ctx: &Ctx, cluster: &str, raw: &str, days: u32) -> Result<()> {
 
     let alg = loaded.spec.key_algorithm;
     let ca_pem = String::from_utf8(read(&repo, &loaded, "pki/ca.crt", || failed("pki/ca.crt is missing").into())?)?;
-    let ca_key = crate::vault::open(
-        &read(&repo, &loaded, "pki/ca.key.pgp", || failed("pki/ca.key.pgp is missing").into())?,
-        &op,
-        &ctx.policy,
-    )
-    .context("opening the cluster CA key")?;
+    let ca_key = crate::commands::cluster::open_checked(ctx, &repo, &loaded, &op, "pki/ca.key.pgp")?;
     let ca = pki::authority(alg, ca_pem.clone(), std::str::from_utf8(&ca_key).context("CA key is not PEM")?)?;
     let cert_pem = csr::issue_admin(&csr_pem, name.as_str(), alg, &ca, ctx.now, days)?;
     let expect = inspect::Expect {
@@ -87,22 +82,5 @@ pub fn sign(ctx: &Ctx, cluster: &str, raw: &str, days: u32) -> Result<()> {
 /// service-account key, in any cluster.
 fn spki_owner(repo: &Repo, name: &AdminName, spki: &[u8]) -> Result<Option<String>> {
     let own = [csr_file(name), cert_file(name)];
-    for dir in repo.list_head_dirs(CLUSTERS_DIR)? {
-        for (path, bytes) in repo.walk_head(&format!("{CLUSTERS_DIR}/{dir}"))? {
-            if own.contains(&path) {
-                continue;
-            }
-            let text = String::from_utf8_lossy(&bytes);
-            let key = match path.rsplit_once('.').map(|(_, ext)| ext) {
-                Some("csr") => csr::public_key_of_request(&text),
-                Some("crt") => inspect::facts(&text).ok().map(|f| f.spki),
-                Some("pub") => csr::public_key_of_pem(&text),
-                _ => None,
-            };
-            if key.as_deref() == Some(spki) {
-                return Ok(Some(format!("{CLUSTERS_DIR}/{dir}/{path}")));
-            }
-        }
-    }
-    Ok(None)
+    crate::commands::cluster::public_key_holder(repo, spki, |_, path| own.iter().any(|o| o == path))
 }

@@ -10,7 +10,7 @@ use crate::cli::Output;
 use crate::context::Ctx;
 use crate::error::{failed, refused};
 use crate::operator::Operator;
-use crate::pki::{inspect, issue, table, KeyAlgorithm};
+use crate::pki::{inspect, table};
 use crate::repo::Repo;
 
 #[derive(Serialize)]
@@ -104,7 +104,7 @@ pub fn certs(ctx: &Ctx, raw: &str, expiring_within: Option<u32>) -> Result<()> {
             status = "chain broken".into();
             problem = Some(e);
         } else if let Some(op) = &op {
-            if let Err(e) = key_matches(ctx, &repo, &loaded, op, &path, &facts.spki) {
+            if let Err(e) = super::open_checked(ctx, &repo, &loaded, op, &format!("pki/{path}.key.pgp")) {
                 status = "key mismatch".into();
                 problem = Some(format!("{e:#}"));
             }
@@ -197,17 +197,4 @@ fn operator_if_primary(
         ));
     }
     Ok(op)
-}
-
-fn key_matches(ctx: &Ctx, repo: &Repo, loaded: &Loaded, op: &Operator, path: &str, spki: &[u8]) -> Result<()> {
-    let sealed = repo
-        .read_head(&loaded.path(&format!("pki/{path}.key.pgp")))?
-        .ok_or_else(|| anyhow::anyhow!("the sealed key {path}.key.pgp is missing"))?;
-    let pem = crate::vault::open(&sealed, op, &ctx.policy)?;
-    let pem = std::str::from_utf8(&pem).map_err(|_| anyhow::anyhow!("the sealed key is not PEM"))?;
-    let alg: KeyAlgorithm = loaded.spec.key_algorithm;
-    if issue::public_key_of(alg, pem)? != spki {
-        anyhow::bail!("the certificate's public key is not the sealed private key's");
-    }
-    Ok(())
 }

@@ -7,6 +7,7 @@ mod provision;
 mod reencrypt;
 mod render;
 mod renew;
+mod sealed;
 
 pub use certs::certs;
 pub use init::init;
@@ -14,6 +15,7 @@ pub use provision::{apply, destroy, plan, Outputs, OUTPUTS_FILE};
 pub use reencrypt::{reencrypt, Mode};
 pub use render::{render, token};
 pub use renew::renew;
+pub(crate) use sealed::{open_checked, public_key_holder};
 
 use anyhow::{Context as _, Result};
 use sequoia_openpgp::Cert;

@@ -91,7 +91,7 @@ fn inputs(ctx: &Ctx, repo: &Repo, loaded: &Loaded, graph: &[model::Node], image:
             }
             _ => continue,
         };
-        let context = Context::new(spec, role, &endpoint, &public).map_err(|e| failed(e.to_string()))?;
+        let context = Context::new(spec, role, &endpoint, &public).map_err(|e| e.into_user())?;
         let bytes = render::encode(&render::user_data(&context).context("rendering user-data")?)?;
         if bytes.len() > render::USER_DATA_LIMIT {
             return Err(failed(format!(
@@ -146,8 +146,7 @@ fn secrets(
     let op = primary_operator(ctx, &opened.repo, &opened.admins, loaded)?;
     for n in needed {
         let Kind::Parameter { source, name } = &n.kind else { continue };
-        let sealed = opened.repo.read_head(&loaded.path(source))?.with_context(|| format!("{source} is missing"))?;
-        let plain = crate::vault::open(&sealed, &op, &ctx.policy).with_context(|| format!("decrypting {source}"))?;
+        let plain = super::open_checked(ctx, &opened.repo, loaded, &op, source)?;
         // Copied once into zeroizing memory; no plain copy outlives this loop.
         let text = Zeroizing::new(
             std::str::from_utf8(&plain).map_err(|_| failed(format!("{source} is not text")))?.to_owned(),

@@ -160,10 +160,8 @@ impl Job<'_> {
     fn reseal(&self, op: &Operator, change: &mut Change) -> Result<()> {
         let (ctx, repo, loaded, readers) = (self.ctx, self.repo, self.loaded, self.readers);
         let files = sealed_files(repo, loaded)?;
-        let plains = files
-            .iter()
-            .map(|(p, b)| crate::vault::open(b, op, &ctx.policy).with_context(|| format!("opening {p}")))
-            .collect::<Result<Vec<_>>>()?;
+        let plains =
+            files.iter().map(|(p, _)| super::open_checked(ctx, repo, loaded, op, p)).collect::<Result<Vec<_>>>()?;
         let refs: Vec<&[u8]> = plains.iter().map(|p| p.as_slice()).collect();
         let sealed = crate::vault::seal_all(&refs, readers, &ctx.policy, ctx.now)?;
         for ((path, _), armored) in files.iter().zip(sealed) {
@@ -241,8 +239,11 @@ impl Job<'_> {
         let csr_pem = read_text(repo, loaded, &csr_file(name))?;
         let sig = repo.read_head(&loaded.path(&sig_file(name)))?.context("no CSR signature")?;
         verify::detached(csr_pem.as_bytes(), &sig, &admin.cert, &ctx.policy, ctx.now)?;
-        csr::check_request(&csr_pem, name.as_str())?;
+        let spki = csr::check_request(&csr_pem, name.as_str())?;
         let old = inspect::facts(&String::from_utf8_lossy(old_cert))?;
+        // Re-issued for the same key only: a CSR swapped in since (say by
+        // someone who took over the name) waits for a primary's `admin sign`.
+        anyhow::ensure!(spki == old.spki, "the CSR on file is not for the key of the certificate being re-issued");
         let days = ((old.not_after - now).max(0) as u64).div_ceil(86_400).clamp(1, u64::from(csr::MAX_DAYS)) as u32;
         Ok(csr::issue_admin(&csr_pem, name.as_str(), loaded.spec.key_algorithm, ca, ctx.now, days)?)
     }

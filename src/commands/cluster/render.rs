@@ -11,7 +11,7 @@ use crate::cli::RenderRole;
 use crate::cluster::token;
 use crate::commands::Opened;
 use crate::context::Ctx;
-use crate::error::{failed, UserError};
+use crate::error::{failed, refused, UserError};
 use crate::name::DnsName;
 use crate::pki::inspect;
 use crate::render::{self, Context, Role};
@@ -25,11 +25,14 @@ pub(crate) fn public_inputs(ctx: &Ctx, repo: &Repo, loaded: &Loaded) -> Result<r
             pki.push((path, String::from_utf8(bytes).context("a certificate is not text")?));
         }
     }
-    let mut rbac = Vec::new();
-    for (file, bytes) in repo.list_head(&loaded.path("rbac"))? {
-        let name = file.strip_suffix(".yaml").context("unexpected file under rbac/")?;
-        let name: crate::name::AdminName = name.parse().map_err(|e| failed(format!("rbac/{file}: {e}")))?;
-        rbac.push((name.to_string(), String::from_utf8(bytes).context("a manifest is not text")?));
+    // Bindings are rendered from the administrators who hold a certificate
+    // (admins/NAME.crt); no manifest text is copied from the repository.
+    let mut admins = Vec::new();
+    for (file, _) in repo.list_head(&loaded.path("admins"))? {
+        let Some(name) = file.strip_suffix(".crt") else { continue };
+        let name: crate::name::AdminName =
+            name.parse().map_err(|e| refused(format!("{}: {e}", loaded.path(&format!("admins/{file}")))))?;
+        admins.push(name);
     }
     let ca = pki.iter().find(|(p, _)| p == "ca.crt").context("pki/ca.crt is missing")?;
     let spki = inspect::facts(&ca.1)?.spki;
@@ -37,7 +40,7 @@ pub(crate) fn public_inputs(ctx: &Ctx, repo: &Repo, loaded: &Loaded) -> Result<r
     let record: token::Record =
         repo.read_toml(&loaded.path(token::RECORD_FILE))?.context("bootstrap-token.toml is missing")?;
     let now = ctx.unix_now();
-    Ok(render::context::Public { pki, rbac, ca_hash, token_hours: record.hours_left(now) })
+    Ok(render::context::Public { pki, admins, ca_hash, token_hours: record.hours_left(now) })
 }
 
 pub fn render(
@@ -61,7 +64,7 @@ pub fn render(
         None => loaded.spec.api_name().parse().expect("the API name of a valid spec is a DNS name"),
     };
     let public = public_inputs(ctx, &repo, &loaded)?;
-    let context = Context::new(&loaded.spec, role, &endpoint, &public).map_err(|e| UserError::usage(e.to_string()))?;
+    let context = Context::new(&loaded.spec, role, &endpoint, &public).map_err(|e| e.into_user())?;
     let text = render::user_data(&context).context("rendering the user-data")?;
     match out {
         None => print!("{text}"),
@@ -114,8 +117,7 @@ pub fn token(ctx: &Ctx, raw: &str, renew: Option<u32>) -> Result<()> {
     println!("Renewed the bootstrap token of {} for {hours} hours in commit {oid}", loaded.name);
     // The token ID (its first six characters) is public by design: it names
     // the Secret; the secret half never leaves this process.
-    let sealed = repo.read_head(&loaded.path(token::SEALED_FILE))?.context("the sealed bootstrap token is missing")?;
-    let value = crate::vault::open(&sealed, &op, &ctx.policy)?;
+    let value = super::open_checked(ctx, &repo, &loaded, &op, token::SEALED_FILE)?;
     let value = std::str::from_utf8(&value)
         .ok()
         .filter(|v| token::is_valid(v))

@@ -19,10 +19,8 @@ pub fn renew(ctx: &Ctx, raw: &str, within: u32, all: bool) -> Result<()> {
         let bytes = repo.read_head(&loaded.path(&rel))?.with_context(|| format!("{rel} is missing"))?;
         String::from_utf8(bytes).with_context(|| format!("{rel} is not text"))
     };
-    let open = |rel: String| -> Result<zeroize::Zeroizing<Vec<u8>>> {
-        let sealed = repo.read_head(&loaded.path(&rel))?.with_context(|| format!("{rel} is missing"))?;
-        crate::vault::open(&sealed, &op, &ctx.policy).with_context(|| format!("opening {rel}"))
-    };
+    // Every key is checked against its certificate before it signs or is re-certified.
+    let open = |rel: String| super::open_checked(ctx, &repo, &loaded, &op, &rel);
 
     let mut authorities = BTreeMap::new();
     let mut change = Change::default();

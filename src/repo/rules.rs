@@ -1,0 +1,234 @@
+//! What a commit may change, beyond who signed it (the audit applies these
+//! to every commit against each authenticated parent):
+//! - under kaws' paths, only regular files (no symbolic link or submodule);
+//! - an administrator's certificate only grows: the new file must hold
+//!   everything the parent's did, so no revocation, expiry or subkey
+//!   binding can be rolled back by committing an older export;
+//! - under `clusters/NAME/`, a cluster's primaries (as `primaries.toml`
+//!   names them in the parent) change anything; any administrator may create
+//!   a new cluster, record `outputs.toml`, and write their own request
+//!   (`admins/SELF.key.pgp`, `.csr`, `.csr.sig`). In a merge, a path that
+//!   differs from *any* authenticated parent counts, unless it is taken
+//!   cleanly from one side (equal to that side's, and unchanged on every
+//!   other side since their merge base): an ordinary pull merges a
+//!   primary's change, while taking an old key or `primaries.toml` from an
+//!   older side is a change like any other.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use anyhow::Result;
+use git2::{FileMode, Oid};
+
+use super::{Repo, CLUSTERS_DIR, MANAGED};
+use crate::identity::verify::Rejection;
+use crate::identity::{Admins, Fingerprint};
+
+/// One path under kaws' paths that differs between a parent and a commit.
+pub(super) struct Changed {
+    pub path: String,
+    /// Its mode in the commit; `None` when the commit deletes it.
+    pub mode: Option<FileMode>,
+}
+
+fn open_to_any_admin(rest: &str, signer: &str) -> bool {
+    rest == "outputs.toml" || ["key.pgp", "csr", "csr.sig"].iter().any(|ext| rest == format!("admins/{signer}.{ext}"))
+}
+
+fn mode_of(m: i32) -> FileMode {
+    [
+        FileMode::Blob,
+        FileMode::BlobExecutable,
+        FileMode::BlobGroupWritable,
+        FileMode::Link,
+        FileMode::Commit,
+        FileMode::Tree,
+    ]
+    .into_iter()
+    .find(|f| i32::from(*f) == m)
+    .unwrap_or(FileMode::Unreadable)
+}
+
+impl Repo {
+    /// Every path under kaws' paths that differs between `parent` and
+    /// `commit`. Entries are compared by id and mode, and only subtrees
+    /// whose ids differ are walked, so a commit that touches one file costs
+    /// one path's worth of reads, however large the repository.
+    pub(super) fn managed_changes(&self, parent: Oid, commit: Oid) -> Result<Vec<Changed>> {
+        let (a, b) = (self.git.find_commit(parent)?.tree()?, self.git.find_commit(commit)?.tree()?);
+        let mut out = Vec::new();
+        self.tree_changes("", Some(&a), Some(&b), &|name| MANAGED.iter().any(|m| m.as_bytes() == name), &mut out)?;
+        Ok(out)
+    }
+
+    fn tree_changes(
+        &self,
+        prefix: &str,
+        a: Option<&git2::Tree>,
+        b: Option<&git2::Tree>,
+        keep: &dyn Fn(&[u8]) -> bool,
+        out: &mut Vec<Changed>,
+    ) -> Result<()> {
+        let entries = |t: Option<&git2::Tree>| -> BTreeMap<Vec<u8>, (Oid, i32)> {
+            t.map(|t| {
+                t.iter()
+                    .filter(|e| keep(e.name_bytes()))
+                    .map(|e| (e.name_bytes().to_vec(), (e.id(), e.filemode())))
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        let (ea, eb) = (entries(a), entries(b));
+        let names: BTreeSet<&Vec<u8>> = ea.keys().chain(eb.keys()).collect();
+        let is_tree = |m: i32| m == i32::from(FileMode::Tree);
+        for name in names {
+            let (x, y) = (ea.get(name), eb.get(name));
+            if x == y {
+                continue;
+            }
+            let path = format!("{prefix}{}", String::from_utf8_lossy(name));
+            let sub = |e: Option<&(Oid, i32)>| -> Result<Option<git2::Tree>> {
+                Ok(match e {
+                    Some((id, m)) if is_tree(*m) => Some(self.git.find_tree(*id)?),
+                    _ => None,
+                })
+            };
+            let (ta, tb) = (sub(x)?, sub(y)?);
+            if ta.is_some() || tb.is_some() {
+                self.tree_changes(&format!("{path}/"), ta.as_ref(), tb.as_ref(), &|_| true, out)?;
+            }
+            let (fx, fy) = (x.filter(|(_, m)| !is_tree(*m)), y.filter(|(_, m)| !is_tree(*m)));
+            if fx.is_some() || fy.is_some() {
+                out.push(Changed { path, mode: fy.map(|(_, m)| mode_of(*m)) });
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry (id, mode) at `path` in `commit`'s tree.
+    fn entry_at(&self, commit: Oid, path: &str) -> Result<Option<(Oid, i32)>> {
+        let tree = self.git.find_commit(commit)?.tree()?;
+        Ok(tree.get_path(Path::new(path)).ok().map(|e| (e.id(), e.filemode())))
+    }
+
+    /// In a merge, is `path` taken cleanly from one side: equal to parent
+    /// P's, while every other parent still has it as at its merge base with
+    /// P? Then the change was made (and judged) on P's side.
+    fn taken_cleanly(&self, commit: Oid, parents: &[Oid], path: &str) -> Result<bool> {
+        if parents.len() < 2 {
+            return Ok(false);
+        }
+        let mine = self.entry_at(commit, path)?;
+        for p in parents {
+            if self.entry_at(*p, path)? != mine {
+                continue;
+            }
+            let mut clean = true;
+            for q in parents.iter().filter(|q| *q != p) {
+                let base = self.git.merge_base(*p, *q).ok();
+                let at_base = match base {
+                    Some(b) => self.entry_at(b, path)?,
+                    None => None,
+                };
+                if base.is_none() || self.entry_at(*q, path)? != at_base {
+                    clean = false;
+                    break;
+                }
+            }
+            if clean {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The primaries' fingerprints of `cluster` at `commit`; `None` when the
+    /// cluster does not exist there.
+    fn primaries_at(&self, commit: Oid, cluster: &str) -> Result<Option<Result<BTreeSet<Fingerprint>, String>>> {
+        let tree = self.git.find_commit(commit)?.tree()?;
+        let dir = format!("{CLUSTERS_DIR}/{cluster}");
+        match tree.get_path(Path::new(&dir)) {
+            Ok(e) if e.kind() == Some(git2::ObjectType::Tree) => {}
+            _ => return Ok(None),
+        }
+        let file = format!("{dir}/{}", crate::cluster::PRIMARIES_FILE);
+        let parsed = (|| -> Result<BTreeSet<Fingerprint>, String> {
+            let name: crate::name::ClusterName = cluster.parse().map_err(|e| format!("{dir}: {e}"))?;
+            let entry = tree.get_path(Path::new(&file)).map_err(|_| format!("{file} is missing"))?;
+            let blob = entry.to_object(&self.git).and_then(|o| o.peel_to_blob()).map_err(|e| e.to_string())?;
+            let p = crate::cluster::Primaries::parse(&name, &String::from_utf8_lossy(blob.content()))
+                .map_err(|e| e.to_string())?;
+            Ok(p.primaries.into_values().collect())
+        })();
+        Ok(Some(parsed))
+    }
+
+    /// Every rule `commit`, signed by administrator `signer`, breaks against
+    /// its authenticated `parents` (each with its administrator set);
+    /// `own` is the commit's own administrator set.
+    pub(super) fn content_rules(
+        &self,
+        commit: Oid,
+        parents: &[(Oid, &Admins)],
+        own: &Result<Admins, String>,
+        signer: &str,
+    ) -> Result<Vec<Rejection>> {
+        let mut out = Vec::new();
+        let mut by_cluster: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut irregular = BTreeSet::new();
+        let mut pubkeys_changed = false;
+        let oids: Vec<Oid> = parents.iter().map(|(o, _)| *o).collect();
+        for (parent, _) in parents {
+            for c in self.managed_changes(*parent, commit)? {
+                if matches!(c.mode, Some(m) if !matches!(m, FileMode::Blob | FileMode::BlobExecutable)) {
+                    irregular.insert(c.path.clone());
+                }
+                pubkeys_changed |= c.path.starts_with("pubkeys/");
+                let Some((cluster, rest)) = c.path.strip_prefix("clusters/").and_then(|p| p.split_once('/')) else {
+                    continue;
+                };
+                if !open_to_any_admin(rest, signer) && !self.taken_cleanly(commit, &oids, &c.path)? {
+                    by_cluster.entry(cluster.to_owned()).or_default().insert(rest.to_owned());
+                }
+            }
+        }
+        if !irregular.is_empty() {
+            out.push(Rejection::NotRegularFile { paths: irregular.into_iter().collect() });
+        }
+        for (cluster, paths) in by_cluster {
+            for (parent, admins) in parents {
+                let Some(primaries) = self.primaries_at(*parent, &cluster)? else {
+                    continue; // not in this parent: any administrator may create a cluster
+                };
+                let fpr = signer.parse().ok().and_then(|n| admins.get(&n)).map(|a| &a.fingerprint);
+                if !matches!((&primaries, fpr), (Ok(p), Some(f)) if p.contains(f)) {
+                    out.push(Rejection::NotAPrimary {
+                        admin: signer.to_owned(),
+                        cluster: cluster.clone(),
+                        parent: parent.to_string(),
+                        paths: paths.iter().cloned().collect(),
+                    });
+                    break;
+                }
+            }
+        }
+        if let (true, Ok(own)) = (pubkeys_changed, own) {
+            for (parent, admins) in parents {
+                for before in admins.iter() {
+                    let Some(after) = own.by_fingerprint(&before.fingerprint) else { continue };
+                    if after.cert == before.cert {
+                        continue;
+                    }
+                    let grown = after.cert.clone().merge_public(before.cert.clone());
+                    if grown.as_ref().ok() != Some(&after.cert) {
+                        out.push(Rejection::CertificateShrank {
+                            admin: format!("{} ({})", after.name, after.fingerprint),
+                            parent: parent.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
