@@ -49,7 +49,8 @@ pub fn audit(ctx: &Ctx, trust_root: Option<&str>) -> Result<()> {
                 for p in &report.problems {
                     println!("  {} {:?}", p.commit, p.summary);
                     for r in &p.reasons {
-                        println!("    {r}");
+                        // Reasons quote repository paths: escaped for the terminal.
+                        println!("    {}", crate::text::escape(r));
                     }
                 }
             }
