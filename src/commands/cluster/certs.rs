@@ -166,12 +166,14 @@ fn print_report(output: Output, report: &Report) -> Result<()> {
     println!("Cluster {}  rotation generation {}, {state}", report.cluster, report.rotation_generation);
     for r in &report.certificates {
         println!("{:<28} {:<14} {:>6} days  {}  (CA {})", r.path, r.status, r.days_left, r.not_after, r.ca);
-        println!("    subject {}  serial {}", r.subject, r.serial);
+        // Certificate text is the issuer's choice: escaped for the terminal.
+        let esc = |s: &str| crate::text::escape(s).into_owned();
+        println!("    subject {}  serial {}", esc(&r.subject), r.serial);
         if !r.sans.is_empty() {
-            println!("    SANs {}", r.sans.join(", "));
+            println!("    SANs {}", esc(&r.sans.join(", ")));
         }
         if let Some(p) = &r.problem {
-            println!("    problem: {p}");
+            println!("    problem: {}", esc(p));
         }
     }
     match &report.key_match_note {
