@@ -316,3 +316,28 @@ fn only_a_primary_writes_secrets() {
     assert!(r.stderr.contains("not a primary"), "{}", r.stderr);
     assert_eq!(c.aws.mutating(), Vec::<String>::new(), "AWS was changed before the refusal");
 }
+
+/// No AWS credentials anywhere: one short message that says so, which
+/// sources were tried and what to do, never the SDK's debug dump.
+#[test]
+fn no_credentials_is_one_clear_message() {
+    let f = Fixture::new();
+    init_cluster(&f);
+    let mut c = f.kaws_as_alice(&f.repo(), &["cluster", "plan", "prod"]);
+    for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL"] {
+        c.env_remove(var);
+    }
+    let missing = f.tmp.path().join("no-such-aws-file");
+    c.env("AWS_CONFIG_FILE", &missing)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &missing)
+        // Not on EC2: the instance-metadata source is off rather than timing out.
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    let before = snapshot(&f.repo());
+    let r = run(c);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("no AWS credentials were found"), "{}", r.stderr);
+    assert!(r.stderr.contains("AWS_PROFILE") && r.stderr.contains("quickstart"), "{}", r.stderr);
+    assert!(!r.stderr.contains("DispatchFailure") && !r.stderr.contains("ProviderError"), "{}", r.stderr);
+    assert!(r.stderr.len() < 800, "{} characters:\n{}", r.stderr.len(), r.stderr);
+    assert_eq!(before, snapshot(&f.repo()));
+}

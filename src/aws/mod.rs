@@ -19,9 +19,10 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
-use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 
 use crate::cluster::ClusterSpec;
+use crate::error::failed;
 
 /// One client per service, all for the spec's region.
 #[derive(Clone)]
@@ -36,8 +37,59 @@ pub struct Aws {
     pub poll: Duration,
 }
 
+/// The credential sources aws-config's default chain tries, in order.
+const CREDENTIAL_SOURCES: &str = "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), the shared profile \
+(AWS_PROFILE in ~/.aws/config and ~/.aws/credentials, SSO included), a web identity token, the ECS container \
+endpoint and EC2 instance metadata";
+
+/// Loads credentials once, before any call: a missing or broken credential
+/// is one message naming what was tried and what to do, not a dispatch
+/// failure on the first call.
+async fn check_credentials(config: &aws_config::SdkConfig) -> Result<()> {
+    use aws_credential_types::provider::error::CredentialsError;
+    use aws_sdk_ec2::config::ProvideCredentials;
+    let hint = "set AWS_PROFILE to a configured profile (`aws configure`, or `aws sso login --profile NAME`), \
+                or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; to try kaws without an AWS account, \
+                scripts/quickstart.sh runs the whole job against a local emulator";
+    let Some(provider) = config.credentials_provider() else {
+        return Err(failed(format!("no AWS credentials were found (tried {CREDENTIAL_SOURCES})")).hint(hint).into());
+    };
+    match provider.provide_credentials().await {
+        Ok(_) => Ok(()),
+        Err(CredentialsError::CredentialsNotLoaded(_)) => {
+            Err(failed(format!("no AWS credentials were found (tried {CREDENTIAL_SOURCES})")).hint(hint).into())
+        }
+        Err(e) => Err(failed(format!("the AWS credentials could not be loaded: {}", one_line(&e))).hint(hint).into()),
+    }
+}
+
+/// An error and its sources on one line, each cut at its first line break
+/// and the whole at 300 characters: what went wrong, without debug dumps.
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        let first = text.lines().next().unwrap_or("").trim().to_owned();
+        if !first.is_empty() && !parts.iter().any(|p| p.contains(&first)) {
+            parts.push(first);
+        }
+        cur = err.source();
+    }
+    let mut line = parts.join(": ");
+    if line.len() > 300 {
+        let mut end = 300;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        line.push('…');
+    }
+    line
+}
+
 impl Aws {
-    pub async fn connect(spec: &ClusterSpec) -> Aws {
+    pub async fn connect(spec: &ClusterSpec) -> Result<Aws> {
         let config = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(spec.region.clone()))
             // Throttling and transient errors back off; the adaptive mode
@@ -45,11 +97,12 @@ impl Aws {
             .retry_config(RetryConfig::adaptive().with_max_attempts(8))
             .load()
             .await;
+        check_credentials(&config).await?;
         let poll = std::env::var("KAWS_AWS_POLL_MS")
             .ok()
             .and_then(|v| v.parse().ok())
             .map_or(Duration::from_secs(5), Duration::from_millis);
-        Aws {
+        Ok(Aws {
             ec2: aws_sdk_ec2::Client::new(&config),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
             asg: aws_sdk_autoscaling::Client::new(&config),
@@ -57,7 +110,7 @@ impl Aws {
             ssm: aws_sdk_ssm::Client::new(&config),
             r53: aws_sdk_route53::Client::new(&config),
             poll,
-        }
+        })
     }
 }
 
@@ -80,7 +133,7 @@ where
         self.map_err(|e| match (e.code(), e.message()) {
             (Some(code), Some(message)) => anyhow!("{what}: {code}: {message}"),
             (Some(code), None) => anyhow!("{what}: {code}"),
-            _ => anyhow!("{what}: {}", DisplayErrorContext(&e)),
+            _ => anyhow!("{what}: {}", one_line(&e)),
         })
     }
 }

@@ -189,7 +189,7 @@ struct Prepared {
 
 async fn prepare(ctx: &Ctx, repo: &Repo, loaded: &Loaded) -> Result<Prepared> {
     let spec = &loaded.spec;
-    let aws = Aws::connect(spec).await;
+    let aws = Aws::connect(spec).await?;
     let graph = model::graph(spec);
     let (world, image) = tokio::try_join!(world::discover(&aws, spec), image(&aws, spec))?;
     if world.zones.len() < spec.azs as usize {
@@ -323,7 +323,7 @@ pub fn destroy(ctx: &Ctx, raw: &str, yes: bool) -> Result<()> {
     let (opened, loaded) = open_cluster(ctx, raw, true)?;
     let rt = runtime()?;
     let spec = &loaded.spec;
-    let aws = rt.block_on(Aws::connect(spec));
+    let aws = rt.block_on(Aws::connect(spec))?;
     let world = rt.block_on(world::discover(&aws, spec))?;
     let items: Vec<String> = world
         .found
