@@ -157,7 +157,7 @@ pub fn add(ctx: &Ctx, raw_name: &str, path: &Path, allow_duplicate_uid: bool) ->
 }
 
 pub fn update(ctx: &Ctx, path: &Path) -> Result<()> {
-    let (repo, _config, admins) = open_for_change(ctx)?;
+    let (repo, config, admins) = open_for_change(ctx)?;
     let newer = read_cert_file(path)?;
     let fpr = Fingerprint::from(newer.fingerprint());
     let admin = admins.by_fingerprint(&fpr).ok_or_else(|| {
@@ -170,7 +170,7 @@ pub fn update(ctx: &Ctx, path: &Path) -> Result<()> {
     let mut files: Vec<(String, Vec<u8>)> =
         repo.list_head(PUBKEYS_DIR)?.into_iter().filter(|(f, _)| *f != fpr.file_name()).collect();
     files.push((fpr.file_name(), cert::armored(&merged)?));
-    load_candidate(ctx, &_config.admins, files)?;
+    load_candidate(ctx, &config.admins, files)?;
     let (op, actor) = admin_operator(ctx, &repo, &admins)?;
     if merged.armored().to_vec()? == admin.cert.armored().to_vec()? {
         println!("{} ({fpr}) is already up to date", admin.name);

@@ -15,7 +15,7 @@
 //! Results are cached in `.git/kaws/audit.json` under the user's MAC key
 //! ([`super::cachekey`]); HEAD's own signature is checked on every run.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,12 +26,11 @@ use sequoia_openpgp::policy::Policy;
 use serde::{Deserialize, Serialize};
 
 use super::cachekey::CacheKey;
-use super::signed::{self, Signed};
+use super::signed::{self, unix, Signed};
 use super::{txn::write_atomic, Config, Repo, CONFIG_FILE, PUBKEYS_DIR};
 use crate::error::refused;
 use crate::identity::verify::{by_any, signer_valid_at, Rejection};
 use crate::identity::{Admins, Fingerprint};
-use std::collections::BTreeSet;
 
 /// How far a signature's claimed time may run ahead of this machine's clock.
 pub const CLOCK_SKEW: Duration = Duration::from_secs(300);
@@ -94,10 +93,6 @@ struct Pending {
 
 type Verdict = Result<String, Rejection>;
 
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 /// `p`'s verdict against the administrators of `parent` (one of its parents,
 /// or the nearest authenticated ancestor of one).
 fn verdict(p: &Pending, parent: Oid, set: &AdminSet, policy: &dyn Policy, now: SystemTime) -> Verdict {
@@ -110,7 +105,7 @@ fn verdict(p: &Pending, parent: Oid, set: &AdminSet, policy: &dyn Policy, now: S
         Err(e) => return Err(Rejection::Malformed { detail: e.clone() }),
     };
     // A signature from the future proves nothing about now.
-    let claimed = signed::claimed_time(&s.signature).map_or(0, unix);
+    let claimed = signed::claimed_unix(&s.signature);
     if claimed > unix(now + CLOCK_SKEW) {
         return Err(Rejection::SignedInFuture { signed: claimed });
     }
@@ -245,7 +240,7 @@ impl Repo {
     /// The trust root's own signature time (its descendants may not sign earlier).
     fn signed_time(&self, oid: Oid) -> u64 {
         match signed::of_commit(&self.git, oid) {
-            Ok(Some(s)) => signed::claimed_time(&s.signature).map_or(0, unix),
+            Ok(Some(s)) => signed::claimed_unix(&s.signature),
             _ => 0,
         }
     }
@@ -276,7 +271,7 @@ impl Repo {
         let only_head = head != root && head_parents.iter().all(|p| auth.contains_key(p));
         // (Authenticated commits descend from the root: when HEAD's parents
         // all are, so does HEAD, and the walk down to the root is skipped.)
-        if !only_head && head != root && !self.git.graph_descendant_of(head, root)? {
+        if !only_head && !self.descends_from(head, root) {
             report.problems.push(Problem {
                 commit: head.to_string(),
                 summary: String::new(),
@@ -348,11 +343,11 @@ impl Repo {
             // unsigned commit slipped in to hide the current state), against
             // its nearest authenticated ancestors: the signer must be an
             // administrator wherever the merge could take history from.
-            let mut against: Vec<(Oid, AdminSet, Verdict, bool)> = Vec::new();
+            let mut against: Vec<(Oid, AdminSet, Verdict)> = Vec::new();
             let mut unauthenticated = Vec::new();
             for ((parent, set), verdict) in p.parents.iter().zip(verdicts) {
                 if auth.contains_key(parent) {
-                    against.push((*parent, set.clone(), verdict, true));
+                    against.push((*parent, set.clone(), verdict));
                 } else {
                     unauthenticated.push(*parent);
                 }
@@ -365,11 +360,11 @@ impl Repo {
                 }
                 let set = self.admins_at(f, &mut memo, policy, now)?;
                 let v = verdict(p, f, &set, policy, now);
-                against.push((f, set, v, false));
+                against.push((f, set, v));
             }
             let mut reasons: Vec<Rejection> = Vec::new();
             let mut signer: Option<(String, Fingerprint)> = None;
-            for (parent, set, verdict, _) in &against {
+            for (parent, set, verdict) in &against {
                 match verdict {
                     Ok(name) => {
                         let admins = set.as_ref().as_ref().expect("a verdict was reached, so the set is consistent");
@@ -393,7 +388,7 @@ impl Repo {
             }
             let mut signed_at = 0;
             if let (Some((name, fpr)), true, Ok(Some(s))) = (&signer, reasons.is_empty(), &p.signed) {
-                let claimed = signed::claimed_time(&s.signature).map_or(0, unix);
+                let claimed = signed::claimed_unix(&s.signature);
                 // Not before the parents' signatures (less the clock skew
                 // two honest machines may have between them) ...
                 for (parent, ..) in &against {

@@ -51,7 +51,7 @@ impl Repo {
     /// Why `head` is a rewind of what this clone accepted, if it is one.
     pub fn rewind_of(&self, head: Oid) -> Result<Option<String>> {
         let Some(accepted) = self.accepted()? else { return Ok(None) };
-        if accepted == head || self.git.graph_descendant_of(head, accepted).unwrap_or(false) {
+        if self.descends_from(head, accepted) {
             return Ok(None);
         }
         Ok(Some(format!(

@@ -180,7 +180,7 @@ impl Repo {
         let oids: Vec<Oid> = parents.iter().map(|(o, _)| *o).collect();
         for (parent, _) in parents {
             for c in self.managed_changes(*parent, commit)? {
-                if matches!(c.mode, Some(m) if !matches!(m, FileMode::Blob | FileMode::BlobExecutable)) {
+                if matches!(c.mode, Some(m) if !super::txn::is_regular(m)) {
                     irregular.insert(c.path.clone());
                 }
                 pubkeys_changed |= c.path.starts_with("pubkeys/");

@@ -62,13 +62,18 @@ pub fn split(raw: &[u8]) -> Result<Option<Signed>, String> {
     }
 }
 
-/// The creation time a signature claims (the signer chooses it).
-pub fn claimed_time(signature: &[u8]) -> Option<SystemTime> {
+/// The creation time a signature claims (the signer chooses it), as unix
+/// seconds; 0 when it claims none.
+pub fn claimed_unix(signature: &[u8]) -> u64 {
     use sequoia_openpgp::parse::Parse;
-    match sequoia_openpgp::Packet::from_bytes(signature).ok()? {
-        sequoia_openpgp::Packet::Signature(s) => s.signature_creation_time(),
-        _ => None,
+    match sequoia_openpgp::Packet::from_bytes(signature) {
+        Ok(sequoia_openpgp::Packet::Signature(s)) => s.signature_creation_time().map_or(0, unix),
+        _ => 0,
     }
+}
+
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

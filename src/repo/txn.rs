@@ -215,6 +215,12 @@ pub fn recover(git: &Repository) -> Result<()> {
     Ok(())
 }
 
+/// A file mode kaws writes and accepts: a regular file (no symbolic link
+/// or submodule).
+pub(super) fn is_regular(mode: FileMode) -> bool {
+    matches!(mode, FileMode::Blob | FileMode::BlobExecutable | FileMode::BlobGroupWritable)
+}
+
 /// Refuses a path kaws would write or delete that could leave the work
 /// tree: empty, `.` or `..` components, `.git` in any case, an absolute
 /// path, NUL, a first component outside kaws' paths, or a mode other than a
@@ -227,7 +233,7 @@ fn safe_path(path: &Path, mode: FileMode) -> Result<()> {
             .hint("nothing was written; the commit or journal naming it was not made by kaws")
             .into())
     };
-    if !matches!(mode, FileMode::Blob | FileMode::BlobExecutable | FileMode::BlobGroupWritable) {
+    if !is_regular(mode) {
         return refuse("not a regular file (a symbolic link or submodule)");
     }
     let mut components = path.components().peekable();

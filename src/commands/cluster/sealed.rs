@@ -25,53 +25,43 @@ enum Half {
 }
 
 fn public_half(repo: &Repo, loaded: &Loaded, rel: &str) -> Result<Half> {
-    let read = |p: &str| -> Result<String> {
-        let b = repo.read_head(&loaded.path(p))?.with_context(|| format!("{} is missing", loaded.path(p)))?;
-        String::from_utf8(b).with_context(|| format!("{} is not text", loaded.path(p)))
-    };
-    let unreadable = |p: &str| refused(format!("{} holds no readable public key", loaded.path(p)));
     if rel == token::SEALED_FILE {
         return Ok(Half::Token);
     }
-    if let Some(path) = rel.strip_prefix("pki/").and_then(|p| p.strip_suffix(".key.pgp")) {
-        let half = pki_half(path, read, unreadable)?;
-        if let Half::PublicKey(spki, _) = &half {
-            if let Some(other) = foreign_owner(repo, loaded, spki)? {
-                return Err(refused(format!(
-                    "{} is the key of {other}, another cluster's: a copied cluster could hand it to other primaries",
-                    loaded.path(rel)
-                ))
-                .hint("every cluster has its own keys; remove the copy in a commit signed by a primary")
-                .into());
-            }
+    // The file holding the public half, and whether it is a cluster key.
+    let (file, cluster_key) = if let Some(path) = rel.strip_prefix("pki/").and_then(|p| p.strip_suffix(".key.pgp")) {
+        (if path == table::SA { "pki/sa.pub".to_owned() } else { format!("pki/{path}.crt") }, true)
+    } else if let Some(name) = rel.strip_prefix("admins/").and_then(|p| p.strip_suffix(".key.pgp")) {
+        (format!("admins/{name}.csr"), false)
+    } else {
+        return Err(refused(format!("{} is not a file kaws seals; it is not opened", loaded.path(rel)))
+            .hint("remove it in a commit signed by a primary")
+            .into());
+    };
+    let bytes = repo.read_head(&loaded.path(&file))?.with_context(|| format!("{} is missing", loaded.path(&file)))?;
+    let spki = public_key_in(&file, &String::from_utf8_lossy(&bytes))
+        .ok_or_else(|| refused(format!("{} holds no readable public key", loaded.path(&file))))?;
+    if cluster_key {
+        if let Some(other) = foreign_owner(repo, loaded, &spki)? {
+            return Err(refused(format!(
+                "{} is the key of {other}, another cluster's: a copied cluster could hand it to other primaries",
+                loaded.path(rel)
+            ))
+            .hint("every cluster has its own keys; remove the copy in a commit signed by a primary")
+            .into());
         }
-        return Ok(half);
     }
-    if let Some(name) = rel.strip_prefix("admins/").and_then(|p| p.strip_suffix(".key.pgp")) {
-        let file = format!("admins/{name}.csr");
-        let spki = csr::public_key_of_request(&read(&file)?).ok_or_else(|| unreadable(&file))?;
-        return Ok(Half::PublicKey(spki, file));
-    }
-    Err(refused(format!("{} is not a file kaws seals; it is not opened", loaded.path(rel)))
-        .hint("remove it in a commit signed by a primary")
-        .into())
+    Ok(Half::PublicKey(spki, file))
 }
 
-/// The committed public half of `pki/PATH.key.pgp`.
-fn pki_half(
-    path: &str,
-    read: impl Fn(&str) -> Result<String>,
-    unreadable: impl Fn(&str) -> crate::error::UserError,
-) -> Result<Half> {
-    {
-        if path == table::SA {
-            let file = "pki/sa.pub".to_owned();
-            let spki = csr::public_key_of_pem(&read(&file)?).ok_or_else(|| unreadable(&file))?;
-            return Ok(Half::PublicKey(spki, file));
-        }
-        let file = format!("pki/{path}.crt");
-        let spki = inspect::facts(&read(&file)?).map_err(|_| unreadable(&file))?.spki;
-        Ok(Half::PublicKey(spki, file))
+/// The public key (SPKI DER) in a certificate (`.crt`), request (`.csr`)
+/// or PEM public key (`.pub`), by the file's extension.
+fn public_key_in(path: &str, text: &str) -> Option<Vec<u8>> {
+    match path.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("csr") => csr::public_key_of_request(text),
+        Some("crt") => inspect::facts(text).ok().map(|f| f.spki),
+        Some("pub") => csr::public_key_of_pem(text),
+        _ => None,
     }
 }
 
@@ -88,14 +78,7 @@ pub(crate) fn public_key_holder(repo: &Repo, spki: &[u8], skip: impl Fn(&str, &s
             if skip(&dir, &path) {
                 continue;
             }
-            let text = String::from_utf8_lossy(&bytes);
-            let key = match path.rsplit_once('.').map(|(_, ext)| ext) {
-                Some("csr") => csr::public_key_of_request(&text),
-                Some("crt") => inspect::facts(&text).ok().map(|f| f.spki),
-                Some("pub") => csr::public_key_of_pem(&text),
-                _ => None,
-            };
-            if key.as_deref() == Some(spki) {
+            if public_key_in(&path, &String::from_utf8_lossy(&bytes)).as_deref() == Some(spki) {
                 return Ok(Some(format!("{}/{dir}/{path}", crate::repo::CLUSTERS_DIR)));
             }
         }
