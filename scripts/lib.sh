@@ -36,6 +36,8 @@ new_key() {
 # start_emulator [LATENCY_MS]: moto on loopback behind the recording proxy
 # (tests/fixtures/awsproxy.py); exports AWS_ENDPOINT_URL and test
 # credentials, and sets $calls to the proxy's log. Stopped on exit.
+# KAWS_STRICT=all (or a list, see tests/fixtures/strict.py) makes the proxy
+# play what real AWS does and moto does not.
 start_emulator() {
   local cache="${KAWS_CACHE:-$HOME/.cache/kaws}" moto_port proxy_port
   moto_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -45,7 +47,8 @@ start_emulator() {
     "$cache/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
   pids+=($!)
   "$cache/bin/kaws-python" "$src/tests/fixtures/awsproxy.py" --port "$proxy_port" \
-    --upstream "http://127.0.0.1:$moto_port" --log "$calls" --latency-ms "${1:-0}" &
+    --upstream "http://127.0.0.1:$moto_port" --log "$calls" --latency-ms "${1:-0}" \
+    --strict "${KAWS_STRICT:-}" --window-ms "${KAWS_STRICT_WINDOW_MS:-1000}" &
   pids+=($!)
   for _ in $(seq 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$moto_port") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$proxy_port") 2>/dev/null && break
@@ -53,6 +56,8 @@ start_emulator() {
   done
   export AWS_ENDPOINT_URL="http://127.0.0.1:$proxy_port" AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
   export AWS_REGION=eu-west-1 KAWS_AWS_POLL_MS=200
+  # Real AWS settles within about 2 minutes; the proxy's windows are short.
+  [[ -z "${KAWS_STRICT:-}" ]] || export KAWS_AWS_SETTLE_MS="${KAWS_AWS_SETTLE_MS:-5000}"
   unset AWS_PROFILE
 }
 stop_emulators() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; pids=(); }

@@ -85,6 +85,11 @@ pub fn report(err: &anyhow::Error) -> Exit {
             }
             u.exit
         }
-        None => Exit::Failure,
+        None => {
+            if let Some(aws) = crate::aws::aws_error(err) {
+                eprintln!("hint: {}", aws.hint());
+            }
+            Exit::Failure
+        }
     }
 }

@@ -20,11 +20,22 @@ struct Emulator {
     _proxy: Child,
     port: u16,
     log: PathBuf,
+    /// The real-AWS behaviours the proxy plays (tests/fixtures/strict.py).
+    strict: String,
     _dir: tempfile::TempDir,
 }
 
+/// How long a window of a real-AWS behaviour lasts in the strict proxy; kaws
+/// waits out such states for `SETTLE_MS` in these tests (2 minutes on AWS).
+const WINDOW_MS: &str = "1000";
+const SETTLE_MS: &str = "5000";
+
 impl Emulator {
     fn start() -> Emulator {
+        Emulator::strict("")
+    }
+
+    fn strict(behaviours: &str) -> Emulator {
         let dir = tempfile::tempdir().unwrap();
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         let moto_port = free_port();
@@ -46,12 +57,26 @@ impl Emulator {
                 .args(["--port", &port.to_string(), "--upstream", &format!("http://127.0.0.1:{moto_port}")])
                 .arg("--log")
                 .arg(&log)
+                .args(["--strict", behaviours, "--window-ms", WINDOW_MS, "--seed", "7"])
                 .spawn()
                 .expect("the proxy starts"),
         );
         wait_port(moto_port);
         wait_port(port);
-        Emulator { _moto: moto, _proxy: proxy, port, log, _dir: dir }
+        Emulator { _moto: moto, _proxy: proxy, port, log, strict: behaviours.to_owned(), _dir: dir }
+    }
+
+    /// How often each real-AWS behaviour was played since the last `clear`.
+    fn injected(&self) -> std::collections::BTreeMap<String, usize> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut out = std::collections::BTreeMap::new();
+        for l in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if let Some(b) = v["strict"].as_str() {
+                *out.entry(b.to_owned()).or_insert(0) += 1;
+            }
+        }
+        out
     }
 
     fn url(&self) -> String {
@@ -111,6 +136,15 @@ struct Cluster {
 
 impl Cluster {
     fn new() -> Cluster {
+        Cluster::with(Emulator::start())
+    }
+
+    /// Behind the strict proxy, playing `behaviours` of real AWS.
+    fn strict(behaviours: &str) -> Cluster {
+        Cluster::with(Emulator::strict(behaviours))
+    }
+
+    fn with(aws: Emulator) -> Cluster {
         let f = Fixture::new();
         let r = f.alice(&[
             "cluster",
@@ -128,7 +162,7 @@ impl Cluster {
             "2",
         ]);
         assert_eq!(r.code, 0, "{}", r.stderr);
-        Cluster { f, aws: Emulator::start() }
+        Cluster { f, aws }
     }
 
     fn kaws(&self, args: &[&str]) -> Command {
@@ -138,6 +172,9 @@ impl Cluster {
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env_remove("AWS_PROFILE")
             .env("KAWS_AWS_POLL_MS", "50");
+        if !self.aws.strict.is_empty() {
+            c.env("KAWS_AWS_SETTLE_MS", SETTLE_MS);
+        }
         c
     }
 
@@ -161,6 +198,28 @@ impl Cluster {
         let r = self.aws.check(&["counts"]);
         assert_eq!(r.code, 0, "{}", r.stderr);
         serde_json::from_str(&r.stdout).unwrap()
+    }
+
+    /// Starts an apply and kills it once it has made `n` mutating calls.
+    fn kill_apply_after(&self, n: usize) {
+        let mut child =
+            self.kaws(&["cluster", "apply", "prod", "--yes"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let start = Instant::now();
+        while self.aws.mutating().len() < n {
+            assert!(start.elapsed() < Duration::from_secs(120), "apply made only {} calls", self.aws.mutating().len());
+            assert!(child.try_wait().unwrap().is_none(), "apply finished before it could be killed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn destroy(&self) {
+        let r = self.run(&["cluster", "destroy", "prod", "--yes"]);
+        assert_eq!(r.code, 0, "destroy: {}\n{}", r.stdout, r.stderr);
+        let left = self.aws.check(&["leftovers"]);
+        assert_eq!(left.code, 0, "{}", left.stderr);
+        assert_eq!(left.stdout.trim(), "", "left behind:\n{}", left.stdout);
     }
 
     fn plan(&self) -> String {
@@ -221,22 +280,24 @@ fn apply_builds_the_design_and_a_second_apply_makes_no_mutating_call() {
     assert_eq!(cluster["tls-server-name"], "api.prod.example.com", "{text}");
 }
 
+/// Changes behind kaws' back: an open rule, a lost route, a lost master, a
+/// lost secret, lost reservations.
+const DRIFT: &str = "node = key('sg/node', ec2.describe_security_groups(Filters=T)['SecurityGroups'])[0]\n\
+     ec2.authorize_security_group_ingress(GroupId=node['GroupId'], IpPermissions=[{'IpProtocol':'tcp','FromPort':22,'ToPort':22,'IpRanges':[{'CidrIp':'0.0.0.0/0'}]}])\n\
+     rtb = key('rtb/public', ec2.describe_route_tables(Filters=T)['RouteTables'])[0]\n\
+     ec2.delete_route(RouteTableId=rtb['RouteTableId'], DestinationCidrBlock='0.0.0.0/0')\n\
+     m1 = key('instance/master-1', [i for r in ec2.describe_instances(Filters=T)['Reservations'] for i in r['Instances']])[0]\n\
+     ec2.terminate_instances(InstanceIds=[m1['InstanceId']])\n\
+     ssm.delete_parameter(Name='/kaws/prod/node/bootstrap-token')\n\
+     s2 = key('subnet/private-2', ec2.describe_subnets(Filters=T)['Subnets'])[0]\n\
+     for r in ec2.get_subnet_cidr_reservations(SubnetId=s2['SubnetId'])['SubnetIpv4CidrReservations']:\n\
+     \x20   ec2.delete_subnet_cidr_reservation(SubnetCidrReservationId=r['SubnetCidrReservationId'])\n";
+
 #[test]
 fn drift_shows_in_the_plan_and_apply_repairs_it() {
     let c = Cluster::new();
     c.apply();
-    c.aws.by_hand(
-        "node = key('sg/node', ec2.describe_security_groups(Filters=T)['SecurityGroups'])[0]\n\
-         ec2.authorize_security_group_ingress(GroupId=node['GroupId'], IpPermissions=[{'IpProtocol':'tcp','FromPort':22,'ToPort':22,'IpRanges':[{'CidrIp':'0.0.0.0/0'}]}])\n\
-         rtb = key('rtb/public', ec2.describe_route_tables(Filters=T)['RouteTables'])[0]\n\
-         ec2.delete_route(RouteTableId=rtb['RouteTableId'], DestinationCidrBlock='0.0.0.0/0')\n\
-         m1 = key('instance/master-1', [i for r in ec2.describe_instances(Filters=T)['Reservations'] for i in r['Instances']])[0]\n\
-         ec2.terminate_instances(InstanceIds=[m1['InstanceId']])\n\
-         ssm.delete_parameter(Name='/kaws/prod/node/bootstrap-token')\n\
-         s2 = key('subnet/private-2', ec2.describe_subnets(Filters=T)['Subnets'])[0]\n\
-         for r in ec2.get_subnet_cidr_reservations(SubnetId=s2['SubnetId'])['SubnetIpv4CidrReservations']:\n\
-         \x20   ec2.delete_subnet_cidr_reservation(SubnetCidrReservationId=r['SubnetCidrReservationId'])\n",
-    );
+    c.aws.by_hand(DRIFT);
     let plan = c.plan();
     for want in [
         "revoke ingress from 22/tcp 0.0.0.0/0",
@@ -263,16 +324,7 @@ fn drift_shows_in_the_plan_and_apply_repairs_it() {
 #[test]
 fn a_killed_apply_converges_without_duplicates() {
     let c = Cluster::new();
-    let mut child =
-        c.kaws(&["cluster", "apply", "prod", "--yes"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let start = Instant::now();
-    while c.aws.mutating().len() < 30 {
-        assert!(start.elapsed() < Duration::from_secs(60), "apply made only {} calls", c.aws.mutating().len());
-        assert!(child.try_wait().unwrap().is_none(), "apply finished before it could be killed");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    c.kill_apply_after(30);
     let partial = c.counts();
     assert_ne!(partial, expected_counts(), "the kill came too late to test anything");
     let plan = c.plan();
@@ -340,4 +392,62 @@ fn no_credentials_is_one_clear_message() {
     assert!(!r.stderr.contains("DispatchFailure") && !r.stderr.contains("ProviderError"), "{}", r.stderr);
     assert!(r.stderr.len() < 800, "{} characters:\n{}", r.stderr.len(), r.stderr);
     assert_eq!(before, snapshot(&f.repo()));
+}
+
+/// The whole life of a cluster behind a proxy that plays what real AWS does
+/// and moto does not (tests/fixtures/strict.py): eventual consistency, IAM
+/// propagation, client-token replay, pending and provisioning states,
+/// throttling bursts, an opted-in Local Zone. A killed apply, its repair, a
+/// second apply that changes nothing, drift repaired, a destroy, and a new
+/// cluster of the same name the "next day" (the proxy still remembers every
+/// client token of the first one).
+#[test]
+fn the_whole_life_of_a_cluster_on_real_aws_behaviours() {
+    let c = Cluster::strict("notfound,iam,tokens,pending,throttle,localzone");
+    c.kill_apply_after(25);
+    let plan = c.plan();
+    assert!(!plan.lines().any(|l| l.trim_start().starts_with("- ")), "a killed run left duplicates: {plan}");
+    c.apply();
+    c.assert_design();
+    assert_eq!(c.counts(), expected_counts());
+    // Token replays happen only when an answer was lost; every other
+    // behaviour must have been met.
+    let fired = c.aws.injected();
+    for b in ["notfound", "iam", "pending", "throttle", "localzone"] {
+        assert!(fired.contains_key(b), "the proxy never played {b}: {fired:?}");
+    }
+
+    c.aws.clear();
+    c.apply();
+    assert_eq!(c.aws.mutating(), Vec::<String>::new(), "a second apply changed something");
+
+    c.aws.by_hand(DRIFT);
+    c.apply();
+    c.assert_design();
+    assert!(c.plan().contains(NOTHING));
+
+    c.destroy();
+    c.apply();
+    c.assert_design();
+    assert_eq!(c.counts(), expected_counts());
+    c.destroy();
+}
+
+/// A NAT gateway that fails (as real ones do in a subnet without a free
+/// address) is an error naming AWS's failure code; the next apply shows it
+/// as a replacement and makes it anew, stepping over the client token that
+/// replays the failed one.
+#[test]
+fn a_failed_nat_gateway_is_named_and_replaced() {
+    let c = Cluster::strict("failnat,tokens");
+    let r = c.run(&["cluster", "apply", "prod", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("InsufficientFreeAddressesInSubnet"), "{}", r.stderr);
+    assert!(r.stderr.contains("hint:"), "{}", r.stderr);
+    let plan = c.plan();
+    assert!(plan.contains("replace") && plan.contains("InsufficientFreeAddressesInSubnet"), "{plan}");
+    c.apply();
+    c.assert_design();
+    assert_eq!(c.counts(), expected_counts());
+    assert!(c.aws.injected().contains_key("tokens"), "the replacement did not meet the old token");
 }

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -19,7 +20,7 @@ use zeroize::Zeroizing;
 use super::model::{self, Kind, Node, Peer, Role, Rule, TAG_CLUSTER, TAG_KEY, TAG_ROLE};
 use super::plan::{self, Action, Fix, State, Wanted};
 use super::world::{Found, World, POLICY};
-use super::{code, wait_for, Aws, Call};
+use super::{aws_error, wait_for, Aws, AwsError, Call, Retry, Svc};
 use crate::cluster::ClusterSpec;
 
 pub const TAG_CONFIG: &str = "kaws:config";
@@ -69,9 +70,62 @@ fn elb_tags(spec: &ClusterSpec, node: &Node) -> Vec<aws_sdk_elasticloadbalancing
         .collect()
 }
 
-/// A deterministic client token: the same create, retried, is one create.
-fn token(spec: &ClusterSpec, key: &str, salt: &str) -> String {
-    format!("kaws-{}", super::digest(&[spec.name.as_str().as_bytes(), key.as_bytes(), salt.as_bytes()]))
+/// A deterministic client token: the same create, retried (by the SDK, or
+/// by a run after a killed one), is one create. EC2 remembers a token for
+/// at least 24 hours after its resource is gone and answers a replay with
+/// the old resource, so the token is salted with the ids of the incarnation
+/// it belongs to (its VPC, subnet, groups, template version) and with any
+/// dead resource a replay has already returned (see `Replay`).
+fn token(spec: &ClusterSpec, key: &str, salt: &[&str]) -> String {
+    let mut parts: Vec<&[u8]> = vec![spec.name.as_str().as_bytes(), key.as_bytes()];
+    parts.extend(salt.iter().map(|s| s.as_bytes()));
+    format!("kaws-{}", super::digest(&parts))
+}
+
+/// What a create with a client token answered: a live resource, or a
+/// replay of one that is gone (its id then salts the next token).
+enum Replay<T> {
+    Live(T),
+    Dead(String),
+}
+
+/// How many replayed dead resources a create steps over before giving up.
+const REPLAYS: usize = 8;
+
+/// How long a new resource may take to become ready (NAT gateways take
+/// minutes).
+const READY: Duration = Duration::from_secs(600);
+
+/// One look at a resource a create answered with.
+enum Probe<T> {
+    Ready(T),
+    Wait,
+    Dead,
+}
+
+impl From<bool> for Probe<()> {
+    fn from(exists: bool) -> Probe<()> {
+        if exists {
+            Probe::Ready(())
+        } else {
+            Probe::Wait
+        }
+    }
+}
+
+/// Notes a replayed dead resource, so that the next token differs.
+fn replayed(dead: &mut Vec<String>, id: String, call: &str) -> Result<()> {
+    if dead.len() >= REPLAYS {
+        bail!(
+            "{call} answered {REPLAYS} times with a resource that is gone ({}); run the apply again later",
+            dead.join(", ")
+        );
+    }
+    if std::env::var_os("KAWS_VERBOSE").is_some() {
+        eprintln!("{call} replayed {id}, which is gone: creating anew");
+    }
+    dead.push(id);
+    Ok(())
 }
 
 pub struct Runner<'a> {
@@ -80,6 +134,36 @@ pub struct Runner<'a> {
     pub inputs: &'a Inputs,
     /// At most this many resources change at once.
     pub parallelism: usize,
+    /// The ids this run created: calls naming them wait out EC2's eventual
+    /// consistency (`Invalid…ID.NotFound` right after the create).
+    fresh: Mutex<HashSet<String>>,
+}
+
+impl<'a> Runner<'a> {
+    pub fn new(aws: &'a Aws, spec: &'a ClusterSpec, inputs: &'a Inputs, parallelism: usize) -> Runner<'a> {
+        Runner { aws, spec, inputs, parallelism, fresh: Mutex::new(HashSet::new()) }
+    }
+
+    fn made(&self, id: &str) {
+        self.fresh.lock().expect("the fresh-id lock").insert(id.to_owned());
+    }
+
+    /// The retry policy of a call that names `ids`.
+    fn settle(&self, ids: &[&str]) -> Retry {
+        let fresh = self.fresh.lock().expect("the fresh-id lock");
+        Retry::settling(ids.iter().any(|id| fresh.contains(*id)))
+    }
+
+    /// One mutating EC2 call naming `ids`.
+    async fn ec2<T, E, R, F, Fut>(&self, call: &'static str, ids: &[&str], f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, aws_sdk_ec2::error::SdkError<E, R>>>,
+        E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata + 'static,
+        R: std::fmt::Debug + 'static,
+    {
+        Ok(self.aws.send(Svc::Ec2, call, self.settle(ids), f).await?)
+    }
 }
 
 /// What one finished task reports.
@@ -157,11 +241,28 @@ pub async fn run<'a>(
     if !errors.is_empty() {
         let skipped = graph.iter().filter(|n| !started.contains(n.key.as_str())).count();
         let list: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
-        bail!(
+        // Each failure's next step, once.
+        let mut hints: Vec<String> = Vec::new();
+        for e in &errors {
+            let hint = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<crate::error::UserError>())
+                .and_then(|u| u.hint.clone())
+                .or_else(|| aws_error(e).map(|a| a.hint().to_owned()));
+            if let Some(h) = hint.filter(|h| !hints.contains(h)) {
+                hints.push(h);
+            }
+        }
+        let message = format!(
             "{} change(s) failed ({skipped} resources waiting on them were not started):\n  {}",
             errors.len(),
             list.join("\n  ")
         );
+        let mut err = crate::error::failed(message);
+        if !hints.is_empty() {
+            err = err.hint(hints.join("; "));
+        }
+        return Err(err.into());
     }
     Ok(state.made)
 }
@@ -187,6 +288,7 @@ fn describe(a: &Action) -> String {
         Action::Create => "create".into(),
         Action::Update(f) => f.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("; "),
         Action::Delete { why, .. } => format!("delete ({why})"),
+        Action::Replace { why, .. } => format!("replace ({why})"),
         Action::Blocked(w) | Action::Note(w) => w.clone(),
     }
 }
@@ -278,6 +380,10 @@ impl Runner<'_> {
                 super::destroy::delete(self.aws, &node.key, &found).await?;
                 Ok(None)
             }
+            Action::Replace { found, .. } => {
+                super::destroy::delete(self.aws, &node.key, &found).await?;
+                self.create(node, &snap).await.map(Some)
+            }
             Action::Blocked(why) => Err(anyhow!("{why}")),
             Action::Note(_) => Ok(None),
         }
@@ -288,41 +394,44 @@ impl Runner<'_> {
         let mut found = Found::default();
         match &node.kind {
             Kind::Vpc { cidr } => {
-                let out = ec2
-                    .create_vpc()
-                    .cidr_block(cidr.to_string())
-                    .tag_specifications(ec2_tags(spec, node, ResourceType::Vpc, &[]))
-                    .send()
-                    .await
-                    .call("CreateVpc")?;
+                let call = ec2.create_vpc().cidr_block(cidr.to_string()).tag_specifications(ec2_tags(
+                    spec,
+                    node,
+                    ResourceType::Vpc,
+                    &[],
+                ));
+                let out = self.ec2("CreateVpc", &[], || call.clone().send()).await?;
                 found.id = out.vpc().and_then(|v| v.vpc_id()).context("CreateVpc returned no id")?.to_owned();
+                self.made(&found.id);
                 self.fix(node, &Fix::VpcDns, snap, &mut found).await?;
                 found.cidr = Some(cidr.to_string());
             }
             Kind::InternetGateway => {
-                let out = ec2
-                    .create_internet_gateway()
-                    .tag_specifications(ec2_tags(spec, node, ResourceType::InternetGateway, &[]))
-                    .send()
-                    .await
-                    .call("CreateInternetGateway")?;
+                let call = ec2.create_internet_gateway().tag_specifications(ec2_tags(
+                    spec,
+                    node,
+                    ResourceType::InternetGateway,
+                    &[],
+                ));
+                let out = self.ec2("CreateInternetGateway", &[], || call.clone().send()).await?;
                 found.id = out.internet_gateway().and_then(|g| g.internet_gateway_id()).context("no IGW id")?.into();
+                self.made(&found.id);
                 self.fix(node, &Fix::Attach, snap, &mut found).await?;
             }
             Kind::Subnet { cidr, zone, reserved, .. } => {
                 let az = snap.zones.get(*zone).with_context(|| {
                     format!("the region has {} availability zones; the spec wants {}", snap.zones.len(), spec.azs)
                 })?;
-                let out = ec2
+                let vpc = snap.id("vpc")?;
+                let call = ec2
                     .create_subnet()
-                    .vpc_id(snap.id("vpc")?)
+                    .vpc_id(&vpc)
                     .cidr_block(cidr.to_string())
                     .availability_zone(az)
-                    .tag_specifications(ec2_tags(spec, node, ResourceType::Subnet, &[]))
-                    .send()
-                    .await
-                    .call("CreateSubnet")?;
+                    .tag_specifications(ec2_tags(spec, node, ResourceType::Subnet, &[]));
+                let out = self.ec2("CreateSubnet", &[&vpc], || call.clone().send()).await?;
                 found.id = out.subnet().and_then(|s| s.subnet_id()).context("no subnet id")?.into();
+                self.made(&found.id);
                 found.cidr = Some(cidr.to_string());
                 found.zone = Some(az.clone());
                 if !reserved.is_empty() {
@@ -331,85 +440,103 @@ impl Runner<'_> {
                 }
             }
             Kind::Address => {
-                let out = ec2
-                    .allocate_address()
-                    .domain(ec2t::DomainType::Vpc)
-                    .tag_specifications(ec2_tags(spec, node, ResourceType::ElasticIp, &[]))
-                    .send()
-                    .await
-                    .call("AllocateAddress")?;
+                let call = ec2.allocate_address().domain(ec2t::DomainType::Vpc).tag_specifications(ec2_tags(
+                    spec,
+                    node,
+                    ResourceType::ElasticIp,
+                    &[],
+                ));
+                let out = self.ec2("AllocateAddress", &[], || call.clone().send()).await?;
                 found.id = out.allocation_id().context("no allocation id")?.into();
+                self.made(&found.id);
                 found.public_ip = out.public_ip().map(String::from);
             }
             Kind::NatGateway { subnet, address } => {
-                let out = ec2
-                    .create_nat_gateway()
-                    .subnet_id(snap.id(subnet)?)
-                    .allocation_id(snap.id(address)?)
-                    .client_token(token(spec, &node.key, &snap.id(address)?))
-                    .tag_specifications(ec2_tags(spec, node, ResourceType::Natgateway, &[]))
-                    .send()
-                    .await
-                    .call("CreateNatGateway")?;
-                let id = out.nat_gateway().and_then(|n| n.nat_gateway_id()).context("no NAT gateway id")?.to_owned();
-                // Routes to a NAT gateway that is not available yet go nowhere.
-                wait_for("the NAT gateway to be available", self.poll(), Duration::from_secs(600), || async {
-                    let out =
-                        ec2.describe_nat_gateways().nat_gateway_ids(&id).send().await.call("DescribeNatGateways")?;
-                    let state = out.nat_gateways().first().and_then(|n| n.state().cloned());
-                    match state {
-                        Some(ec2t::NatGatewayState::Available) => Ok(Some(())),
-                        Some(ec2t::NatGatewayState::Failed) => Err(anyhow!("NAT gateway {id} failed")),
-                        _ => Ok(None),
+                let (sid, aid) = (snap.id(subnet)?, snap.id(address)?);
+                let mut dead: Vec<String> = Vec::new();
+                found.id = loop {
+                    let salt: Vec<&str> = [&sid, &aid].into_iter().chain(&dead).map(String::as_str).collect();
+                    let call = ec2
+                        .create_nat_gateway()
+                        .subnet_id(&sid)
+                        .allocation_id(&aid)
+                        .client_token(token(spec, &node.key, &salt))
+                        .tag_specifications(ec2_tags(spec, node, ResourceType::Natgateway, &[]));
+                    let out = self.ec2("CreateNatGateway", &[&sid, &aid], || call.clone().send()).await?;
+                    let id =
+                        out.nat_gateway().and_then(|n| n.nat_gateway_id()).context("no NAT gateway id")?.to_owned();
+                    self.made(&id);
+                    // Routes to a NAT gateway that is not available yet go nowhere.
+                    match self.nat_available(&id).await? {
+                        Replay::Live(()) => break id,
+                        Replay::Dead(id) => replayed(&mut dead, id, "CreateNatGateway")?,
                     }
-                })
-                .await?;
-                found.id = id;
+                };
             }
             Kind::RouteTable { default_route, subnets } => {
-                let out = ec2
-                    .create_route_table()
-                    .vpc_id(snap.id("vpc")?)
-                    .client_token(token(spec, &node.key, &snap.id("vpc")?))
-                    .tag_specifications(ec2_tags(spec, node, ResourceType::RouteTable, &[]))
-                    .send()
-                    .await
-                    .call("CreateRouteTable")?;
-                found.id = out.route_table().and_then(|t| t.route_table_id()).context("no route table id")?.into();
+                let vpc = snap.id("vpc")?;
+                let mut dead: Vec<String> = Vec::new();
+                found.id = loop {
+                    let salt: Vec<&str> = [&vpc].into_iter().chain(&dead).map(String::as_str).collect();
+                    let call = ec2
+                        .create_route_table()
+                        .vpc_id(&vpc)
+                        .client_token(token(spec, &node.key, &salt))
+                        .tag_specifications(ec2_tags(spec, node, ResourceType::RouteTable, &[]));
+                    let out = self.ec2("CreateRouteTable", &[&vpc], || call.clone().send()).await?;
+                    let id =
+                        out.route_table().and_then(|t| t.route_table_id()).context("no route table id")?.to_owned();
+                    self.made(&id);
+                    let probe = || async {
+                        let out = ec2.describe_route_tables().route_table_ids(&id).send().await;
+                        out.call("DescribeRouteTables").map(|o| Probe::from(!o.route_tables().is_empty()))
+                    };
+                    match self.confirm("the route table", &id, probe).await? {
+                        Replay::Live(()) => break id,
+                        Replay::Dead(id) => replayed(&mut dead, id, "CreateRouteTable")?,
+                    }
+                };
                 let mut fixes = vec![Fix::Route { dest: "0.0.0.0/0".into(), target: default_route.clone() }];
                 fixes.extend(subnets.iter().map(|s| Fix::Associate(s.clone())));
                 self.fix_all(node, &fixes, snap, &mut found).await?;
             }
             Kind::SecurityGroup(role) => {
-                let out = ec2
+                let (vpc, name) = (snap.id("vpc")?, format!("kaws-{}-{}", spec.name, role.as_str()));
+                let call = ec2
                     .create_security_group()
-                    .group_name(format!("kaws-{}-{}", spec.name, role.as_str()))
+                    .group_name(&name)
                     .description(format!("kaws {} {}", spec.name, role.as_str()))
-                    .vpc_id(snap.id("vpc")?)
-                    .tag_specifications(ec2_tags(spec, node, ResourceType::SecurityGroup, &[]))
-                    .send()
-                    .await
-                    .call("CreateSecurityGroup")?;
-                found.id = out.group_id().context("no group id")?.into();
+                    .vpc_id(&vpc)
+                    .tag_specifications(ec2_tags(spec, node, ResourceType::SecurityGroup, &[]));
+                found.id = match self.ec2("CreateSecurityGroup", &[&vpc], || call.clone().send()).await {
+                    Ok(out) => out.group_id().context("no group id")?.into(),
+                    // Made by a killed run, and not yet visible to discovery
+                    // (EC2 is eventually consistent): the same name in the VPC.
+                    Err(e) if aws_error(&e).is_some_and(|a| a.code() == "InvalidGroup.Duplicate") => {
+                        self.own_group(&vpc, &name).await?
+                    }
+                    Err(e) => return Err(e),
+                };
+                self.made(&found.id);
                 // A new group allows all egress; its rules task revokes that.
                 found.egress.insert(Rule::new(model::Proto::All, None, None, Peer::Cidr("0.0.0.0/0".parse()?)));
             }
             Kind::Iam { name, .. } => {
                 let iam = &self.aws.iam;
-                let out = iam
+                let call = iam
                     .create_role()
                     .role_name(name)
                     .path(model::iam_path(spec))
                     .assume_role_policy_document(ASSUME_EC2)
                     .description(format!("kaws {}: {}", spec.name, node.key))
-                    .set_tags(Some(iam_tags(spec, node)?))
-                    .send()
-                    .await;
-                let arn = match out {
+                    .set_tags(Some(iam_tags(spec, node)?));
+                // Fresh either way: a role a killed run made may still be propagating.
+                self.made(name);
+                let arn = match self.aws.send(Svc::Iam, "CreateRole", Retry::NONE, || call.clone().send()).await {
                     Ok(o) => o.role().map(|r| r.arn().to_owned()),
                     // Created by a run that was killed before it was recorded.
-                    Err(e) if code(&e) == Some("EntityAlreadyExists") => None,
-                    Err(e) => return Err(e).call("CreateRole"),
+                    Err(e) if e.code() == "EntityAlreadyExists" => None,
+                    Err(e) => return Err(e.into()),
                 };
                 let arn = match arn {
                     Some(a) => a,
@@ -451,13 +578,14 @@ impl Runner<'_> {
                     .description(marker)
                     .set_tags(Some(t))
                     .send()
-                    .await;
+                    .await
+                    .map_err(|e| AwsError::new("PutParameter", &e));
                 match out {
                     Ok(_) => {}
-                    Err(e) if code(&e) == Some("ParameterAlreadyExists") => {
+                    Err(e) if e.code() == "ParameterAlreadyExists" => {
                         self.fix(node, &Fix::Value, snap, &mut found).await?;
                     }
-                    Err(e) => return Err(e).call("PutParameter"),
+                    Err(e) => return Err(e.into()),
                 }
                 found.id = name.clone();
                 found.config = Some(marker.clone());
@@ -466,22 +594,64 @@ impl Runner<'_> {
                 found = self.run_instance(node, snap, subnet, *ip, iam, *role).await?;
             }
             Kind::LaunchTemplate { iam } => {
-                let out = ec2
-                    .create_launch_template()
-                    .launch_template_name(format!("kaws-{}-node", spec.name))
-                    .client_token(token(spec, &node.key, self.config(node)?))
-                    .launch_template_data(self.template_data(node, snap, iam)?)
-                    .tag_specifications(ec2_tags(
-                        spec,
-                        node,
-                        ResourceType::LaunchTemplate,
-                        &[(TAG_CONFIG.into(), self.config(node)?.to_owned())],
-                    ))
-                    .send()
-                    .await
-                    .call("CreateLaunchTemplate")?;
-                found.id = out.launch_template().and_then(|t| t.launch_template_id()).context("no template id")?.into();
-                found.config = Some(self.config(node)?.to_owned());
+                let config = self.config(node)?.clone();
+                let (sg, profile) = (snap.id("sg/node")?, snap.id(iam)?);
+                let name = format!("kaws-{}-node", spec.name);
+                let mut dead: Vec<String> = Vec::new();
+                loop {
+                    let salt: Vec<&str> =
+                        [&config, &sg, &profile].into_iter().chain(&dead).map(String::as_str).collect();
+                    let call = ec2
+                        .create_launch_template()
+                        .launch_template_name(&name)
+                        .client_token(token(spec, &node.key, &salt))
+                        .launch_template_data(self.template_data(node, snap, iam)?)
+                        .tag_specifications(ec2_tags(
+                            spec,
+                            node,
+                            ResourceType::LaunchTemplate,
+                            &[(TAG_CONFIG.into(), config.clone())],
+                        ));
+                    let id = match self.ec2("CreateLaunchTemplate", &[&sg], || call.clone().send()).await {
+                        Ok(out) => out
+                            .launch_template()
+                            .and_then(|t| t.launch_template_id())
+                            .context("no template id")?
+                            .to_owned(),
+                        // A killed run's template, not yet visible to discovery:
+                        // adopt it and give it a version with this configuration.
+                        Err(e)
+                            if aws_error(&e)
+                                .is_some_and(|a| a.code() == "InvalidLaunchTemplateName.AlreadyExistsException") =>
+                        {
+                            let out = ec2
+                                .describe_launch_templates()
+                                .launch_template_names(&name)
+                                .send()
+                                .await
+                                .call("DescribeLaunchTemplates")?;
+                            let t = out.launch_templates().first().context("the launch template was not found")?;
+                            found.id = t.launch_template_id().unwrap_or_default().to_owned();
+                            found.state = t.latest_version_number().map(|v| v.to_string());
+                            self.fix(node, &Fix::Version, snap, &mut found).await?;
+                            break;
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    self.made(&id);
+                    let probe = || async {
+                        let out = ec2.describe_launch_templates().launch_template_ids(&id).send().await;
+                        out.call("DescribeLaunchTemplates").map(|o| Probe::from(!o.launch_templates().is_empty()))
+                    };
+                    if let Replay::Dead(id) = self.confirm("the launch template", &id, probe).await? {
+                        replayed(&mut dead, id, "CreateLaunchTemplate")?;
+                        continue;
+                    }
+                    found.id = id;
+                    found.state = Some("1".into());
+                    break;
+                }
+                found.config = Some(config);
             }
             Kind::AutoScalingGroup { subnets, size } => {
                 let name = format!("kaws-{}-node", spec.name);
@@ -499,7 +669,7 @@ impl Runner<'_> {
                         .build()
                 });
                 let n = *size as i32;
-                let res = self
+                let call = self
                     .aws
                     .asg
                     .create_auto_scaling_group()
@@ -515,15 +685,14 @@ impl Runner<'_> {
                     .desired_capacity(n)
                     .vpc_zone_identifier(zone_ids.join(","))
                     .health_check_type("EC2")
-                    .set_tags(Some(t.collect()))
-                    .send()
-                    .await;
-                match res {
+                    .set_tags(Some(t.collect()));
+                // Auto Scaling checks the template's instance profile, which may still be propagating.
+                match self.aws.send(Svc::Other, "CreateAutoScalingGroup", Retry::IAM, || call.clone().send()).await {
                     Ok(_) => {}
-                    Err(e) if code(&e) == Some("AlreadyExists") => {
+                    Err(e) if e.code() == "AlreadyExists" => {
                         self.fix(node, &Fix::Size, snap, &mut found).await?;
                     }
-                    Err(e) => return Err(e).call("CreateAutoScalingGroup"),
+                    Err(e) => return Err(e.into()),
                 }
                 let mut links = zone_ids;
                 links.sort();
@@ -654,6 +823,116 @@ impl Runner<'_> {
         Ok(found)
     }
 
+    /// The group `name` in `vpc`, if it carries this cluster's tag.
+    async fn own_group(&self, vpc: &str, name: &str) -> Result<String> {
+        let by = |k: &str, v: &str| Filter::builder().name(k).values(v).build();
+        let out = self
+            .aws
+            .ec2
+            .describe_security_groups()
+            .filters(by("vpc-id", vpc))
+            .filters(by("group-name", name))
+            .send()
+            .await
+            .call("DescribeSecurityGroups")?;
+        let g = out.security_groups().first().with_context(|| format!("group {name} exists but was not found"))?;
+        let tags = g.tags().iter().map(|t| (t.key().unwrap_or(""), t.value().unwrap_or("")));
+        if super::world::tag(tags, TAG_CLUSTER).as_deref() != Some(self.spec.name.as_str()) {
+            bail!("a security group named {name} exists in the VPC without this cluster's tag; delete or rename it");
+        }
+        Ok(g.group_id().unwrap_or_default().to_owned())
+    }
+
+    /// Polls what a create answered until it is live (`Ready`) or gone: a
+    /// dead state, or NotFound for longer than EC2's eventual consistency
+    /// explains, means the client token replayed an old resource.
+    async fn confirm<T, F, Fut>(&self, what: &str, id: &str, mut probe: F) -> Result<Replay<T>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Probe<T>>>,
+    {
+        let start = tokio::time::Instant::now();
+        loop {
+            match probe().await {
+                Ok(Probe::Ready(v)) => return Ok(Replay::Live(v)),
+                Ok(Probe::Dead) => return Ok(Replay::Dead(id.to_owned())),
+                Ok(Probe::Wait) => {}
+                Err(e) if aws_error(&e).is_some_and(AwsError::is_not_found) => {
+                    if start.elapsed() >= self.aws.settle {
+                        return Ok(Replay::Dead(id.to_owned()));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            if start.elapsed() >= READY {
+                bail!("timed out after {}s waiting for {what} {id}", READY.as_secs());
+            }
+            tokio::time::sleep(self.poll()).await;
+        }
+    }
+
+    /// Waits until NAT gateway `id` is available (a killed run may have
+    /// left it pending); a failed one is an error with AWS's reason.
+    async fn nat_available(&self, id: &str) -> Result<Replay<()>> {
+        let ec2 = &self.aws.ec2;
+        self.confirm("the NAT gateway", id, || async {
+            let out = ec2.describe_nat_gateways().nat_gateway_ids(id).send().await.call("DescribeNatGateways")?;
+            let Some(n) = out.nat_gateways().first() else { return Ok(Probe::Wait) };
+            use ec2t::NatGatewayState as S;
+            match n.state() {
+                Some(S::Available) => Ok(Probe::Ready(())),
+                Some(S::Deleting | S::Deleted) => Ok(Probe::Dead),
+                Some(S::Failed) => Err(crate::error::failed(format!(
+                    "NAT gateway {id} failed: {}: {}",
+                    n.failure_code().unwrap_or("no code"),
+                    n.failure_message().unwrap_or("no message")
+                ))
+                .hint("run `kaws cluster apply` again: it replaces a failed NAT gateway")
+                .into()),
+                _ => Ok(Probe::Wait),
+            }
+        })
+        .await
+    }
+
+    /// Waits until instance `id` runs (targets register only then).
+    async fn running(&self, id: &str) -> Result<Replay<Found>> {
+        let ec2 = &self.aws.ec2;
+        self.confirm("the instance", id, || async {
+            let out = ec2.describe_instances().instance_ids(id).send().await.call("DescribeInstances")?;
+            let Some(i) = out.reservations().first().and_then(|r| r.instances().first()) else {
+                return Ok(Probe::Wait);
+            };
+            use ec2t::InstanceStateName as S;
+            match i.state().and_then(|s| s.name()) {
+                Some(S::Running) => Ok(Probe::Ready(Found {
+                    id: id.to_owned(),
+                    state: Some("running".into()),
+                    ip: i.private_ip_address().map(String::from),
+                    public_ip: i.public_ip_address().map(String::from),
+                    config: super::world::tag(
+                        i.tags().iter().map(|t| (t.key().unwrap_or(""), t.value().unwrap_or(""))),
+                        TAG_CONFIG,
+                    ),
+                    ..Default::default()
+                })),
+                Some(S::ShuttingDown | S::Terminated) => Ok(Probe::Dead),
+                Some(S::Pending) => Ok(Probe::Wait),
+                other => Err(anyhow!("instance {id} is {}, not running", other.map_or("unknown", |s| s.as_str()))),
+            }
+        })
+        .await
+    }
+
+    /// IAM calls on a role or profile this run made wait for it to propagate.
+    fn iam_retry(&self, name: &str) -> Retry {
+        if self.fresh.lock().expect("the fresh-id lock").contains(name) {
+            Retry::IAM
+        } else {
+            Retry::NONE
+        }
+    }
+
     fn config(&self, node: &Node) -> Result<&String> {
         self.inputs.wanted.config.get(&node.key).with_context(|| format!("no configuration for {}", node.key))
     }
@@ -736,28 +1015,33 @@ impl Runner<'_> {
         };
         let config = self.config(node)?.clone();
         let extra = [(TAG_CONFIG.to_owned(), config.clone())];
+        let (subnet_id, sg) = (snap.id(subnet)?, snap.id(&format!("sg/{}", role.as_str()))?);
         let mut nic = ec2t::InstanceNetworkInterfaceSpecification::builder()
             .device_index(0)
-            .subnet_id(snap.id(subnet)?)
-            .groups(snap.id(&format!("sg/{}", role.as_str()))?)
+            .subnet_id(&subnet_id)
+            .groups(&sg)
             .associate_public_ip_address(role == Role::Bastion)
             .delete_on_termination(true);
         if let Some(ip) = ip {
             nic = nic.private_ip_address(ip.to_string());
         }
-        // The token changes when an instance of this key was terminated, so
-        // a repair is a new launch rather than the old, terminated answer.
-        let gone = snap.gone.get(&node.key).map(|ids| ids.join(",")).unwrap_or_default();
-        let mut attempt = 0;
-        let id = loop {
-            attempt += 1;
-            let res = ec2
+        // Salted with the subnet and group (a new incarnation of the
+        // network), the instances of this key known to be terminated, and
+        // any dead instance a replay of the token returned.
+        let mut dead: Vec<String> = snap.gone.get(&node.key).cloned().unwrap_or_default();
+        let known = dead.len();
+        // A new instance profile takes a while to reach EC2; a master's
+        // fixed address stays in use while its predecessor shuts down.
+        let retry = self.settle(&[&subnet_id, &sg]).with_iam().with_in_use();
+        loop {
+            let salt: Vec<&str> = [&config, &subnet_id, &sg].into_iter().chain(&dead).map(String::as_str).collect();
+            let call = ec2
                 .run_instances()
                 .image_id(&self.inputs.image)
                 .instance_type(ec2t::InstanceType::from(itype.as_str()))
                 .min_count(1)
                 .max_count(1)
-                .client_token(token(spec, &node.key, &format!("{config}{gone}")))
+                .client_token(token(spec, &node.key, &salt))
                 .network_interfaces(nic.clone().build())
                 .iam_instance_profile(ec2t::IamInstanceProfileSpecification::builder().name(snap.id(iam)?).build())
                 .metadata_options(
@@ -782,44 +1066,20 @@ impl Runner<'_> {
                 )
                 .user_data(self.user_data(node)?)
                 .tag_specifications(ec2_tags(spec, node, ResourceType::Instance, &extra))
-                .tag_specifications(ec2_tags(spec, node, ResourceType::Volume, &[]))
-                .send()
-                .await;
-            match res {
-                Ok(out) => {
-                    break out.instances().first().and_then(|i| i.instance_id()).context("no instance id")?.to_owned()
+                .tag_specifications(ec2_tags(spec, node, ResourceType::Volume, &[]));
+            let out = self.aws.send(Svc::Run, "RunInstances", retry, || call.clone().send()).await?;
+            let id = out.instances().first().and_then(|i| i.instance_id()).context("no instance id")?.to_owned();
+            self.made(&id);
+            // Targets can be registered only once the instance runs.
+            match self.running(&id).await? {
+                Replay::Live(found) => return Ok(Found { config: Some(config), ..found }),
+                Replay::Dead(id) => {
+                    let mut replays = dead.split_off(known);
+                    replayed(&mut replays, id, "RunInstances")?;
+                    dead.extend(replays);
                 }
-                // A new instance profile takes a few seconds to reach EC2.
-                Err(e)
-                    if attempt < 12
-                        && code(&e) == Some("InvalidParameterValue")
-                        && aws_sdk_ec2::error::ProvideErrorMetadata::message(&e)
-                            .is_some_and(|m| m.contains("iamInstanceProfile")) =>
-                {
-                    tokio::time::sleep(self.poll()).await;
-                }
-                Err(e) => return Err(e).call("RunInstances"),
             }
-        };
-        // Targets can be registered only once the instance runs.
-        let found = wait_for("the instance to run", self.poll(), Duration::from_secs(600), || async {
-            let out = ec2.describe_instances().instance_ids(&id).send().await.call("DescribeInstances")?;
-            let Some(i) = out.reservations().first().and_then(|r| r.instances().first()) else { return Ok(None) };
-            match i.state().and_then(|s| s.name()) {
-                Some(ec2t::InstanceStateName::Running) => Ok(Some(Found {
-                    id: id.clone(),
-                    state: Some("running".into()),
-                    ip: i.private_ip_address().map(String::from),
-                    public_ip: i.public_ip_address().map(String::from),
-                    config: Some(config.clone()),
-                    ..Default::default()
-                })),
-                Some(ec2t::InstanceStateName::Pending) => Ok(None),
-                other => Err(anyhow!("instance {id} is {other:?}, not running")),
-            }
-        })
-        .await?;
-        Ok(found)
+        }
     }
 
     /// Applies `fixes` to one resource. Those that touch different parts of
@@ -864,15 +1124,13 @@ impl Runner<'_> {
             (Fix::Reserve(cidrs), _) => {
                 let subnet = &found.id;
                 let made = futures::future::try_join_all(cidrs.iter().map(|cidr| async move {
-                    let out = ec2
+                    let call = ec2
                         .create_subnet_cidr_reservation()
                         .subnet_id(subnet)
                         .cidr(cidr)
                         .reservation_type(ec2t::SubnetCidrReservationType::Explicit)
-                        .description("kaws: the masters' fixed addresses")
-                        .send()
-                        .await
-                        .call("CreateSubnetCidrReservation")?;
+                        .description("kaws: the masters' fixed addresses");
+                    let out = self.ec2("CreateSubnetCidrReservation", &[subnet], || call.clone().send()).await?;
                     let id = out.subnet_cidr_reservation().and_then(|r| r.subnet_cidr_reservation_id());
                     Ok::<_, anyhow::Error>((id.unwrap_or_default().to_owned(), cidr.clone()))
                 }))
@@ -886,33 +1144,33 @@ impl Runner<'_> {
                     let on = ec2t::AttributeBooleanValue::builder().value(true).build();
                     let call = ec2.modify_vpc_attribute().vpc_id(vpc);
                     let call = if support { call.enable_dns_support(on) } else { call.enable_dns_hostnames(on) };
-                    call.send().await.call("ModifyVpcAttribute")
+                    self.ec2("ModifyVpcAttribute", &[vpc], || call.clone().send()).await
                 };
                 tokio::try_join!(turn_on(true), turn_on(false))?;
                 found.state = Some("dns".into());
             }
             (Fix::Attach, _) => {
                 let vpc = snap.id("vpc")?;
-                ec2.attach_internet_gateway()
-                    .internet_gateway_id(&found.id)
-                    .vpc_id(&vpc)
-                    .send()
-                    .await
-                    .call("AttachInternetGateway")?;
+                let call = ec2.attach_internet_gateway().internet_gateway_id(&found.id).vpc_id(&vpc);
+                self.ec2("AttachInternetGateway", &[&found.id, &vpc], || call.clone().send()).await?;
                 found.links = vec![vpc];
             }
             (Fix::Route { dest, target }, _) => {
                 let target_id = snap.id(target)?;
+                let nat = target.starts_with("nat/");
+                // A killed run may have left the NAT gateway pending.
+                if nat {
+                    if let Replay::Dead(id) = self.nat_available(&target_id).await? {
+                        bail!("NAT gateway {id} is gone; run `kaws cluster apply` again to replace it");
+                    }
+                }
                 let exists = found.routes.iter().any(|(d, _)| d == dest);
+                let ids = [found.id.as_str(), target_id.as_str()];
                 macro_rules! route {
                     ($call:expr, $name:literal) => {{
                         let call = $call.route_table_id(&found.id).destination_cidr_block(dest);
-                        let call = if target.starts_with("nat/") {
-                            call.nat_gateway_id(&target_id)
-                        } else {
-                            call.gateway_id(&target_id)
-                        };
-                        call.send().await.call($name)?;
+                        let call = if nat { call.nat_gateway_id(&target_id) } else { call.gateway_id(&target_id) };
+                        self.ec2($name, &ids, || call.clone().send()).await?;
                     }};
                 }
                 if exists {
@@ -925,11 +1183,12 @@ impl Runner<'_> {
             }
             (Fix::Associate(subnet), _) => {
                 let sid = snap.id(subnet)?;
-                let out = ec2.associate_route_table().route_table_id(&found.id).subnet_id(&sid).send().await;
+                let call = ec2.associate_route_table().route_table_id(&found.id).subnet_id(&sid);
+                let out = self.ec2("AssociateRouteTable", &[&found.id, &sid], || call.clone().send()).await;
                 let assoc = match out {
                     Ok(o) => o.association_id().unwrap_or_default().to_owned(),
                     // The subnet is in another of the cluster's tables (drift): move it.
-                    Err(e) if code(&e) == Some("Resource.AlreadyAssociated") => {
+                    Err(e) if aws_error(&e).is_some_and(|a| a.code() == "Resource.AlreadyAssociated") => {
                         let tables = ec2
                             .describe_route_tables()
                             .filters(Filter::builder().name("association.subnet-id").values(&sid).build())
@@ -953,7 +1212,7 @@ impl Runner<'_> {
                             .call("ReplaceRouteTableAssociation")?;
                         o.new_association_id().unwrap_or_default().to_owned()
                     }
-                    Err(e) => return Err(e).call("AssociateRouteTable"),
+                    Err(e) => return Err(e),
                 };
                 found.assoc.push((assoc, sid));
             }
@@ -968,10 +1227,14 @@ impl Runner<'_> {
             (Fix::Authorize { egress, rules } | Fix::Revoke { egress, rules }, Kind::Rules(role)) => {
                 let group = snap.id(&format!("sg/{}", role.as_str()))?;
                 let perms = ip_permissions(rules, snap)?;
+                let groups: Vec<String> =
+                    Role::ALL.iter().filter_map(|r| snap.id(&format!("sg/{}", r.as_str())).ok()).collect();
+                let ids: Vec<&str> = groups.iter().map(String::as_str).collect();
                 macro_rules! send {
-                    ($op:ident, $name:literal) => {
-                        ec2.$op().group_id(&group).set_ip_permissions(Some(perms)).send().await.call($name)?
-                    };
+                    ($op:ident, $name:literal) => {{
+                        let call = ec2.$op().group_id(&group).set_ip_permissions(Some(perms));
+                        self.ec2($name, &ids, || call.clone().send()).await?
+                    }};
                 }
                 match (matches!(fix, Fix::Authorize { .. }), egress) {
                     (true, false) => _ = send!(authorize_security_group_ingress, "AuthorizeSecurityGroupIngress"),
@@ -984,84 +1247,59 @@ impl Runner<'_> {
             }
             (Fix::Policy, Kind::Iam { name, ssm_paths }) => {
                 let arn = found.config.clone().context("the role's ARN is unknown")?;
+                let iam = &self.aws.iam;
+                // A role made moments ago may answer NoSuchEntity.
+                let retry = self.iam_retry(name);
                 match plan::policy(spec, &arn, ssm_paths) {
                     Some(doc) => {
-                        self.aws
-                            .iam
-                            .put_role_policy()
-                            .role_name(name)
-                            .policy_name(POLICY)
-                            .policy_document(doc.to_string())
-                            .send()
-                            .await
-                            .call("PutRolePolicy")?;
+                        let call =
+                            iam.put_role_policy().role_name(name).policy_name(POLICY).policy_document(doc.to_string());
+                        self.aws.send(Svc::Iam, "PutRolePolicy", retry, || call.clone().send()).await?;
                         found.policy = Some(doc);
                     }
                     None => {
                         if found.policy.is_some() {
-                            self.aws
-                                .iam
-                                .delete_role_policy()
-                                .role_name(name)
-                                .policy_name(POLICY)
-                                .send()
-                                .await
-                                .call("DeleteRolePolicy")?;
+                            let call = iam.delete_role_policy().role_name(name).policy_name(POLICY);
+                            self.aws.send(Svc::Iam, "DeleteRolePolicy", Retry::NONE, || call.clone().send()).await?;
                         }
                         found.policy = None;
                     }
                 }
             }
             (Fix::Profile, Kind::Iam { name, .. }) => {
-                let res = self
+                let call = self
                     .aws
                     .iam
                     .create_instance_profile()
                     .instance_profile_name(name)
                     .path(model::iam_path(spec))
-                    .set_tags(Some(iam_tags(spec, node)?))
-                    .send()
-                    .await;
-                match res {
+                    .set_tags(Some(iam_tags(spec, node)?));
+                self.made(name);
+                match self.aws.send(Svc::Iam, "CreateInstanceProfile", Retry::NONE, || call.clone().send()).await {
                     Ok(_) => {}
-                    Err(e) if code(&e) == Some("EntityAlreadyExists") => {}
-                    Err(e) => return Err(e).call("CreateInstanceProfile"),
+                    Err(e) if e.code() == "EntityAlreadyExists" => {}
+                    Err(e) => return Err(e.into()),
                 }
                 found.profile = true;
             }
             (Fix::ProfileRole, Kind::Iam { name, .. }) => {
-                let res = self
-                    .aws
-                    .iam
-                    .add_role_to_instance_profile()
-                    .instance_profile_name(name)
-                    .role_name(name)
-                    .send()
-                    .await;
-                match res {
+                let iam = &self.aws.iam;
+                let retry = self.iam_retry(name);
+                let add = iam.add_role_to_instance_profile().instance_profile_name(name).role_name(name);
+                match self.aws.send(Svc::Iam, "AddRoleToInstanceProfile", retry, || add.clone().send()).await {
                     Ok(_) => {}
-                    Err(e) if code(&e) == Some("LimitExceeded") => {
+                    Err(e) if e.code() == "LimitExceeded" => {
                         // Another role holds the profile (drift): replace it.
                         for other in found.links.clone() {
+                            let call =
+                                iam.remove_role_from_instance_profile().instance_profile_name(name).role_name(other);
                             self.aws
-                                .iam
-                                .remove_role_from_instance_profile()
-                                .instance_profile_name(name)
-                                .role_name(other)
-                                .send()
-                                .await
-                                .call("RemoveRoleFromInstanceProfile")?;
+                                .send(Svc::Iam, "RemoveRoleFromInstanceProfile", Retry::NONE, || call.clone().send())
+                                .await?;
                         }
-                        self.aws
-                            .iam
-                            .add_role_to_instance_profile()
-                            .instance_profile_name(name)
-                            .role_name(name)
-                            .send()
-                            .await
-                            .call("AddRoleToInstanceProfile")?;
+                        self.aws.send(Svc::Iam, "AddRoleToInstanceProfile", retry, || add.clone().send()).await?;
                     }
-                    Err(e) => return Err(e).call("AddRoleToInstanceProfile"),
+                    Err(e) => return Err(e.into()),
                 }
                 found.links = vec![name.clone()];
             }
@@ -1087,11 +1325,19 @@ impl Runner<'_> {
                 found.config = Some(marker.clone());
             }
             (Fix::Start, _) => {
-                ec2.start_instances().instance_ids(&found.id).send().await.call("StartInstances")?;
+                let call = ec2.start_instances().instance_ids(&found.id);
+                self.ec2("StartInstances", &[&found.id], || call.clone().send()).await?;
             }
             (Fix::Register(keys), _) => {
                 use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
                 let ids: Vec<String> = keys.iter().map(|k| snap.id(k)).collect::<Result<_>>()?;
+                // A target must be running (`InvalidTarget` otherwise); a
+                // killed run may have left an instance pending.
+                for id in &ids {
+                    if let Replay::Dead(id) = self.running(id).await? {
+                        bail!("instance {id} is gone; run `kaws cluster apply` again to replace it");
+                    }
+                }
                 let targets: Vec<_> = ids.iter().map(|i| TargetDescription::builder().id(i).build()).collect();
                 self.aws
                     .elb
@@ -1138,13 +1384,15 @@ impl Runner<'_> {
             }
             (Fix::Version, Kind::LaunchTemplate { iam }) => {
                 let config = self.config(node)?.clone();
-                ec2.create_launch_template_version()
+                // Salted with the version it follows: A→B→A→B makes four versions.
+                let latest = found.state.clone().unwrap_or_default();
+                let call = ec2
+                    .create_launch_template_version()
                     .launch_template_id(&found.id)
-                    .client_token(token(spec, &node.key, &config))
-                    .launch_template_data(self.template_data(node, snap, iam)?)
-                    .send()
-                    .await
-                    .call("CreateLaunchTemplateVersion")?;
+                    .client_token(token(spec, &node.key, &[&found.id, &latest, &config]))
+                    .launch_template_data(self.template_data(node, snap, iam)?);
+                let out = self.ec2("CreateLaunchTemplateVersion", &[&found.id], || call.clone().send()).await?;
+                found.state = out.launch_template_version().and_then(|v| v.version_number()).map(|v| v.to_string());
                 ec2.create_tags()
                     .resources(&found.id)
                     .tags(ec2t::Tag::builder().key(TAG_CONFIG).value(&config).build())

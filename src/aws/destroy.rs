@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Result};
 use futures::future::join_all;
 
 use super::world::{Found, World, POLICY};
-use super::{code, wait_for, Aws, Call};
+use super::{aws_error, wait_for, Aws, AwsError, Call, Retry, Svc};
 use crate::cluster::ClusterSpec;
 
 /// The kind of a found resource: its key's prefix, or for resources tagged
@@ -45,63 +45,31 @@ const PHASES: &[&[&str]] = &[
     &["vpc"],
 ];
 
-/// Retries `f` while AWS answers with a dependency error.
-async fn retrying<F, Fut>(aws: &Aws, what: &str, mut f: F) -> Result<()>
+/// One delete call: a resource already gone counts as deleted; what AWS
+/// still holds (ENIs released late, a group still referenced) is waited
+/// out, as `retry` says. Credentials errors fail at once, except where
+/// `retry` names AuthFailure as transient (ReleaseAddress, see `Retry`).
+async fn del<T, E, R, F, Fut>(aws: &Aws, svc: Svc, call: &'static str, what: &str, retry: Retry, f: F) -> Result<()>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), (Option<String>, anyhow::Error)>>,
+    Fut: std::future::Future<Output = Result<T, aws_sdk_ec2::error::SdkError<E, R>>>,
+    E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug + 'static,
 {
-    let mut delay = aws.poll;
-    for attempt in 0.. {
-        match f().await {
-            Ok(()) => return Ok(()),
-            Err((Some(c), _)) if is_gone(&c) => return Ok(()),
-            Err((Some(c), e)) if attempt < 30 && is_busy(&c) => {
-                tracing(what, &e);
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
-            Err((_, e)) => return Err(e),
-        }
-    }
-    unreachable!()
-}
-
-fn tracing(what: &str, e: &anyhow::Error) {
-    if std::env::var_os("KAWS_VERBOSE").is_some() {
-        eprintln!("retrying {what}: {e:#}");
+    match aws.send(svc, call, retry, f).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e.on(what).into()),
     }
 }
 
-fn is_gone(code: &str) -> bool {
-    code.contains("NotFound")
-        || code.contains("NoSuch")
-        || code == "ParameterNotFound"
-        || code == "InvalidAllocationID.NotFound"
-        || code == "InvalidAssociationID.NotFound"
-}
-
-fn is_busy(code: &str) -> bool {
-    matches!(
-        code,
-        "DependencyViolation" | "ResourceInUse" | "InvalidIPAddress.InUse" | "AuthFailure" | "ResourceInUseFault"
-    ) || code.contains("InUse")
-        || code.contains("DeleteConflict")
-        || code.contains("ScalingActivityInProgress")
-}
-
-macro_rules! attempt {
-    ($call:expr, $name:literal) => {
-        async {
-            match $call.send().await {
-                Ok(_) => Ok(()),
-                Err(e) => {
-                    let c = code(&e).map(String::from);
-                    Err((c, Err::<(), _>(e).call($name).unwrap_err()))
-                }
-            }
-        }
-    };
+/// A read's answer, or `None` when AWS says the resource does not exist.
+fn unless_gone<T>(r: Result<T>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if aws_error(&e).is_some_and(AwsError::is_not_found) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Deletes one resource (and waits until it is gone where later deletes
@@ -111,13 +79,13 @@ pub async fn delete(aws: &Aws, key: &str, f: &Found) -> Result<()> {
     let (ec2, what) = (&aws.ec2, format!("{key} ({id})"));
     match kind(key, id).as_str() {
         "instance" | "managed" => {
-            retrying(aws, &what, || attempt!(ec2.terminate_instances().instance_ids(id), "TerminateInstances")).await?;
+            del(aws, Svc::Ec2, "TerminateInstances", &what, Retry::IN_USE, || {
+                ec2.terminate_instances().instance_ids(id).send()
+            })
+            .await?;
             wait_for("the instance to terminate", aws.poll, Duration::from_secs(900), || async {
-                let out = ec2.describe_instances().instance_ids(id).send().await;
-                let out = match out {
-                    Err(e) if code(&e).is_some_and(is_gone) => return Ok(Some(())),
-                    other => other.call("DescribeInstances")?,
-                };
+                let out = ec2.describe_instances().instance_ids(id).send().await.call("DescribeInstances");
+                let Some(out) = unless_gone(out)? else { return Ok(Some(())) };
                 let state = out
                     .reservations()
                     .iter()
@@ -129,11 +97,8 @@ pub async fn delete(aws: &Aws, key: &str, f: &Found) -> Result<()> {
             .await?;
         }
         "asg" => {
-            retrying(aws, &what, || {
-                attempt!(
-                    aws.asg.delete_auto_scaling_group().auto_scaling_group_name(id).force_delete(true),
-                    "DeleteAutoScalingGroup"
-                )
+            del(aws, Svc::Other, "DeleteAutoScalingGroup", &what, Retry::IN_USE, || {
+                aws.asg.delete_auto_scaling_group().auto_scaling_group_name(id).force_delete(true).send()
             })
             .await?;
             wait_for("the Auto Scaling group and its instances to go", aws.poll, Duration::from_secs(900), || async {
@@ -149,35 +114,42 @@ pub async fn delete(aws: &Aws, key: &str, f: &Found) -> Result<()> {
             .await?;
         }
         "lt" => {
-            retrying(aws, &what, || {
-                attempt!(ec2.delete_launch_template().launch_template_id(id), "DeleteLaunchTemplate")
+            del(aws, Svc::Ec2, "DeleteLaunchTemplate", &what, Retry::IN_USE, || {
+                ec2.delete_launch_template().launch_template_id(id).send()
             })
             .await?
         }
         "listener" => {
-            retrying(aws, &what, || attempt!(aws.elb.delete_listener().listener_arn(id), "DeleteListener")).await?
+            del(aws, Svc::Other, "DeleteListener", &what, Retry::IN_USE, || {
+                aws.elb.delete_listener().listener_arn(id).send()
+            })
+            .await?
         }
         "lb" => {
-            retrying(aws, &what, || {
-                attempt!(aws.elb.delete_load_balancer().load_balancer_arn(id), "DeleteLoadBalancer")
+            del(aws, Svc::Other, "DeleteLoadBalancer", &what, Retry::IN_USE, || {
+                aws.elb.delete_load_balancer().load_balancer_arn(id).send()
             })
             .await?;
             wait_for("the load balancer to go", aws.poll, Duration::from_secs(600), || async {
-                match aws.elb.describe_load_balancers().load_balancer_arns(id).send().await {
-                    Ok(out) => Ok(out.load_balancers().is_empty().then_some(())),
-                    Err(e) if code(&e).is_some_and(is_gone) => Ok(Some(())),
-                    Err(e) => Err(e).call("DescribeLoadBalancers"),
-                }
+                let out = aws.elb.describe_load_balancers().load_balancer_arns(id).send().await;
+                Ok(unless_gone(out.call("DescribeLoadBalancers"))?
+                    .is_none_or(|o| o.load_balancers().is_empty())
+                    .then_some(()))
             })
             .await?;
         }
         "tg" => {
-            retrying(aws, &what, || attempt!(aws.elb.delete_target_group().target_group_arn(id), "DeleteTargetGroup"))
-                .await?
+            del(aws, Svc::Other, "DeleteTargetGroup", &what, Retry::IN_USE, || {
+                aws.elb.delete_target_group().target_group_arn(id).send()
+            })
+            .await?
         }
         "targets" => {}
         "nat" => {
-            retrying(aws, &what, || attempt!(ec2.delete_nat_gateway().nat_gateway_id(id), "DeleteNatGateway")).await?;
+            del(aws, Svc::Ec2, "DeleteNatGateway", &what, Retry::IN_USE, || {
+                ec2.delete_nat_gateway().nat_gateway_id(id).send()
+            })
+            .await?;
             wait_for("the NAT gateway to be deleted", aws.poll, Duration::from_secs(600), || async {
                 let out = ec2.describe_nat_gateways().nat_gateway_ids(id).send().await.call("DescribeNatGateways")?;
                 let state = out.nat_gateways().first().and_then(|n| n.state().cloned());
@@ -187,81 +159,97 @@ pub async fn delete(aws: &Aws, key: &str, f: &Found) -> Result<()> {
         }
         "eip" => {
             if let Some(assoc) = &f.state {
-                retrying(aws, &what, || {
-                    attempt!(ec2.disassociate_address().association_id(assoc), "DisassociateAddress")
+                del(aws, Svc::Ec2, "DisassociateAddress", &what, Retry::IN_USE, || {
+                    ec2.disassociate_address().association_id(assoc).send()
                 })
                 .await?;
             }
-            retrying(aws, &what, || attempt!(ec2.release_address().allocation_id(id), "ReleaseAddress")).await?
+            del(aws, Svc::Ec2, "ReleaseAddress", &what, Retry::IN_USE.with_auth(), || {
+                ec2.release_address().allocation_id(id).send()
+            })
+            .await?
         }
         "rtb" => {
             for (assoc, _) in &f.assoc {
-                retrying(aws, &what, || {
-                    attempt!(ec2.disassociate_route_table().association_id(assoc), "DisassociateRouteTable")
+                del(aws, Svc::Ec2, "DisassociateRouteTable", &what, Retry::IN_USE, || {
+                    ec2.disassociate_route_table().association_id(assoc).send()
                 })
                 .await?;
             }
-            retrying(aws, &what, || attempt!(ec2.delete_route_table().route_table_id(id), "DeleteRouteTable")).await?
+            del(aws, Svc::Ec2, "DeleteRouteTable", &what, Retry::IN_USE, || {
+                ec2.delete_route_table().route_table_id(id).send()
+            })
+            .await?
         }
         "igw" => {
             for vpc in &f.links {
-                retrying(aws, &what, || {
-                    attempt!(ec2.detach_internet_gateway().internet_gateway_id(id).vpc_id(vpc), "DetachInternetGateway")
+                del(aws, Svc::Ec2, "DetachInternetGateway", &what, Retry::IN_USE, || {
+                    ec2.detach_internet_gateway().internet_gateway_id(id).vpc_id(vpc).send()
                 })
                 .await?;
             }
-            retrying(aws, &what, || {
-                attempt!(ec2.delete_internet_gateway().internet_gateway_id(id), "DeleteInternetGateway")
+            del(aws, Svc::Ec2, "DeleteInternetGateway", &what, Retry::IN_USE, || {
+                ec2.delete_internet_gateway().internet_gateway_id(id).send()
             })
             .await?
         }
         "sg" => {
-            retrying(aws, &what, || attempt!(ec2.delete_security_group().group_id(id), "DeleteSecurityGroup")).await?
+            del(aws, Svc::Ec2, "DeleteSecurityGroup", &what, Retry::IN_USE, || {
+                ec2.delete_security_group().group_id(id).send()
+            })
+            .await?
         }
         "subnet" => {
             // Reservations first, so that the subnet has nothing left in it.
             for (reservation, _) in &f.reserved {
-                retrying(aws, &what, || {
-                    attempt!(
-                        ec2.delete_subnet_cidr_reservation().subnet_cidr_reservation_id(reservation),
-                        "DeleteSubnetCidrReservation"
-                    )
+                del(aws, Svc::Ec2, "DeleteSubnetCidrReservation", &what, Retry::IN_USE, || {
+                    ec2.delete_subnet_cidr_reservation().subnet_cidr_reservation_id(reservation).send()
                 })
                 .await?;
             }
-            retrying(aws, &what, || attempt!(ec2.delete_subnet().subnet_id(id), "DeleteSubnet")).await?
+            del(aws, Svc::Ec2, "DeleteSubnet", &what, Retry::IN_USE, || ec2.delete_subnet().subnet_id(id).send())
+                .await?
         }
-        "vpc" => retrying(aws, &what, || attempt!(ec2.delete_vpc().vpc_id(id), "DeleteVpc")).await?,
-        "key" => retrying(aws, &what, || attempt!(ec2.delete_key_pair().key_pair_id(id), "DeleteKeyPair")).await?,
+        "vpc" => del(aws, Svc::Ec2, "DeleteVpc", &what, Retry::IN_USE, || ec2.delete_vpc().vpc_id(id).send()).await?,
+        "key" => {
+            del(aws, Svc::Ec2, "DeleteKeyPair", &what, Retry::IN_USE, || ec2.delete_key_pair().key_pair_id(id).send())
+                .await?
+        }
         "iam" => {
             let iam = &aws.iam;
             if f.profile {
                 for role in &f.links {
-                    retrying(aws, &what, || {
-                        attempt!(
-                            iam.remove_role_from_instance_profile().instance_profile_name(id).role_name(role),
-                            "RemoveRoleFromInstanceProfile"
-                        )
+                    del(aws, Svc::Iam, "RemoveRoleFromInstanceProfile", &what, Retry::IN_USE, || {
+                        iam.remove_role_from_instance_profile().instance_profile_name(id).role_name(role).send()
                     })
                     .await?;
                 }
-                retrying(aws, &what, || {
-                    attempt!(iam.delete_instance_profile().instance_profile_name(id), "DeleteInstanceProfile")
+                del(aws, Svc::Iam, "DeleteInstanceProfile", &what, Retry::IN_USE, || {
+                    iam.delete_instance_profile().instance_profile_name(id).send()
                 })
                 .await?;
             }
             if f.config.is_some() {
                 if f.policy.is_some() {
-                    retrying(aws, &what, || {
-                        attempt!(iam.delete_role_policy().role_name(id).policy_name(POLICY), "DeleteRolePolicy")
+                    del(aws, Svc::Iam, "DeleteRolePolicy", &what, Retry::IN_USE, || {
+                        iam.delete_role_policy().role_name(id).policy_name(POLICY).send()
                     })
                     .await?;
                 }
-                retrying(aws, &what, || attempt!(iam.delete_role().role_name(id), "DeleteRole")).await?;
+                del(aws, Svc::Iam, "DeleteRole", &what, Retry::IN_USE, || iam.delete_role().role_name(id).send())
+                    .await?;
             }
         }
-        "ssm" => retrying(aws, &what, || attempt!(aws.ssm.delete_parameter().name(id), "DeleteParameter")).await?,
-        "zone" => retrying(aws, &what, || attempt!(aws.r53.delete_hosted_zone().id(id), "DeleteHostedZone")).await?,
+        "ssm" => {
+            del(aws, Svc::Other, "DeleteParameter", &what, Retry::IN_USE, || aws.ssm.delete_parameter().name(id).send())
+                .await?
+        }
+        "zone" => {
+            del(aws, Svc::Other, "DeleteHostedZone", &what, Retry::IN_USE, || {
+                aws.r53.delete_hosted_zone().id(id).send()
+            })
+            .await?
+        }
         "dns" => {
             use aws_sdk_route53::types as r53t;
             let Some((dns, zone)) = &f.dns else { bail!("{what}: the record's alias target is unknown") };
@@ -282,11 +270,8 @@ pub async fn delete(aws: &Aws, key: &str, f: &Found) -> Result<()> {
                     r53t::Change::builder().action(r53t::ChangeAction::Delete).resource_record_set(record).build()?,
                 )
                 .build()?;
-            retrying(aws, &what, || {
-                attempt!(
-                    aws.r53.change_resource_record_sets().hosted_zone_id(id).change_batch(batch.clone()),
-                    "ChangeResourceRecordSets"
-                )
+            del(aws, Svc::Other, "ChangeResourceRecordSets", &what, Retry::IN_USE, || {
+                aws.r53.change_resource_record_sets().hosted_zone_id(id).change_batch(batch.clone()).send()
             })
             .await?
         }
@@ -342,11 +327,8 @@ pub async fn destroy(aws: &Aws, world: &World, mut report: impl FnMut(&str, &Fou
 }
 
 async fn revoke_all(aws: &Aws, f: &Found) -> Result<()> {
-    let out = aws.ec2.describe_security_groups().group_ids(&f.id).send().await;
-    let out = match out {
-        Err(e) if code(&e).is_some_and(is_gone) => return Ok(()),
-        other => other.call("DescribeSecurityGroups")?,
-    };
+    let out = aws.ec2.describe_security_groups().group_ids(&f.id).send().await.call("DescribeSecurityGroups");
+    let Some(out) = unless_gone(out)? else { return Ok(()) };
     for g in out.security_groups() {
         if !g.ip_permissions().is_empty() {
             aws.ec2

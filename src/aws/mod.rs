@@ -10,10 +10,12 @@
 
 pub mod apply;
 pub mod destroy;
+pub mod error;
 pub mod model;
 pub mod plan;
 pub mod world;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
@@ -21,6 +23,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 
+pub use self::error::{aws_error, AwsError, Retry};
 use crate::cluster::ClusterSpec;
 use crate::error::failed;
 
@@ -35,6 +38,77 @@ pub struct Aws {
     pub r53: aws_sdk_route53::Client,
     /// How long to wait between polls of a resource that is not ready yet.
     pub poll: Duration,
+    /// How long to wait out what real AWS settles within about two minutes
+    /// (eventual consistency, IAM propagation); shorter in the tests.
+    pub settle: Duration,
+    buckets: Arc<Buckets>,
+}
+
+/// The services whose mutating calls kaws paces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Svc {
+    Ec2,
+    /// EC2's RunInstances, which has a bucket of its own.
+    Run,
+    Iam,
+    Other,
+}
+
+/// A token bucket: `cap` calls at once, then `rate` per second.
+struct Bucket {
+    tokens: f64,
+    cap: f64,
+    rate: f64,
+    at: tokio::time::Instant,
+}
+
+impl Bucket {
+    fn new(cap: f64, rate: f64) -> Mutex<Bucket> {
+        Mutex::new(Bucket { tokens: cap, cap, rate, at: tokio::time::Instant::now() })
+    }
+}
+
+/// EC2 throttles each account by token buckets ("Request throttling for the
+/// Amazon EC2 API"): mutating actions 200 then 5/s, RunInstances 5 then 2/s.
+/// kaws stays inside them (a 100-node cluster must not spend the account's
+/// budget); IAM's unpublished write limit is treated as 20 then 5/s. The
+/// SDK's adaptive retry still backs off if another client shares them.
+struct Buckets {
+    ec2: Mutex<Bucket>,
+    run: Mutex<Bucket>,
+    iam: Mutex<Bucket>,
+}
+
+impl Buckets {
+    fn new() -> Buckets {
+        Buckets { ec2: Bucket::new(200.0, 5.0), run: Bucket::new(5.0, 2.0), iam: Bucket::new(20.0, 5.0) }
+    }
+
+    /// Waits for a token of `svc`'s bucket (RunInstances takes from both of EC2's).
+    async fn take(&self, svc: Svc) {
+        let buckets: &[&Mutex<Bucket>] = match svc {
+            Svc::Ec2 => &[&self.ec2],
+            Svc::Run => &[&self.run, &self.ec2],
+            Svc::Iam => &[&self.iam],
+            Svc::Other => &[],
+        };
+        for b in buckets {
+            loop {
+                let wait = {
+                    let mut b = b.lock().expect("a bucket lock");
+                    let now = tokio::time::Instant::now();
+                    b.tokens = (b.tokens + (now - b.at).as_secs_f64() * b.rate).min(b.cap);
+                    b.at = now;
+                    if b.tokens >= 1.0 {
+                        b.tokens -= 1.0;
+                        break;
+                    }
+                    Duration::from_secs_f64((1.0 - b.tokens) / b.rate)
+                };
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
 }
 
 /// The credential sources aws-config's default chain tries, in order.
@@ -92,9 +166,13 @@ impl Aws {
     pub async fn connect(spec: &ClusterSpec) -> Result<Aws> {
         let config = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(spec.region.clone()))
-            // Throttling and transient errors back off; the adaptive mode
-            // also slows down when AWS says the account is over its rate.
-            .retry_config(RetryConfig::adaptive().with_max_attempts(8))
+            // Throttling and transient errors back off (standard mode, as
+            // terraform-provider-aws uses); kaws paces its mutating calls to
+            // EC2's documented buckets itself (`Buckets`). Not the adaptive
+            // mode: its client-side limiter is shared by every call to the
+            // service, waiters' polls included, and after one throttle it
+            // slowed a whole apply eightfold (scripts/bench-apply.sh).
+            .retry_config(RetryConfig::standard().with_max_attempts(8))
             .load()
             .await;
         check_credentials(&config).await?;
@@ -102,6 +180,10 @@ impl Aws {
             .ok()
             .and_then(|v| v.parse().ok())
             .map_or(Duration::from_secs(5), Duration::from_millis);
+        let settle = std::env::var("KAWS_AWS_SETTLE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(error::SETTLE, Duration::from_millis);
         Ok(Aws {
             ec2: aws_sdk_ec2::Client::new(&config),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
@@ -110,18 +192,51 @@ impl Aws {
             ssm: aws_sdk_ssm::Client::new(&config),
             r53: aws_sdk_route53::Client::new(&config),
             poll,
+            settle,
+            buckets: Arc::new(Buckets::new()),
         })
     }
-}
 
-/// The error code AWS answered with, if any.
-pub fn code<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> Option<&str> {
-    e.code()
+    /// One mutating call of `svc`: paced to AWS's rate limits, and retried
+    /// while `retry` says its error is a state AWS passes through, for at
+    /// most its window. The SDK itself retries throttling and server errors.
+    pub async fn send<T, E, R, F, Fut>(
+        &self,
+        svc: Svc,
+        call: &'static str,
+        retry: Retry,
+        mut f: F,
+    ) -> Result<T, AwsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, SdkError<E, R>>>,
+        E: std::error::Error + ProvideErrorMetadata + 'static,
+        R: std::fmt::Debug + 'static,
+    {
+        let start = tokio::time::Instant::now();
+        let window = if retry.long { Retry::LONG } else { self.settle };
+        let mut delay = self.poll.min(Duration::from_secs(1));
+        loop {
+            self.buckets.take(svc).await;
+            let err = match f().await {
+                Ok(v) => return Ok(v),
+                Err(e) => AwsError::new(call, &e),
+            };
+            if !retry.allows(&err) || start.elapsed() + delay > window {
+                return Err(err);
+            }
+            if std::env::var_os("KAWS_VERBOSE").is_some() {
+                eprintln!("waiting to retry {err}");
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
 }
 
 /// Turns an SDK error into one that names the call and AWS's own message.
 pub trait Call<T> {
-    fn call(self, what: &str) -> Result<T>;
+    fn call(self, what: &'static str) -> Result<T>;
 }
 
 impl<T, E, R> Call<T> for std::result::Result<T, SdkError<E, R>>
@@ -129,12 +244,8 @@ where
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    fn call(self, what: &str) -> Result<T> {
-        self.map_err(|e| match (e.code(), e.message()) {
-            (Some(code), Some(message)) => anyhow!("{what}: {code}: {message}"),
-            (Some(code), None) => anyhow!("{what}: {code}"),
-            _ => anyhow!("{what}: {}", one_line(&e)),
-        })
+    fn call(self, what: &'static str) -> Result<T> {
+        self.map_err(|e| AwsError::new(what, &e).into())
     }
 }
 

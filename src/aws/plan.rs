@@ -103,6 +103,11 @@ pub enum Action {
         found: Box<Found>,
         why: String,
     },
+    /// Delete what is found and create it anew (a failed NAT gateway).
+    Replace {
+        found: Box<Found>,
+        why: String,
+    },
     /// A difference kaws will not repair in place.
     Blocked(String),
     /// A difference worth knowing that needs no call.
@@ -221,6 +226,12 @@ pub fn diff(spec: &ClusterSpec, node: &Node, state: &State, wanted: &Wanted) -> 
             } else {
                 vec![Fix::Attach]
             }
+        }
+        Kind::NatGateway { .. } if f.state.as_deref() == Some("failed") => {
+            return Some(Action::Replace {
+                found: Box::new(f.clone()),
+                why: format!("{} failed ({})", f.id, f.config.as_deref().unwrap_or("no reason given")),
+            });
         }
         Kind::Address | Kind::NatGateway { .. } | Kind::SecurityGroup(_) | Kind::TargetGroup | Kind::Listener => vec![],
         Kind::PrivateZone => vec![],
@@ -382,6 +393,7 @@ fn describe(c: &Change) -> (&'static str, char, Vec<String>) {
         Action::Create => ("create", '+', vec!["not found".into()]),
         Action::Update(fixes) => ("update", '~', fixes.iter().map(|f| f.to_string()).collect()),
         Action::Delete { why, found } => ("delete", '-', vec![format!("{} is {why}", found.id)]),
+        Action::Replace { why, .. } => ("replace", '±', vec![format!("{why}; it is deleted and created anew")]),
         Action::Blocked(why) => ("blocked", '!', vec![why.clone()]),
         Action::Note(why) => ("note", '#', vec![why.clone()]),
     }
@@ -393,7 +405,7 @@ pub fn to_json(changes: &[Change]) -> serde_json::Value {
         .map(|c| {
             let (action, _, reasons) = describe(c);
             let id = match &c.action {
-                Action::Delete { found, .. } => Some(found.id.as_str()),
+                Action::Delete { found, .. } | Action::Replace { found, .. } => Some(found.id.as_str()),
                 _ => None,
             };
             JsonChange { resource: &c.key, action, id, reasons }
@@ -411,7 +423,7 @@ pub fn to_text(changes: &[Change], color: bool) -> String {
         }
         let code = match sign {
             '+' => "32",
-            '~' => "33",
+            '~' | '±' => "33",
             '-' | '!' => "31",
             _ => "2",
         };
@@ -420,13 +432,17 @@ pub fn to_text(changes: &[Change], color: bool) -> String {
     let mut counts = [0usize; 5];
     for c in changes {
         let (action, sign, reasons) = describe(c);
-        counts[match sign {
-            '+' => 0,
-            '~' => 1,
-            '-' => 2,
-            '!' => 3,
-            _ => 4,
-        }] += 1;
+        match sign {
+            '+' => counts[0] += 1,
+            '~' => counts[1] += 1,
+            '-' => counts[2] += 1,
+            '±' => {
+                counts[0] += 1;
+                counts[2] += 1;
+            }
+            '!' => counts[3] += 1,
+            _ => counts[4] += 1,
+        }
         out += &paint(sign, &format!("  {sign} {:<32} {action}", c.key));
         out.push('\n');
         for r in reasons {

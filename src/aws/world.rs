@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result};
 use aws_sdk_ec2::types::{Filter, InstanceStateName, IpPermission};
 
 use super::model::{self, Peer, Proto, Role, Rule, TAG_CLUSTER, TAG_KEY};
-use super::{Aws, Call};
+use super::{Aws, Call, Retry, Svc};
 use crate::cluster::ClusterSpec;
 
 /// One resource as found. Fields that do not apply to its kind stay empty.
@@ -116,12 +116,17 @@ pub async fn discover(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
 async fn discover_ec2(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
     let c = &aws.ec2;
     let f = || by_cluster(spec);
-    let live_nats =
-        Filter::builder().name("state").set_values(Some(vec!["pending".into(), "available".into()])).build();
+    let live_nats = Filter::builder()
+        .name("state")
+        .set_values(Some(vec!["pending".into(), "available".into(), "failed".into()]))
+        .build();
     let (zones, vpcs, igws, subnets, addrs, nats, rtbs, sgs, instances, lts, keys) = tokio::try_join!(
         async {
+            // Availability Zones only: an account's opted-in Local and
+            // Wavelength Zones sort among them but lack most services.
             c.describe_availability_zones()
                 .filters(Filter::builder().name("state").values("available").build())
+                .filters(Filter::builder().name("zone-type").values("availability-zone").build())
                 .send()
                 .await
                 .call("DescribeAvailabilityZones")
@@ -151,8 +156,10 @@ async fn discover_ec2(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
     for v in vpcs.vpcs() {
         let id = v.vpc_id().unwrap_or_default();
         // DNS support and hostnames: both on, or the VPC needs a fix.
+        // Found by its tag, so it exists: NotFound is EC2's eventual consistency.
         let attr = |name| async move {
-            c.describe_vpc_attribute().vpc_id(id).attribute(name).send().await.call("DescribeVpcAttribute")
+            let call = c.describe_vpc_attribute().vpc_id(id).attribute(name);
+            aws.send(Svc::Other, "DescribeVpcAttribute", Retry::settling(true), || call.clone().send()).await
         };
         use aws_sdk_ec2::types::VpcAttributeName::{EnableDnsHostnames, EnableDnsSupport};
         let (support, hostnames) = tokio::try_join!(attr(EnableDnsSupport), attr(EnableDnsHostnames))?;
@@ -177,12 +184,9 @@ async fn discover_ec2(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
     }
     // Each subnet's reservations, all at once.
     let reservations = futures::future::try_join_all(subnets.subnets().iter().map(|s| async move {
-        let out = c
-            .get_subnet_cidr_reservations()
-            .subnet_id(s.subnet_id().unwrap_or_default())
-            .send()
-            .await
-            .call("GetSubnetCidrReservations")?;
+        let call = c.get_subnet_cidr_reservations().subnet_id(s.subnet_id().unwrap_or_default());
+        let out =
+            aws.send(Svc::Other, "GetSubnetCidrReservations", Retry::settling(true), || call.clone().send()).await?;
         let explicit = out
             .subnet_ipv4_cidr_reservations()
             .iter()
@@ -222,6 +226,8 @@ async fn discover_ec2(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
             Found {
                 id: n.nat_gateway_id().unwrap_or_default().into(),
                 state: n.state().map(|s| s.as_str().to_owned()),
+                // Why it failed, when it did.
+                config: n.failure_code().map(|c| format!("{c}: {}", n.failure_message().unwrap_or(""))),
                 zone: n.subnet_id().map(String::from),
                 links,
                 ..Default::default()
@@ -299,6 +305,8 @@ async fn discover_ec2(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
             key(t.tags()),
             Found {
                 id: t.launch_template_id().unwrap_or_default().into(),
+                // Its latest version: the next version's client token follows it.
+                state: t.latest_version_number().map(|v| v.to_string()),
                 config: tag(ec2_tags(t.tags()), super::apply::TAG_CONFIG),
                 ..Default::default()
             },
@@ -445,8 +453,11 @@ async fn discover_iam(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Foun
                 let doc = percent_encoding::percent_decode_str(p.policy_document()).decode_utf8_lossy().into_owned();
                 Some(serde_json::from_str(&doc).context("an IAM policy that is not JSON")?)
             }
-            Err(e) if super::code(&e) == Some("NoSuchEntity") => None,
-            Err(e) => return Err(e).call("GetRolePolicy"),
+            // The role has no inline policy of that name.
+            Err(e) => match super::AwsError::new("GetRolePolicy", &e) {
+                a if a.code() == "NoSuchEntity" => None,
+                a => return Err(a.on(name).into()),
+            },
         };
         let f = map.entry(key(name)).or_default();
         f.id = name.to_owned();

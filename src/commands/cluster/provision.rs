@@ -244,7 +244,7 @@ pub fn apply(ctx: &Ctx, raw: &str, yes: bool, parallelism: u16) -> Result<()> {
     if !tty {
         progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let runner = Runner { aws: &p.aws, spec: &loaded.spec, inputs: &p.inputs, parallelism: parallelism.into() };
+    let runner = Runner::new(&p.aws, &loaded.spec, &p.inputs, parallelism.into());
     let surplus: Vec<plan::Change> =
         p.changes.iter().filter(|c| matches!(c.action, Action::Delete { .. })).cloned().collect();
     let made = rt.block_on(async {
