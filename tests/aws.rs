@@ -106,11 +106,15 @@ impl Emulator {
         let _ = std::fs::remove_file(&self.log);
     }
 
-    /// tests/fixtures/awscheck.py with `args`.
+    /// tests/fixtures/awscheck.py with `args`, for cluster prod in eu-west-1.
     fn check(&self, args: &[&str]) -> Run {
+        self.check_in("eu-west-1", args)
+    }
+
+    fn check_in(&self, region: &str, args: &[&str]) -> Run {
         let mut c = Command::new(tool("kaws-python"));
         c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/awscheck.py"))
-            .args([self.url().as_str(), "eu-west-1", "prod"])
+            .args([self.url().as_str(), region, "prod"])
             .args(args);
         run(c)
     }
@@ -131,7 +135,7 @@ impl Emulator {
 
 struct Cluster {
     f: Fixture,
-    aws: Emulator,
+    aws: std::rc::Rc<Emulator>,
 }
 
 impl Cluster {
@@ -145,6 +149,11 @@ impl Cluster {
     }
 
     fn with(aws: Emulator) -> Cluster {
+        Cluster::in_region(std::rc::Rc::new(aws), "eu-west-1")
+    }
+
+    /// Cluster `prod` of a new repository, in `region`, on the emulator `aws`.
+    fn in_region(aws: std::rc::Rc<Emulator>, region: &str) -> Cluster {
         let f = Fixture::new();
         let r = f.alice(&[
             "cluster",
@@ -153,7 +162,7 @@ impl Cluster {
             "--domain",
             "example.com",
             "--region",
-            "eu-west-1",
+            region,
             "--admin-cidr",
             ADMIN,
             "--masters",
@@ -202,8 +211,12 @@ impl Cluster {
 
     /// Starts an apply and kills it once it has made `n` mutating calls.
     fn kill_apply_after(&self, n: usize) {
-        let mut child =
-            self.kaws(&["cluster", "apply", "prod", "--yes"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = self
+            .kaws(&["cluster", "apply", "prod", "--yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let start = Instant::now();
         while self.aws.mutating().len() < n {
             assert!(start.elapsed() < Duration::from_secs(120), "apply made only {} calls", self.aws.mutating().len());
@@ -215,9 +228,14 @@ impl Cluster {
     }
 
     fn destroy(&self) {
+        self.destroy_in("eu-west-1");
+    }
+
+    /// Destroys and checks, in `region`, that nothing is left.
+    fn destroy_in(&self, region: &str) {
         let r = self.run(&["cluster", "destroy", "prod", "--yes"]);
         assert_eq!(r.code, 0, "destroy: {}\n{}", r.stdout, r.stderr);
-        let left = self.aws.check(&["leftovers"]);
+        let left = self.aws.check_in(region, &["leftovers"]);
         assert_eq!(left.code, 0, "{}", left.stderr);
         assert_eq!(left.stdout.trim(), "", "left behind:\n{}", left.stdout);
     }
@@ -450,4 +468,95 @@ fn a_failed_nat_gateway_is_named_and_replaced() {
     c.assert_design();
     assert_eq!(c.counts(), expected_counts());
     assert!(c.aws.injected().contains_key("tokens"), "the replacement did not meet the old token");
+}
+
+/// One real-AWS behaviour at a time: an apply behind it builds the design,
+/// and the behaviour was met (each failed kaws before it was handled).
+fn apply_behind(behaviour: &str) -> Cluster {
+    let c = Cluster::strict(behaviour);
+    c.apply();
+    c.assert_design();
+    assert_eq!(c.counts(), expected_counts());
+    let fired = c.aws.injected();
+    assert!(fired.contains_key(behaviour), "the proxy never played {behaviour}: {fired:?}");
+    c
+}
+
+/// EC2 answers `Invalid…ID.NotFound` right after a create.
+#[test]
+fn ids_a_run_created_are_waited_for() {
+    apply_behind("notfound");
+}
+
+/// A new instance profile is not usable by EC2 at once.
+#[test]
+fn iam_propagation_is_waited_for() {
+    apply_behind("iam");
+}
+
+/// New NAT gateways and instances are pending, load balancers provisioning.
+#[test]
+fn pending_resources_are_waited_for() {
+    apply_behind("pending");
+}
+
+/// Throttling bursts are backed off, and the apply still converges.
+#[test]
+fn throttling_is_backed_off() {
+    apply_behind("throttle");
+}
+
+/// An opted-in Local Zone never receives subnets.
+#[test]
+fn local_zones_are_not_used() {
+    let c = apply_behind("localzone");
+    let r = c.aws.check(&["counts"]);
+    assert!(!r.stdout.contains("lcl"), "{}", r.stdout);
+}
+
+/// EC2 remembers client tokens for a day after their resources are gone: a
+/// cluster destroyed and made again the next day must not replay them.
+#[test]
+fn client_tokens_of_a_destroyed_cluster_are_not_replayed() {
+    let c = Cluster::strict("tokens");
+    c.apply();
+    c.destroy();
+    c.apply();
+    c.assert_design();
+    assert_eq!(c.counts(), expected_counts());
+}
+
+/// IAM and Route 53 are global: a cluster `prod` in another region of the
+/// same account (another repository) gets its own roles and zone, and its
+/// destroy leaves this one's alone.
+#[test]
+fn clusters_of_one_name_in_two_regions_keep_apart() {
+    let c = Cluster::new();
+    c.apply();
+    let other = Cluster::in_region(c.aws.clone(), "us-east-1");
+    other.apply();
+    c.assert_design();
+    other.destroy_in("us-east-1");
+    c.assert_design();
+    assert_eq!(c.counts(), expected_counts());
+    let plan = c.plan();
+    assert!(plan.contains(NOTHING), "{plan}");
+}
+
+/// A private zone a killed run made but could not tag (Route 53 tags in a
+/// second call) is found by its VPC and adopted, not made twice.
+#[test]
+fn an_untagged_private_zone_of_the_vpc_is_adopted() {
+    let c = Cluster::new();
+    c.apply();
+    c.aws.by_hand(
+        "r53=boto3.client('route53', **kw)\n\
+         z=[z for z in r53.list_hosted_zones()['HostedZones'] if z['Name']=='prod.example.com.'][0]['Id'].split('/')[-1]\n\
+         keys=[t['Key'] for t in r53.list_tags_for_resource(ResourceType='hostedzone', ResourceId=z)['ResourceTagSet']['Tags']]\n\
+         r53.change_tags_for_resource(ResourceType='hostedzone', ResourceId=z, RemoveTagKeys=keys)\n",
+    );
+    assert!(c.plan().contains("+ zone/private"));
+    c.apply();
+    assert_eq!(c.counts(), expected_counts());
+    assert!(c.plan().contains(NOTHING));
 }

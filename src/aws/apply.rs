@@ -47,6 +47,7 @@ pub fn tags(spec: &ClusterSpec, node: &Node) -> Vec<(String, String)> {
         (TAG_CLUSTER.into(), spec.name.to_string()),
         (TAG_ROLE.into(), node.role.into()),
         (TAG_KEY.into(), node.key.clone()),
+        (model::TAG_REGION.into(), spec.region.clone()),
         ("Name".into(), format!("{}-{}", spec.name, node.key.replace('/', "-"))),
     ]
 }
@@ -540,16 +541,31 @@ impl Runner<'_> {
                 };
                 let arn = match arn {
                     Some(a) => a,
-                    None => iam
-                        .get_role()
-                        .role_name(name)
-                        .send()
-                        .await
-                        .call("GetRole")?
-                        .role()
-                        .context("no role")?
-                        .arn()
-                        .into(),
+                    None => {
+                        // A role of this name exists: take it over only if
+                        // it is this cluster's, in this region, on kaws' path.
+                        let out = iam.get_role().role_name(name).send().await.call("GetRole")?;
+                        let role = out.role().context("no role")?;
+                        let tags = role.tags().iter().map(|t| (t.key(), t.value()));
+                        let tags: Vec<(&str, &str)> = tags.collect();
+                        let owner = super::world::tag(tags.iter().copied(), TAG_CLUSTER);
+                        let region = super::world::tag(tags.iter().copied(), model::TAG_REGION);
+                        if owner.as_deref() != Some(spec.name.as_str())
+                            || region.as_deref() != Some(spec.region.as_str())
+                            || role.path() != model::iam_path(spec)
+                        {
+                            return Err(crate::error::failed(format!(
+                                "IAM role {name} exists but is not this cluster's (path {}, tags kaws:cluster={}, \
+                                 kaws:region={}); kaws does not touch it",
+                                role.path(),
+                                owner.as_deref().unwrap_or("none"),
+                                region.as_deref().unwrap_or("none")
+                            ))
+                            .hint("rename the cluster, or delete that role if nothing uses it")
+                            .into());
+                        }
+                        role.arn().to_owned()
+                    }
                 };
                 found.id = name.clone();
                 found.config = Some(arn);
@@ -780,12 +796,30 @@ impl Runner<'_> {
             Kind::PrivateZone => {
                 use aws_sdk_route53::types as r53t;
                 let vpc = snap.id("vpc")?;
-                let out = self
-                    .aws
-                    .r53
+                let r53 = &self.aws.r53;
+                // A zone of this name on this VPC is the cluster's: made by a
+                // run killed before it could tag it. It is adopted (tagged).
+                let zones = r53
+                    .list_hosted_zones_by_vpc()
+                    .vpc_id(&vpc)
+                    .vpc_region(r53t::VpcRegion::from(spec.region.as_str()))
+                    .send()
+                    .await
+                    .call("ListHostedZonesByVPC")?;
+                let name = super::world::zone_name(spec);
+                let adopted = zones
+                    .hosted_zone_summaries()
+                    .iter()
+                    .find(|z| z.name() == name)
+                    .map(|z| z.hosted_zone_id().trim_start_matches("/hostedzone/").to_owned());
+                // A caller reference is never reused (Route 53 refuses a
+                // second zone with one), so it carries the time of the call.
+                let nanos =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+                let create = r53
                     .create_hosted_zone()
-                    .name(super::world::zone_name(spec))
-                    .caller_reference(format!("kaws-{}-{vpc}", spec.name))
+                    .name(&name)
+                    .caller_reference(format!("kaws-{}-{vpc}-{nanos}", spec.name))
                     .vpc(
                         r53t::Vpc::builder()
                             .vpc_id(&vpc)
@@ -797,11 +831,15 @@ impl Runner<'_> {
                             .private_zone(true)
                             .comment(format!("kaws {}", spec.name))
                             .build(),
-                    )
-                    .send()
-                    .await
-                    .call("CreateHostedZone")?;
-                let id = out.hosted_zone().context("no zone")?.id().trim_start_matches("/hostedzone/").to_owned();
+                    );
+                let id = match adopted {
+                    Some(id) => id,
+                    None => {
+                        let out = create.send().await.call("CreateHostedZone")?;
+                        out.hosted_zone().context("no zone")?.id().trim_start_matches("/hostedzone/").to_owned()
+                    }
+                };
+                // Adding tags is idempotent: a killed run's zone gets them now.
                 let t: Vec<r53t::Tag> =
                     tags(spec, node).into_iter().map(|(k, v)| r53t::Tag::builder().key(k).value(v).build()).collect();
                 self.aws

@@ -17,6 +17,9 @@ use crate::render::context::SHARED_MASTER_KEYS;
 pub const TAG_CLUSTER: &str = "kaws:cluster";
 pub const TAG_ROLE: &str = "kaws:role";
 pub const TAG_KEY: &str = "kaws:key";
+/// The region a resource belongs to: IAM and Route 53 are global, so two
+/// clusters of one name in two regions must tell theirs apart.
+pub const TAG_REGION: &str = "kaws:region";
 
 /// The Kubernetes API port, on the load balancer and the masters.
 pub const API_PORT: u16 = 6443;
@@ -312,14 +315,16 @@ pub struct Node {
     pub kind: Kind,
 }
 
-/// The IAM role (and instance profile) name of a role's instances.
+/// The IAM role (and instance profile) name of a role's instances. IAM is
+/// global: the region is in the name, so that clusters of one name in two
+/// regions never share a role (at most 5+32+1+14+1+8 = 61 of IAM's 64).
 pub fn iam_name(spec: &ClusterSpec, which: &str) -> String {
-    format!("kaws-{}-{which}", spec.name)
+    format!("kaws-{}-{}-{which}", spec.name, spec.region)
 }
 
 /// The IAM path every role and profile of the cluster lives under.
 pub fn iam_path(spec: &ClusterSpec) -> String {
-    format!("/kaws/{}/", spec.name)
+    format!("/kaws/{}/{}/", spec.region, spec.name)
 }
 
 /// The SSM parameter prefix of the cluster.

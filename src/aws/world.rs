@@ -443,10 +443,13 @@ async fn discover_iam(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Foun
         tokio::try_join!(async { c.list_roles().path_prefix(&path).send().await.call("ListRoles") }, async {
             c.list_instance_profiles().path_prefix(&path).send().await.call("ListInstanceProfiles")
         },)?;
-    let prefix = format!("kaws-{}-", spec.name);
+    let prefix = model::iam_name(spec, "");
     let key = |name: &str| format!("iam/{}", name.strip_prefix(&prefix).unwrap_or(name));
     let mut map: BTreeMap<String, Found> = BTreeMap::new();
-    for r in roles.roles() {
+    // Exactly the cluster's path (the prefix would also match a cluster
+    // whose name extends this one's), whatever the listing let through.
+    let ours = |p: &str, name: &str| p == path && name.starts_with(&prefix);
+    for r in roles.roles().iter().filter(|r| ours(r.path(), r.role_name())) {
         let name = r.role_name();
         let policy = match c.get_role_policy().role_name(name).policy_name(POLICY).send().await {
             Ok(p) => {
@@ -464,7 +467,7 @@ async fn discover_iam(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Foun
         f.config = Some(r.arn().to_owned());
         f.policy = policy;
     }
-    for p in profiles.instance_profiles() {
+    for p in profiles.instance_profiles().iter().filter(|p| ours(p.path(), p.instance_profile_name())) {
         let f = map.entry(key(p.instance_profile_name())).or_default();
         f.id = p.instance_profile_name().to_owned();
         f.profile = true;
@@ -522,7 +525,10 @@ async fn discover_dns(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Foun
             .call("ListTagsForResources")?;
         for set in tags.resource_tag_sets() {
             let t = || set.tags().iter().map(|t| (t.key().unwrap_or(""), t.value().unwrap_or("")));
-            if tag(t(), TAG_CLUSTER).as_deref() == Some(spec.name.as_str()) {
+            // Zones are global: another region's cluster of this name has its own.
+            if tag(t(), TAG_CLUSTER).as_deref() == Some(spec.name.as_str())
+                && tag(t(), model::TAG_REGION).as_deref() == Some(spec.region.as_str())
+            {
                 let id = set.resource_id().unwrap_or_default().to_owned();
                 private.get_or_insert(id.clone());
                 out.push((tag(t(), TAG_KEY).unwrap_or_else(|| "unknown".into()), Found { id, ..Default::default() }));

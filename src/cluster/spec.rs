@@ -166,9 +166,12 @@ fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
+/// An AWS region name; at most 16 characters (the longest today has 14), so
+/// that it fits in IAM names with the cluster's (see `aws::model::iam_name`).
 fn region_ok(r: &str) -> bool {
     let parts: Vec<&str> = r.split('-').collect();
-    parts.len() >= 3
+    r.len() <= 16
+        && parts.len() >= 3
         && parts[0].len() == 2
         && parts[..parts.len() - 1].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
         && parts[parts.len() - 1].parse::<u8>().is_ok()
