@@ -5,7 +5,7 @@
 //! client token where the API has one), so a killed run is found again by
 //! tag and converges when re-run.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -72,15 +72,41 @@ fn elb_tags(spec: &ClusterSpec, node: &Node) -> Vec<aws_sdk_elasticloadbalancing
 }
 
 /// A deterministic client token: the same create, retried (by the SDK, or
-/// by a run after a killed one), is one create. EC2 remembers a token for
-/// at least 24 hours after its resource is gone and answers a replay with
-/// the old resource, so the token is salted with the ids of the incarnation
-/// it belongs to (its VPC, subnet, groups, template version) and with any
-/// dead resource a replay has already returned (see `Replay`).
-fn token(spec: &ClusterSpec, key: &str, salt: &[&str]) -> String {
-    let mut parts: Vec<&[u8]> = vec![spec.name.as_str().as_bytes(), key.as_bytes()];
+/// by a run after a killed one), is one create. It is a digest of the
+/// request itself (`request`: its Debug form, without the token), so that
+/// any change of parameters (a new VPC, subnet or group id, a new
+/// configuration) is a new token, never an `IdempotentParameterMismatch`;
+/// and of `salt`: any dead resource a replay already returned (EC2
+/// remembers a token for at least 24 hours after its resource is gone and
+/// answers a replay with the old resource; see `Replay`).
+fn token(spec: &ClusterSpec, key: &str, request: &impl std::fmt::Debug, salt: &[&str]) -> String {
+    let request = format!("{request:?}");
+    let mut parts: Vec<&[u8]> = vec![spec.name.as_str().as_bytes(), key.as_bytes(), request.as_bytes()];
     parts.extend(salt.iter().map(|s| s.as_bytes()));
     format!("kaws-{}", super::digest(&parts))
+}
+
+/// How a create's answer relates to the call: made by it, or older (a
+/// replay of an earlier call's token). Unknown where AWS gives no time.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Age {
+    New,
+    Old,
+    Unknown,
+}
+
+impl Age {
+    /// Older than the call by more than the clock skew SigV4 allows (5
+    /// minutes): a replay. Anything later is this call's own.
+    fn of(created: Option<&aws_smithy_types::DateTime>, started: std::time::SystemTime) -> Age {
+        let Some(created) = created else { return Age::Unknown };
+        let started = aws_smithy_types::DateTime::from(started).secs();
+        if created.secs() < started - 300 {
+            Age::Old
+        } else {
+            Age::New
+        }
+    }
 }
 
 /// What a create with a client token answered: a live resource, or a
@@ -101,7 +127,10 @@ const READY: Duration = Duration::from_secs(600);
 enum Probe<T> {
     Ready(T),
     Wait,
+    /// Gone because someone deleted it: a replay of an earlier create.
     Dead,
+    /// This call's own resource, which failed, and AWS's reason.
+    Failed(String),
 }
 
 impl From<bool> for Probe<()> {
@@ -135,8 +164,9 @@ pub struct Runner<'a> {
     pub inputs: &'a Inputs,
     /// At most this many resources change at once.
     pub parallelism: usize,
-    /// The ids this run created: calls naming them wait out EC2's eventual
-    /// consistency (`Invalid…ID.NotFound` right after the create).
+    /// The ids this run created or found: calls naming them wait out EC2's
+    /// eventual consistency (`Invalid…ID.NotFound` right after the create,
+    /// which may have been a killed run's seconds ago).
     fresh: Mutex<HashSet<String>>,
 }
 
@@ -153,6 +183,18 @@ impl<'a> Runner<'a> {
     fn settle(&self, ids: &[&str]) -> Retry {
         let fresh = self.fresh.lock().expect("the fresh-id lock");
         Retry::settling(ids.iter().any(|id| fresh.contains(*id)))
+    }
+
+    /// One call to another service (not paced) naming EC2 `ids`, which it
+    /// may not see yet.
+    async fn other<T, E, R, F, Fut>(&self, call: &'static str, ids: &[&str], f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, aws_sdk_ec2::error::SdkError<E, R>>>,
+        E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata + 'static,
+        R: std::fmt::Debug + 'static,
+    {
+        Ok(self.aws.send(Svc::Other, call, self.settle(ids), f).await?)
     }
 
     /// One mutating EC2 call naming `ids`.
@@ -183,6 +225,7 @@ pub async fn run<'a>(
     mut report: impl FnMut(&Done),
 ) -> Result<HashMap<String, Found>> {
     let mut state = State { world, made: HashMap::new() };
+    r.fresh.lock().expect("the fresh-id lock").extend(world.found.values().flatten().map(|f| f.id.clone()));
     let mut done: HashSet<&str> = HashSet::new();
     let mut failed: HashSet<&str> = HashSet::new();
     let mut started: HashSet<&str> = HashSet::new();
@@ -308,7 +351,6 @@ enum Lane {
 pub struct Snap {
     found: HashMap<String, Found>,
     zones: Vec<String>,
-    gone: BTreeMap<String, Vec<String>>,
 }
 
 impl Snap {
@@ -316,7 +358,7 @@ impl Snap {
         let mut found: HashMap<String, Found> =
             state.world.found.iter().filter_map(|(k, v)| Some((k.clone(), v.first()?.clone()))).collect();
         found.extend(state.made.iter().map(|(k, v)| (k.clone(), v.clone())));
-        Snap { found, zones: state.world.zones.clone(), gone: state.world.gone.clone() }
+        Snap { found, zones: state.world.zones.clone() }
     }
 
     fn get(&self, key: &str) -> Option<&Found> {
@@ -455,20 +497,21 @@ impl Runner<'_> {
             Kind::NatGateway { subnet, address } => {
                 let (sid, aid) = (snap.id(subnet)?, snap.id(address)?);
                 let mut dead: Vec<String> = Vec::new();
+                let request = ec2
+                    .create_nat_gateway()
+                    .subnet_id(&sid)
+                    .allocation_id(&aid)
+                    .tag_specifications(ec2_tags(spec, node, ResourceType::Natgateway, &[]));
                 found.id = loop {
-                    let salt: Vec<&str> = [&sid, &aid].into_iter().chain(&dead).map(String::as_str).collect();
-                    let call = ec2
-                        .create_nat_gateway()
-                        .subnet_id(&sid)
-                        .allocation_id(&aid)
-                        .client_token(token(spec, &node.key, &salt))
-                        .tag_specifications(ec2_tags(spec, node, ResourceType::Natgateway, &[]));
+                    let salt: Vec<&str> = dead.iter().map(String::as_str).collect();
+                    let call = request.clone().client_token(token(spec, &node.key, request.as_input(), &salt));
+                    let started = std::time::SystemTime::now();
                     let out = self.ec2("CreateNatGateway", &[&sid, &aid], || call.clone().send()).await?;
-                    let id =
-                        out.nat_gateway().and_then(|n| n.nat_gateway_id()).context("no NAT gateway id")?.to_owned();
+                    let nat = out.nat_gateway().context("no NAT gateway")?;
+                    let id = nat.nat_gateway_id().context("no NAT gateway id")?.to_owned();
                     self.made(&id);
                     // Routes to a NAT gateway that is not available yet go nowhere.
-                    match self.nat_available(&id).await? {
+                    match self.nat_available(&id, Age::of(nat.create_time(), started)).await? {
                         Replay::Live(()) => break id,
                         Replay::Dead(id) => replayed(&mut dead, id, "CreateNatGateway")?,
                     }
@@ -477,13 +520,15 @@ impl Runner<'_> {
             Kind::RouteTable { default_route, subnets } => {
                 let vpc = snap.id("vpc")?;
                 let mut dead: Vec<String> = Vec::new();
+                let request = ec2.create_route_table().vpc_id(&vpc).tag_specifications(ec2_tags(
+                    spec,
+                    node,
+                    ResourceType::RouteTable,
+                    &[],
+                ));
                 found.id = loop {
-                    let salt: Vec<&str> = [&vpc].into_iter().chain(&dead).map(String::as_str).collect();
-                    let call = ec2
-                        .create_route_table()
-                        .vpc_id(&vpc)
-                        .client_token(token(spec, &node.key, &salt))
-                        .tag_specifications(ec2_tags(spec, node, ResourceType::RouteTable, &[]));
+                    let salt: Vec<&str> = dead.iter().map(String::as_str).collect();
+                    let call = request.clone().client_token(token(spec, &node.key, request.as_input(), &salt));
                     let out = self.ec2("CreateRouteTable", &[&vpc], || call.clone().send()).await?;
                     let id =
                         out.route_table().and_then(|t| t.route_table_id()).context("no route table id")?.to_owned();
@@ -492,7 +537,8 @@ impl Runner<'_> {
                         let out = ec2.describe_route_tables().route_table_ids(&id).send().await;
                         out.call("DescribeRouteTables").map(|o| Probe::from(!o.route_tables().is_empty()))
                     };
-                    match self.confirm("the route table", &id, probe).await? {
+                    // The answer carries no time: not found for long means a replay.
+                    match self.confirm("route table", &id, Age::Unknown, probe).await? {
                         Replay::Live(()) => break id,
                         Replay::Dead(id) => replayed(&mut dead, id, "CreateRouteTable")?,
                     }
@@ -591,6 +637,7 @@ impl Runner<'_> {
                     .name(name)
                     .value(value.as_str())
                     .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+                    .key_id(model::kms_alias(spec))
                     .description(marker)
                     .set_tags(Some(t))
                     .send()
@@ -611,29 +658,30 @@ impl Runner<'_> {
             }
             Kind::LaunchTemplate { iam } => {
                 let config = self.config(node)?.clone();
-                let (sg, profile) = (snap.id("sg/node")?, snap.id(iam)?);
+                let sg = snap.id("sg/node")?;
                 let name = format!("kaws-{}-node", spec.name);
                 let mut dead: Vec<String> = Vec::new();
+                // The configuration digest (user-data included) is in its tags.
+                let request = ec2
+                    .create_launch_template()
+                    .launch_template_name(&name)
+                    .launch_template_data(self.template_data(node, snap, iam)?)
+                    .tag_specifications(ec2_tags(
+                        spec,
+                        node,
+                        ResourceType::LaunchTemplate,
+                        &[(TAG_CONFIG.into(), config.clone())],
+                    ));
                 loop {
-                    let salt: Vec<&str> =
-                        [&config, &sg, &profile].into_iter().chain(&dead).map(String::as_str).collect();
-                    let call = ec2
-                        .create_launch_template()
-                        .launch_template_name(&name)
-                        .client_token(token(spec, &node.key, &salt))
-                        .launch_template_data(self.template_data(node, snap, iam)?)
-                        .tag_specifications(ec2_tags(
-                            spec,
-                            node,
-                            ResourceType::LaunchTemplate,
-                            &[(TAG_CONFIG.into(), config.clone())],
-                        ));
-                    let id = match self.ec2("CreateLaunchTemplate", &[&sg], || call.clone().send()).await {
-                        Ok(out) => out
-                            .launch_template()
-                            .and_then(|t| t.launch_template_id())
-                            .context("no template id")?
-                            .to_owned(),
+                    let salt: Vec<&str> = dead.iter().map(String::as_str).collect();
+                    let call = request.clone().client_token(token(spec, &node.key, request.as_input(), &salt));
+                    let started = std::time::SystemTime::now();
+                    let (id, age) = match self.ec2("CreateLaunchTemplate", &[&sg], || call.clone().send()).await {
+                        Ok(out) => {
+                            let t = out.launch_template().context("no template")?;
+                            let id = t.launch_template_id().context("no template id")?.to_owned();
+                            (id, Age::of(t.create_time(), started))
+                        }
                         // A killed run's template, not yet visible to discovery:
                         // adopt it and give it a version with this configuration.
                         Err(e)
@@ -647,6 +695,10 @@ impl Runner<'_> {
                                 .await
                                 .call("DescribeLaunchTemplates")?;
                             let t = out.launch_templates().first().context("the launch template was not found")?;
+                            let tags = t.tags().iter().map(|t| (t.key().unwrap_or(""), t.value().unwrap_or("")));
+                            if super::world::tag(tags, TAG_CLUSTER).as_deref() != Some(spec.name.as_str()) {
+                                bail!("a launch template named {name} exists without this cluster's tag; delete or rename it");
+                            }
                             found.id = t.launch_template_id().unwrap_or_default().to_owned();
                             found.state = t.latest_version_number().map(|v| v.to_string());
                             self.fix(node, &Fix::Version, snap, &mut found).await?;
@@ -659,7 +711,7 @@ impl Runner<'_> {
                         let out = ec2.describe_launch_templates().launch_template_ids(&id).send().await;
                         out.call("DescribeLaunchTemplates").map(|o| Probe::from(!o.launch_templates().is_empty()))
                     };
-                    if let Replay::Dead(id) = self.confirm("the launch template", &id, probe).await? {
+                    if let Replay::Dead(id) = self.confirm("launch template", &id, age, probe).await? {
                         replayed(&mut dead, id, "CreateLaunchTemplate")?;
                         continue;
                     }
@@ -716,7 +768,7 @@ impl Runner<'_> {
             }
             Kind::LoadBalancer { subnets } => {
                 use aws_sdk_elasticloadbalancingv2::types as elbt;
-                let out = self
+                let call = self
                     .aws
                     .elb
                     .create_load_balancer()
@@ -725,10 +777,11 @@ impl Runner<'_> {
                     .scheme(elbt::LoadBalancerSchemeEnum::InternetFacing)
                     .set_subnets(Some(subnets.iter().map(|s| snap.id(s)).collect::<Result<_>>()?))
                     .security_groups(snap.id("sg/api")?)
-                    .set_tags(Some(elb_tags(spec, node)))
-                    .send()
-                    .await
-                    .call("CreateLoadBalancer")?;
+                    .set_tags(Some(elb_tags(spec, node)));
+                let ids: Vec<String> =
+                    subnets.iter().map(|s| snap.id(s)).chain([snap.id("sg/api")]).collect::<Result<_>>()?;
+                let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                let out = self.other("CreateLoadBalancer", &ids, || call.clone().send()).await?;
                 let lb = out.load_balancers().first().context("no load balancer")?;
                 let arn = lb.load_balancer_arn().context("no ARN")?.to_owned();
                 found.dns = lb.dns_name().zip(lb.canonical_hosted_zone_id()).map(|(d, z)| (d.to_owned(), z.to_owned()));
@@ -739,7 +792,7 @@ impl Runner<'_> {
             }
             Kind::TargetGroup => {
                 use aws_sdk_elasticloadbalancingv2::types as elbt;
-                let out = self
+                let call = self
                     .aws
                     .elb
                     .create_target_group()
@@ -750,16 +803,16 @@ impl Runner<'_> {
                     .target_type(elbt::TargetTypeEnum::Instance)
                     .health_check_protocol(elbt::ProtocolEnum::Tcp)
                     .health_check_port(model::API_PORT.to_string())
-                    .set_tags(Some(elb_tags(spec, node)))
-                    .send()
-                    .await
-                    .call("CreateTargetGroup")?;
+                    .set_tags(Some(elb_tags(spec, node)));
+                let ids: Vec<String> = vec![snap.id("vpc")?];
+                let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                let out = self.other("CreateTargetGroup", &ids, || call.clone().send()).await?;
                 found.id =
                     out.target_groups().first().and_then(|t| t.target_group_arn()).context("no target group")?.into();
             }
             Kind::Listener => {
                 use aws_sdk_elasticloadbalancingv2::types as elbt;
-                let out = self
+                let call = self
                     .aws
                     .elb
                     .create_listener()
@@ -771,19 +824,19 @@ impl Runner<'_> {
                             .r#type(elbt::ActionTypeEnum::Forward)
                             .target_group_arn(snap.id("tg/api")?)
                             .build(),
-                    )
-                    .send()
-                    .await
-                    .call("CreateListener")?;
+                    );
+                let ids: Vec<String> = vec![snap.id("lb/api")?, snap.id("tg/api")?];
+                let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                let out = self.other("CreateListener", &ids, || call.clone().send()).await?;
                 found.id = out.listeners().first().and_then(|l| l.listener_arn()).context("no listener")?.into();
                 let (elb, arn) = (&self.aws.elb, snap.id("lb/api")?);
                 wait_for("the load balancer to be active", self.poll(), Duration::from_secs(600), || async {
-                    let out = elb
-                        .describe_load_balancers()
-                        .load_balancer_arns(&arn)
-                        .send()
-                        .await
-                        .call("DescribeLoadBalancers")?;
+                    // Not found yet, right after its create: not active yet.
+                    let out = elb.describe_load_balancers().load_balancer_arns(&arn).send().await;
+                    let out = match out.call("DescribeLoadBalancers") {
+                        Err(e) if aws_error(&e).is_some_and(AwsError::is_not_found) => return Ok(None),
+                        other => other?,
+                    };
                     let state = out.load_balancers().first().and_then(|l| l.state()?.code().cloned());
                     match state {
                         Some(elbt::LoadBalancerStateEnum::Failed) => Err(anyhow!("load balancer {arn} failed")),
@@ -835,7 +888,7 @@ impl Runner<'_> {
                 let id = match adopted {
                     Some(id) => id,
                     None => {
-                        let out = create.send().await.call("CreateHostedZone")?;
+                        let out = self.other("CreateHostedZone", &[&vpc], || create.clone().send()).await?;
                         out.hosted_zone().context("no zone")?.id().trim_start_matches("/hostedzone/").to_owned()
                     }
                 };
@@ -855,6 +908,38 @@ impl Runner<'_> {
             }
             Kind::ApiRecord { .. } => {
                 self.fix(node, &Fix::Alias, snap, &mut found).await?;
+            }
+            Kind::KmsKey { readers } => {
+                let kms = &self.aws.kms;
+                let policy = plan::key_policy(spec, readers, |k| snap.get(k).and_then(|r| r.config.clone()))
+                    .context("the reader roles' ARNs are unknown")?;
+                let t: Vec<aws_sdk_kms::types::Tag> = tags(spec, node)
+                    .into_iter()
+                    .map(|(k, v)| aws_sdk_kms::types::Tag::builder().tag_key(k).tag_value(v).build())
+                    .collect::<Result<_, _>>()?;
+                let call = kms
+                    .create_key()
+                    .description(format!("kaws {} in {}: its SSM parameters", spec.name, spec.region))
+                    .policy(policy.to_string())
+                    .set_tags(Some(t));
+                // The roles the policy names may not have reached KMS yet.
+                let out = self.aws.send(Svc::Other, "CreateKey", Retry::IAM, || call.clone().send()).await?;
+                let meta = out.key_metadata().context("CreateKey returned no key")?;
+                let alias = model::kms_alias(spec);
+                let create = kms.create_alias().alias_name(&alias).target_key_id(meta.key_id());
+                match self.aws.send(Svc::Other, "CreateAlias", Retry::NONE, || create.clone().send()).await {
+                    Ok(_) => {}
+                    // Left on a key scheduled for deletion (a destroy that was cut short).
+                    Err(e) if e.code() == "AlreadyExistsException" => {
+                        let update = kms.update_alias().alias_name(&alias).target_key_id(meta.key_id());
+                        self.aws.send(Svc::Other, "UpdateAlias", Retry::NONE, || update.clone().send()).await?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                found.id = meta.arn().unwrap_or(meta.key_id()).to_owned();
+                found.state = Some("Enabled".into());
+                found.config = Some(alias);
+                found.policy = Some(policy);
             }
             Kind::Rules(_) | Kind::Targets { .. } => unreachable!("never created, only fixed"),
         }
@@ -884,7 +969,12 @@ impl Runner<'_> {
     /// Polls what a create answered until it is live (`Ready`) or gone: a
     /// dead state, or NotFound for longer than EC2's eventual consistency
     /// explains, means the client token replayed an old resource.
-    async fn confirm<T, F, Fut>(&self, what: &str, id: &str, mut probe: F) -> Result<Replay<T>>
+    ///
+    /// `age` says whether the answer is this call's own resource: a new one
+    /// that dies is an error with AWS's reason (a new token would not help),
+    /// and a new one not found yet is only slow to appear; an old one (a
+    /// replay) that is dead or not found is stepped over at once.
+    async fn confirm<T, F, Fut>(&self, what: &str, id: &str, age: Age, mut probe: F) -> Result<Replay<T>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Probe<T>>>,
@@ -893,13 +983,18 @@ impl Runner<'_> {
         loop {
             match probe().await {
                 Ok(Probe::Ready(v)) => return Ok(Replay::Live(v)),
+                Ok(Probe::Failed(why)) => {
+                    return Err(crate::error::failed(format!("{what} {id} was made and then {why}"))
+                        .hint("see AWS's reason above; run `kaws cluster apply` again once it is dealt with")
+                        .into())
+                }
                 Ok(Probe::Dead) => return Ok(Replay::Dead(id.to_owned())),
                 Ok(Probe::Wait) => {}
-                Err(e) if aws_error(&e).is_some_and(AwsError::is_not_found) => {
-                    if start.elapsed() >= self.aws.settle {
-                        return Ok(Replay::Dead(id.to_owned()));
-                    }
-                }
+                Err(e) if aws_error(&e).is_some_and(AwsError::is_not_found) => match age {
+                    Age::Old => return Ok(Replay::Dead(id.to_owned())),
+                    Age::Unknown if start.elapsed() >= self.aws.settle => return Ok(Replay::Dead(id.to_owned())),
+                    _ => {}
+                },
                 Err(e) => return Err(e),
             }
             if start.elapsed() >= READY {
@@ -911,14 +1006,15 @@ impl Runner<'_> {
 
     /// Waits until NAT gateway `id` is available (a killed run may have
     /// left it pending); a failed one is an error with AWS's reason.
-    async fn nat_available(&self, id: &str) -> Result<Replay<()>> {
+    async fn nat_available(&self, id: &str, age: Age) -> Result<Replay<()>> {
         let ec2 = &self.aws.ec2;
-        self.confirm("the NAT gateway", id, || async {
+        self.confirm("NAT gateway", id, age, || async {
             let out = ec2.describe_nat_gateways().nat_gateway_ids(id).send().await.call("DescribeNatGateways")?;
             let Some(n) = out.nat_gateways().first() else { return Ok(Probe::Wait) };
             use ec2t::NatGatewayState as S;
             match n.state() {
                 Some(S::Available) => Ok(Probe::Ready(())),
+                // Only a person (or kaws' replace) deletes one: a replay.
                 Some(S::Deleting | S::Deleted) => Ok(Probe::Dead),
                 Some(S::Failed) => Err(crate::error::failed(format!(
                     "NAT gateway {id} failed: {}: {}",
@@ -934,9 +1030,9 @@ impl Runner<'_> {
     }
 
     /// Waits until instance `id` runs (targets register only then).
-    async fn running(&self, id: &str) -> Result<Replay<Found>> {
+    async fn running(&self, id: &str, age: Age) -> Result<Replay<Found>> {
         let ec2 = &self.aws.ec2;
-        self.confirm("the instance", id, || async {
+        self.confirm("instance", id, age, || async {
             let out = ec2.describe_instances().instance_ids(id).send().await.call("DescribeInstances")?;
             let Some(i) = out.reservations().first().and_then(|r| r.instances().first()) else {
                 return Ok(Probe::Wait);
@@ -954,7 +1050,20 @@ impl Runner<'_> {
                     ),
                     ..Default::default()
                 })),
-                Some(S::ShuttingDown | S::Terminated) => Ok(Probe::Dead),
+                // Terminated by someone, or launched well before this call: a
+                // replay. Otherwise it is this call's instance, which failed
+                // (capacity, volume limits, an internal error).
+                Some(S::ShuttingDown | S::Terminated) => {
+                    let reason = i.state_reason();
+                    if age == Age::Old || reason.and_then(|r| r.code()) == Some("Client.UserInitiatedShutdown") {
+                        Ok(Probe::Dead)
+                    } else {
+                        Ok(Probe::Failed(format!(
+                            "terminated: {}",
+                            reason.and_then(|r| r.message()).unwrap_or("no reason given")
+                        )))
+                    }
+                }
                 Some(S::Pending) => Ok(Probe::Wait),
                 other => Err(anyhow!("instance {id} is {}, not running", other.map_or("unknown", |s| s.as_str()))),
             }
@@ -1063,59 +1172,55 @@ impl Runner<'_> {
         if let Some(ip) = ip {
             nic = nic.private_ip_address(ip.to_string());
         }
-        // Salted with the subnet and group (a new incarnation of the
-        // network), the instances of this key known to be terminated, and
-        // any dead instance a replay of the token returned.
-        let mut dead: Vec<String> = snap.gone.get(&node.key).cloned().unwrap_or_default();
-        let known = dead.len();
+        // Salted with any dead instance a replay of the token returned.
+        let mut dead: Vec<String> = Vec::new();
         // A new instance profile takes a while to reach EC2; a master's
-        // fixed address stays in use while its predecessor shuts down.
-        let retry = self.settle(&[&subnet_id, &sg]).with_iam().with_in_use();
+        // fixed address stays in use while its predecessor shuts down, which
+        // may take minutes.
+        let retry = Retry { long: ip.is_some(), ..self.settle(&[&subnet_id, &sg]).with_iam().with_in_use() };
+        let request = ec2
+            .run_instances()
+            .image_id(&self.inputs.image)
+            .instance_type(ec2t::InstanceType::from(itype.as_str()))
+            .min_count(1)
+            .max_count(1)
+            .network_interfaces(nic.clone().build())
+            .iam_instance_profile(ec2t::IamInstanceProfileSpecification::builder().name(snap.id(iam)?).build())
+            .metadata_options(
+                ec2t::InstanceMetadataOptionsRequest::builder()
+                    .http_tokens(ec2t::HttpTokensState::Required)
+                    .http_put_response_hop_limit(1)
+                    .http_endpoint(ec2t::InstanceMetadataEndpointState::Enabled)
+                    .build(),
+            )
+            .block_device_mappings(
+                ec2t::BlockDeviceMapping::builder()
+                    .device_name(&self.inputs.root_device)
+                    .ebs(
+                        ec2t::EbsBlockDevice::builder()
+                            .volume_size(spec.aws.root_volume_gib as i32)
+                            .volume_type(ec2t::VolumeType::Gp3)
+                            .encrypted(true)
+                            .delete_on_termination(true)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .user_data(self.user_data(node)?)
+            .tag_specifications(ec2_tags(spec, node, ResourceType::Instance, &extra))
+            .tag_specifications(ec2_tags(spec, node, ResourceType::Volume, &[]));
         loop {
-            let salt: Vec<&str> = [&config, &subnet_id, &sg].into_iter().chain(&dead).map(String::as_str).collect();
-            let call = ec2
-                .run_instances()
-                .image_id(&self.inputs.image)
-                .instance_type(ec2t::InstanceType::from(itype.as_str()))
-                .min_count(1)
-                .max_count(1)
-                .client_token(token(spec, &node.key, &salt))
-                .network_interfaces(nic.clone().build())
-                .iam_instance_profile(ec2t::IamInstanceProfileSpecification::builder().name(snap.id(iam)?).build())
-                .metadata_options(
-                    ec2t::InstanceMetadataOptionsRequest::builder()
-                        .http_tokens(ec2t::HttpTokensState::Required)
-                        .http_put_response_hop_limit(1)
-                        .http_endpoint(ec2t::InstanceMetadataEndpointState::Enabled)
-                        .build(),
-                )
-                .block_device_mappings(
-                    ec2t::BlockDeviceMapping::builder()
-                        .device_name(&self.inputs.root_device)
-                        .ebs(
-                            ec2t::EbsBlockDevice::builder()
-                                .volume_size(spec.aws.root_volume_gib as i32)
-                                .volume_type(ec2t::VolumeType::Gp3)
-                                .encrypted(true)
-                                .delete_on_termination(true)
-                                .build(),
-                        )
-                        .build(),
-                )
-                .user_data(self.user_data(node)?)
-                .tag_specifications(ec2_tags(spec, node, ResourceType::Instance, &extra))
-                .tag_specifications(ec2_tags(spec, node, ResourceType::Volume, &[]));
+            let salt: Vec<&str> = dead.iter().map(String::as_str).collect();
+            let call = request.clone().client_token(token(spec, &node.key, request.as_input(), &salt));
+            let started = std::time::SystemTime::now();
             let out = self.aws.send(Svc::Run, "RunInstances", retry, || call.clone().send()).await?;
-            let id = out.instances().first().and_then(|i| i.instance_id()).context("no instance id")?.to_owned();
+            let instance = out.instances().first().context("no instance")?;
+            let id = instance.instance_id().context("no instance id")?.to_owned();
             self.made(&id);
             // Targets can be registered only once the instance runs.
-            match self.running(&id).await? {
+            match self.running(&id, Age::of(instance.launch_time(), started)).await? {
                 Replay::Live(found) => return Ok(Found { config: Some(config), ..found }),
-                Replay::Dead(id) => {
-                    let mut replays = dead.split_off(known);
-                    replayed(&mut replays, id, "RunInstances")?;
-                    dead.extend(replays);
-                }
+                Replay::Dead(id) => replayed(&mut dead, id, "RunInstances")?,
             }
         }
     }
@@ -1198,7 +1303,7 @@ impl Runner<'_> {
                 let nat = target.starts_with("nat/");
                 // A killed run may have left the NAT gateway pending.
                 if nat {
-                    if let Replay::Dead(id) = self.nat_available(&target_id).await? {
+                    if let Replay::Dead(id) = self.nat_available(&target_id, Age::Old).await? {
                         bail!("NAT gateway {id} is gone; run `kaws cluster apply` again to replace it");
                     }
                 }
@@ -1304,6 +1409,14 @@ impl Runner<'_> {
                     }
                 }
             }
+            (Fix::KeyPolicy, Kind::KmsKey { readers }) => {
+                let policy = plan::key_policy(spec, readers, |k| snap.get(k).and_then(|r| r.config.clone()))
+                    .context("the reader roles' ARNs are unknown")?;
+                let call =
+                    self.aws.kms.put_key_policy().key_id(&found.id).policy_name("default").policy(policy.to_string());
+                self.aws.send(Svc::Other, "PutKeyPolicy", Retry::IAM, || call.clone().send()).await?;
+                found.policy = Some(policy);
+            }
             (Fix::Profile, Kind::Iam { name, .. }) => {
                 let call = self
                     .aws
@@ -1354,6 +1467,7 @@ impl Runner<'_> {
                     .name(name)
                     .value(value.as_str())
                     .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+                    .key_id(model::kms_alias(spec))
                     .description(marker)
                     .overwrite(true)
                     .send()
@@ -1372,19 +1486,16 @@ impl Runner<'_> {
                 // A target must be running (`InvalidTarget` otherwise); a
                 // killed run may have left an instance pending.
                 for id in &ids {
-                    if let Replay::Dead(id) = self.running(id).await? {
+                    if let Replay::Dead(id) = self.running(id, Age::Old).await? {
                         bail!("instance {id} is gone; run `kaws cluster apply` again to replace it");
                     }
                 }
                 let targets: Vec<_> = ids.iter().map(|i| TargetDescription::builder().id(i).build()).collect();
-                self.aws
-                    .elb
-                    .register_targets()
-                    .target_group_arn(snap.id("tg/api")?)
-                    .set_targets(Some(targets))
-                    .send()
-                    .await
-                    .call("RegisterTargets")?;
+                let call =
+                    self.aws.elb.register_targets().target_group_arn(snap.id("tg/api")?).set_targets(Some(targets));
+                // ELB's view of EC2 lags: InvalidTarget for an instance that runs.
+                let named: Vec<&str> = ids.iter().map(String::as_str).collect();
+                self.other("RegisterTargets", &named, || call.clone().send()).await?;
                 found.id = snap.id("tg/api")?;
                 found.links.extend(ids);
                 found.links.sort();
@@ -1405,17 +1516,17 @@ impl Runner<'_> {
             (Fix::Size, Kind::AutoScalingGroup { subnets, size }) => {
                 let n = *size as i32;
                 let ids: Vec<String> = subnets.iter().map(|s| snap.id(s)).collect::<Result<_>>()?;
-                self.aws
+                let call = self
+                    .aws
                     .asg
                     .update_auto_scaling_group()
                     .auto_scaling_group_name(format!("kaws-{}-node", spec.name))
                     .min_size(n)
                     .max_size(n)
                     .desired_capacity(n)
-                    .vpc_zone_identifier(ids.join(","))
-                    .send()
-                    .await
-                    .call("UpdateAutoScalingGroup")?;
+                    .vpc_zone_identifier(ids.join(","));
+                let named: Vec<&str> = ids.iter().map(String::as_str).collect();
+                self.other("UpdateAutoScalingGroup", &named, || call.clone().send()).await?;
                 found.size = Some((n, n, n));
                 found.links = ids;
                 found.links.sort();
@@ -1427,7 +1538,7 @@ impl Runner<'_> {
                 let call = ec2
                     .create_launch_template_version()
                     .launch_template_id(&found.id)
-                    .client_token(token(spec, &node.key, &[&found.id, &latest, &config]))
+                    .client_token(token(spec, &node.key, &(), &[&found.id, &latest, &config]))
                     .launch_template_data(self.template_data(node, snap, iam)?);
                 let out = self.ec2("CreateLaunchTemplateVersion", &[&found.id], || call.clone().send()).await?;
                 found.state = out.launch_template_version().and_then(|v| v.version_number()).map(|v| v.to_string());

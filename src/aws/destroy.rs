@@ -37,7 +37,7 @@ fn kind(key: &str, id: &str) -> String {
 /// Destroy phases: each waits for the one before.
 const PHASES: &[&[&str]] = &[
     &["dns", "asg", "instance", "managed", "listener", "ssm", "key"],
-    &["zone", "lt", "lb", "iam", "targets"],
+    &["zone", "lt", "lb", "iam", "targets", "kms"],
     &["tg", "nat"],
     &["eip", "rtb"],
     &["igw", "sg"],
@@ -151,7 +151,8 @@ pub async fn delete(aws: &Aws, key: &str, f: &Found) -> Result<()> {
             })
             .await?;
             wait_for("the NAT gateway to be deleted", aws.poll, Duration::from_secs(600), || async {
-                let out = ec2.describe_nat_gateways().nat_gateway_ids(id).send().await.call("DescribeNatGateways")?;
+                let out = ec2.describe_nat_gateways().nat_gateway_ids(id).send().await.call("DescribeNatGateways");
+                let Some(out) = unless_gone(out)? else { return Ok(Some(())) };
                 let state = out.nat_gateways().first().and_then(|n| n.state().cloned());
                 Ok(matches!(state, None | Some(aws_sdk_ec2::types::NatGatewayState::Deleted)).then_some(()))
             })
@@ -237,6 +238,27 @@ pub async fn delete(aws: &Aws, key: &str, f: &Found) -> Result<()> {
                     .await?;
                 }
                 del(aws, Svc::Iam, "DeleteRole", &what, Retry::IN_USE, || iam.delete_role().role_name(id).send())
+                    .await?;
+            }
+        }
+        "kms" => {
+            // KMS deletes a key only after a waiting period (7 days, the
+            // shortest); the alias goes now, so discovery no longer sees it.
+            let kms = &aws.kms;
+            match aws
+                .send(Svc::Other, "ScheduleKeyDeletion", Retry::NONE, || {
+                    // The key id (the ARN's last part): moto fails on an ARN here.
+                    let key = id.rsplit('/').next().unwrap_or(id);
+                    kms.schedule_key_deletion().key_id(key).pending_window_in_days(7).send()
+                })
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() || e.code() == "KMSInvalidStateException" => {}
+                Err(e) => return Err(e.on(&what).into()),
+            }
+            if let Some(alias) = &f.config {
+                del(aws, Svc::Other, "DeleteAlias", &what, Retry::NONE, || kms.delete_alias().alias_name(alias).send())
                     .await?;
             }
         }

@@ -54,6 +54,8 @@ impl AwsError {
             || matches!(
                 c,
                 "NatGatewayNotFound"
+                    // KMS
+                    | "NotFoundException"
                     | "NoSuchEntity"
                     | "ParameterNotFound"
                     | "NoSuchHostedZone"
@@ -61,6 +63,16 @@ impl AwsError {
                     | "TargetGroupNotFound"
                     | "ListenerNotFound"
             )
+    }
+
+    /// Another service cannot see an EC2 resource yet: ELBv2 a subnet,
+    /// group or instance (terraform-provider-aws retries InvalidTarget for
+    /// minutes), Route 53 a VPC.
+    pub fn is_not_visible_elsewhere(&self) -> bool {
+        matches!(
+            self.code(),
+            "InvalidTarget" | "SubnetNotFound" | "InvalidSubnet" | "InvalidSecurityGroup" | "InvalidVPCId"
+        )
     }
 
     /// Something still uses the resource; AWS releases it late (ENIs of a
@@ -72,6 +84,7 @@ impl AwsError {
                 | "ResourceInUse"
                 | "ResourceInUseFault"
                 | "InvalidIPAddress.InUse"
+                | "InvalidGroup.InUse"
                 | "DeleteConflict"
                 | "ScalingActivityInProgress"
                 | "InvalidNetworkInterface.InUse"
@@ -87,6 +100,8 @@ impl AwsError {
                 || m.contains("iamInstanceProfile")
                 || m.contains("has no associated IAM Roles")))
             || (c == "ValidationError" && m.contains("Invalid IAM Instance Profile"))
+            // KMS does not know a role the key policy names yet.
+            || (c == "MalformedPolicyDocumentException" && m.contains("invalid principals"))
     }
 
     /// The credentials are wrong or expired: retrying cannot help.
@@ -114,7 +129,13 @@ impl AwsError {
              the command again"
         } else if self.is_permission() {
             "the AWS identity lacks a permission this call needs: see docs/aws.md for the policy kaws needs"
-        } else if self.code().contains("LimitExceeded") || self.code() == "AddressLimitExceeded" {
+        } else if matches!(self.code(), "RequestLimitExceeded" | "Throttling" | "ThrottlingException") {
+            "AWS throttled the calls beyond the SDK's retries (another client may share the account's rate): \
+             wait a minute and run the command again"
+        } else if self.code() == "IdempotentParameterMismatch" {
+            "a client token kaws derives from the request was used with other parameters in the last day: \
+             report this as a kaws bug; a later run with any changed parameter proceeds"
+        } else if self.code().ends_with("LimitExceeded") {
             "an account quota is reached: raise it in Service Quotas, or free resources, then run the command again"
         } else {
             "run the command again: kaws finds what exists and carries on from there"
@@ -145,11 +166,12 @@ pub fn aws_error(e: &anyhow::Error) -> Option<&AwsError> {
 }
 
 /// Which errors of one call are worth waiting out, and for how long. The
-/// SDK itself retries throttling and server errors (adaptive mode); these
+/// SDK itself retries throttling and server errors (standard mode); these
 /// are the states real AWS passes through that the SDK cannot know of.
 #[derive(Clone, Copy, Debug)]
 pub struct Retry {
-    /// An id this run created is not visible yet (`Invalid…ID.NotFound`).
+    /// An id this run created is not visible yet (`Invalid…ID.NotFound`,
+    /// or another service's word for an EC2 id it cannot see yet).
     pub not_found: bool,
     /// A new instance profile or role has not reached EC2/Auto Scaling yet.
     pub iam: bool,
@@ -196,7 +218,7 @@ impl Retry {
     }
 
     pub fn allows(&self, e: &AwsError) -> bool {
-        (self.not_found && e.is_not_found())
+        (self.not_found && (e.is_not_found() || e.is_not_visible_elsewhere()))
             || (self.iam && (e.is_iam_propagating() || e.code() == "NoSuchEntity"))
             || (self.in_use && e.is_in_use())
             || (self.auth && e.code() == "AuthFailure")

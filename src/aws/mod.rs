@@ -36,6 +36,7 @@ pub struct Aws {
     pub iam: aws_sdk_iam::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub r53: aws_sdk_route53::Client,
+    pub kms: aws_sdk_kms::Client,
     /// How long to wait between polls of a resource that is not ready yet.
     pub poll: Duration,
     /// How long to wait out what real AWS settles within about two minutes
@@ -72,7 +73,7 @@ impl Bucket {
 /// Amazon EC2 API"): mutating actions 200 then 5/s, RunInstances 5 then 2/s.
 /// kaws stays inside them (a 100-node cluster must not spend the account's
 /// budget); IAM's unpublished write limit is treated as 20 then 5/s. The
-/// SDK's adaptive retry still backs off if another client shares them.
+/// SDK's standard retry still backs off if another client shares them.
 struct Buckets {
     ec2: Mutex<Bucket>,
     run: Mutex<Bucket>,
@@ -191,6 +192,7 @@ impl Aws {
             iam: aws_sdk_iam::Client::new(&config),
             ssm: aws_sdk_ssm::Client::new(&config),
             r53: aws_sdk_route53::Client::new(&config),
+            kms: aws_sdk_kms::Client::new(&config),
             poll,
             settle,
             buckets: Arc::new(Buckets::new()),

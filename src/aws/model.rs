@@ -271,6 +271,12 @@ pub enum Kind {
         name: String,
         ssm_paths: Vec<String>,
     },
+    /// The cluster's own KMS key, which encrypts its SSM parameters; its key
+    /// policy lets each reader role (an `iam/…` key) decrypt only its own
+    /// parameter paths, and only through SSM.
+    KmsKey {
+        readers: Vec<(String, Vec<String>)>,
+    },
     /// An SSM SecureString, its value decrypted from `source` (a sealed file).
     Parameter {
         name: String,
@@ -325,6 +331,11 @@ pub fn iam_name(spec: &ClusterSpec, which: &str) -> String {
 /// The IAM path every role and profile of the cluster lives under.
 pub fn iam_path(spec: &ClusterSpec) -> String {
     format!("/kaws/{}/{}/", spec.region, spec.name)
+}
+
+/// The alias the cluster's KMS key is found by (KMS aliases are regional).
+pub fn kms_alias(spec: &ClusterSpec) -> String {
+    format!("alias/kaws/{}", spec.name)
 }
 
 /// The SSM parameter prefix of the cluster.
@@ -444,11 +455,24 @@ pub fn graph(spec: &ClusterSpec) -> Vec<Node> {
         vec![],
         Kind::Iam { name: iam_name(spec, "node"), ssm_paths: vec![format!("{prefix}/node/*")] },
     );
+    let readers: Vec<(String, Vec<String>)> = g
+        .iter()
+        .filter_map(|n| match &n.kind {
+            Kind::Iam { ssm_paths, .. } if !ssm_paths.is_empty() => Some((n.key.clone(), ssm_paths.clone())),
+            _ => None,
+        })
+        .collect();
+    let roles: Vec<String> = readers.iter().map(|(k, _)| k.clone()).collect();
+    let mut add = |key: String, role: &'static str, deps: Vec<String>, kind: Kind| {
+        g.push(Node { key, role, deps, kind });
+    };
+    // The key policy names the reader roles, so they come first.
+    add("kms/secrets".into(), "secrets", roles, Kind::KmsKey { readers });
     let mut params = Vec::new();
     for (name, source) in parameters(spec) {
         let key = format!("ssm{}", name.strip_prefix(&prefix).expect("under the prefix"));
         params.push(key.clone());
-        add(key, "secrets", vec![], Kind::Parameter { name, source });
+        add(key, "secrets", vec!["kms/secrets".into()], Kind::Parameter { name, source });
     }
     add(
         "lb/api".into(),

@@ -55,6 +55,7 @@ pub enum Fix {
     Reserve(Vec<String>),
     Revoke { egress: bool, rules: Vec<Rule> },
     Policy,
+    KeyPolicy,
     Profile,
     ProfileRole,
     Value,
@@ -81,6 +82,7 @@ impl fmt::Display for Fix {
             Fix::Reserve(cidrs) => write!(f, "reserve {} for the masters (not reserved)", cidrs.join(", ")),
             Fix::Revoke { egress, rules } => write!(f, "revoke {} {} (not in the spec)", dir(egress), list(rules)),
             Fix::Policy => write!(f, "put the inline policy (missing or changed)"),
+            Fix::KeyPolicy => write!(f, "put the key policy (changed)"),
             Fix::Profile => write!(f, "create the instance profile (missing)"),
             Fix::ProfileRole => write!(f, "add the role to its instance profile (missing)"),
             Fix::Value => write!(f, "write the value (missing or from an older sealed key)"),
@@ -159,12 +161,75 @@ pub fn policy(spec: &ClusterSpec, role_arn: &str, ssm_paths: &[String]) -> Optio
     Some(serde_json::json!({
         "Version": "2012-10-17",
         "Statement": [
-            {"Sid": "ReadOwnSecrets", "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": resources},
-            {"Sid": "DecryptThroughSsm", "Effect": "Allow", "Action": ["kms:Decrypt"],
-             "Resource": format!("arn:{partition}:kms:{region}:{account}:alias/aws/ssm"),
-             "Condition": {"StringEquals": {"kms:ViaService": format!("ssm.{region}.amazonaws.com")}}}
+            {"Sid": "ReadOwnSecrets", "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": resources}
         ]
     }))
+}
+
+/// The partition and account of an ARN (`arn:PARTITION:SERVICE:REGION:ACCOUNT:…`).
+fn partition_account(arn: &str) -> Option<(&str, &str)> {
+    let parts: Vec<&str> = arn.split(':').collect();
+    Some((parts.get(1)?, parts.get(4)?))
+}
+
+/// The key policy of the cluster's KMS key: the account administers it and
+/// encrypts with it (PutParameter), but may not decrypt; each reader role
+/// decrypts only through SSM, and only parameters under its own paths (SSM
+/// binds each ciphertext to its parameter's ARN as encryption context).
+/// `None` until every reader role's ARN is known.
+pub fn key_policy(
+    spec: &ClusterSpec,
+    readers: &[(String, Vec<String>)],
+    arn_of: impl Fn(&str) -> Option<String>,
+) -> Option<serde_json::Value> {
+    let arns: Vec<String> = readers.iter().map(|(k, _)| arn_of(k)).collect::<Option<_>>()?;
+    let (partition, account) = partition_account(arns.first()?)?;
+    let region = &spec.region;
+    let mut statements = vec![serde_json::json!({
+        "Sid": "AccountAdministersAndEncrypts",
+        "Effect": "Allow",
+        "Principal": {"AWS": format!("arn:{partition}:iam::{account}:root")},
+        "Action": ["kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*",
+                   "kms:Revoke*", "kms:Disable*", "kms:Get*", "kms:Delete*", "kms:TagResource",
+                   "kms:UntagResource", "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion", "kms:Encrypt",
+                   "kms:GenerateDataKey*"],
+        "Resource": "*"
+    })];
+    for ((key, paths), arn) in readers.iter().zip(&arns) {
+        let params: Vec<String> =
+            paths.iter().map(|p| format!("arn:{partition}:ssm:{region}:{account}:parameter{p}")).collect();
+        let sid: String = key.chars().filter(char::is_ascii_alphanumeric).collect();
+        statements.push(serde_json::json!({
+            "Sid": format!("{sid}DecryptsItsOwnThroughSsm"),
+            "Effect": "Allow",
+            "Principal": {"AWS": arn},
+            "Action": "kms:Decrypt",
+            "Resource": "*",
+            "Condition": {
+                "StringEquals": {"kms:ViaService": format!("ssm.{region}.amazonaws.com")},
+                "StringLike": {"kms:EncryptionContext:PARAMETER_ARN": params}
+            }
+        }));
+    }
+    Some(serde_json::json!({"Version": "2012-10-17", "Statement": statements}))
+}
+
+/// A policy document as AWS may give it back: one-element lists as their
+/// element, lists of strings in order.
+pub fn normalized(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Array(items) if items.len() == 1 => normalized(&items[0]),
+        Value::Array(items) => {
+            let mut items: Vec<Value> = items.iter().map(normalized).collect();
+            if items.iter().all(Value::is_string) {
+                items.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+            }
+            Value::Array(items)
+        }
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), normalized(v))).collect()),
+        other => other.clone(),
+    }
 }
 
 /// The change one node needs, if any.
@@ -258,7 +323,7 @@ pub fn diff(spec: &ClusterSpec, node: &Node, state: &State, wanted: &Wanted) -> 
         Kind::Iam { name, ssm_paths } => {
             let mut fixes = Vec::new();
             let want = f.config.as_deref().and_then(|arn| policy(spec, arn, ssm_paths));
-            if f.config.is_none() || f.policy != want {
+            if f.config.is_none() || f.policy.as_ref().map(normalized) != want.as_ref().map(normalized) {
                 fixes.push(Fix::Policy);
             }
             if !f.profile {
@@ -268,6 +333,21 @@ pub fn diff(spec: &ClusterSpec, node: &Node, state: &State, wanted: &Wanted) -> 
                 fixes.push(Fix::ProfileRole);
             }
             fixes
+        }
+        Kind::KmsKey { readers } => {
+            if f.state.as_deref() == Some("foreign") {
+                return Some(Action::Blocked(format!(
+                    "{} names key {}, which is not this cluster's (its tags say otherwise); kaws does not use it",
+                    f.config.as_deref().unwrap_or("the alias"),
+                    f.id
+                )));
+            }
+            let want = key_policy(spec, readers, |k| state.get(k).and_then(|r| r.config.clone()));
+            if want.is_none() || f.policy.as_ref().map(normalized) != want.as_ref().map(normalized) {
+                vec![Fix::KeyPolicy]
+            } else {
+                vec![]
+            }
         }
         Kind::Parameter { .. } => {
             if f.config.as_ref() != wanted.markers.get(&node.key) {

@@ -52,9 +52,6 @@ pub struct World {
     /// The region's availability zones kaws uses, in order.
     pub zones: Vec<String>,
     pub found: BTreeMap<String, Vec<Found>>,
-    /// Terminated (or terminating) instances by key, sorted: a relaunch
-    /// needs a client token its lost predecessor did not use.
-    pub gone: BTreeMap<String, Vec<String>>,
 }
 
 impl World {
@@ -162,7 +159,12 @@ async fn discover_ec2(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
             aws.send(Svc::Other, "DescribeVpcAttribute", Retry::settling(true), || call.clone().send()).await
         };
         use aws_sdk_ec2::types::VpcAttributeName::{EnableDnsHostnames, EnableDnsSupport};
-        let (support, hostnames) = tokio::try_join!(attr(EnableDnsSupport), attr(EnableDnsHostnames))?;
+        // Still NotFound after that: deleted since it was listed.
+        let (support, hostnames) = match tokio::try_join!(attr(EnableDnsSupport), attr(EnableDnsHostnames)) {
+            Ok(both) => both,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
+        };
         let on = support.enable_dns_support().and_then(|a| a.value()).unwrap_or(false)
             && hostnames.enable_dns_hostnames().and_then(|a| a.value()).unwrap_or(false);
         w.put(
@@ -185,18 +187,26 @@ async fn discover_ec2(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
     // Each subnet's reservations, all at once.
     let reservations = futures::future::try_join_all(subnets.subnets().iter().map(|s| async move {
         let call = c.get_subnet_cidr_reservations().subnet_id(s.subnet_id().unwrap_or_default());
-        let out =
-            aws.send(Svc::Other, "GetSubnetCidrReservations", Retry::settling(true), || call.clone().send()).await?;
+        let out = match aws
+            .send(Svc::Other, "GetSubnetCidrReservations", Retry::settling(true), || call.clone().send())
+            .await
+        {
+            Ok(out) => out,
+            // Deleted since it was listed.
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
         let explicit = out
             .subnet_ipv4_cidr_reservations()
             .iter()
             .filter(|r| r.reservation_type() == Some(&aws_sdk_ec2::types::SubnetCidrReservationType::Explicit))
             .filter_map(|r| Some((r.subnet_cidr_reservation_id()?.to_owned(), r.cidr()?.to_owned())))
             .collect::<Vec<_>>();
-        Ok::<_, anyhow::Error>(explicit)
+        Ok::<_, anyhow::Error>(Some(explicit))
     }))
     .await?;
     for (s, reserved) in subnets.subnets().iter().zip(reservations) {
+        let Some(reserved) = reserved else { continue };
         w.put(
             key(s.tags()),
             Found {
@@ -280,10 +290,8 @@ async fn discover_ec2(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
                     None => key(i.tags()),
                 };
                 let state = i.state().and_then(|s| s.name());
+                // Gone, or going: a relaunch steps over a replay of its token.
                 if matches!(state, Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)) {
-                    let ids = w.gone.entry(k).or_default();
-                    ids.push(i.instance_id().unwrap_or_default().into());
-                    ids.sort();
                     continue;
                 }
                 w.put(
@@ -319,15 +327,16 @@ async fn discover_ec2(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
 }
 
 async fn discover_rest(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
-    let (asg, elb, iam, ssm, dns) = tokio::try_join!(
+    let (asg, elb, iam, ssm, dns, kms) = tokio::try_join!(
         discover_asg(aws, spec),
         discover_elb(aws, spec),
         discover_iam(aws, spec),
         discover_ssm(aws, spec),
-        discover_dns(aws, spec)
+        discover_dns(aws, spec),
+        discover_kms(aws, spec)
     )?;
     let mut w = World::default();
-    for (k, f) in asg.into_iter().chain(elb).chain(iam).chain(ssm).chain(dns) {
+    for (k, f) in asg.into_iter().chain(elb).chain(iam).chain(ssm).chain(dns).chain(kms) {
         w.put(k, f);
     }
     Ok(w)
@@ -492,6 +501,46 @@ async fn discover_ssm(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Foun
             Some((key, Found { id: name.to_owned(), config: p.description().map(String::from), ..Default::default() }))
         })
         .collect())
+}
+
+/// The cluster's KMS key, by its alias: its ARN, state, key policy, and
+/// (in `config`) the alias. A key scheduled for deletion is gone; a key the
+/// alias names but whose tags are another cluster's is `foreign`.
+async fn discover_kms(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Found)>> {
+    let c = &aws.kms;
+    let alias = model::kms_alias(spec);
+    let out = match c.describe_key().key_id(&alias).send().await {
+        Ok(o) => o,
+        Err(e) => match super::AwsError::new("DescribeKey", &e) {
+            a if a.is_not_found() => return Ok(vec![]),
+            a => return Err(a.on(alias).into()),
+        },
+    };
+    let Some(meta) = out.key_metadata() else { return Ok(vec![]) };
+    use aws_sdk_kms::types::KeyState;
+    if matches!(meta.key_state(), Some(KeyState::PendingDeletion | KeyState::PendingReplicaDeletion)) {
+        return Ok(vec![]);
+    }
+    let id = meta.key_id();
+    let (tags, policy) =
+        tokio::try_join!(async { c.list_resource_tags().key_id(id).send().await.call("ListResourceTags") }, async {
+            c.get_key_policy().key_id(id).policy_name("default").send().await.call("GetKeyPolicy")
+        },)?;
+    let t = || tags.tags().iter().map(|t| (t.tag_key(), t.tag_value()));
+    let ours = tag(t(), TAG_CLUSTER).as_deref() == Some(spec.name.as_str())
+        && tag(t(), model::TAG_REGION).as_deref() == Some(spec.region.as_str());
+    let policy = policy.policy().map(serde_json::from_str).transpose().context("a key policy that is not JSON")?;
+    let state = if ours { meta.key_state().map_or("unknown", |s| s.as_str()) } else { "foreign" };
+    Ok(vec![(
+        "kms/secrets".to_owned(),
+        Found {
+            id: meta.arn().unwrap_or(id).to_owned(),
+            state: Some(state.to_owned()),
+            policy,
+            config: Some(alias),
+            ..Default::default()
+        },
+    )])
 }
 
 /// The record name kaws manages, as Route 53 writes it (trailing dot).

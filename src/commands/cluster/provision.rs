@@ -86,7 +86,10 @@ fn inputs(ctx: &Ctx, repo: &Repo, loaded: &Loaded, graph: &[model::Node], image:
             Kind::LaunchTemplate { iam } => (Role::Node, &spec.aws.node_type, iam),
             Kind::Parameter { source, .. } => {
                 let bytes = repo.read_head(&loaded.path(source))?.with_context(|| format!("{source} is missing"))?;
-                wanted.markers.insert(node.key.clone(), format!("kaws source {}", cloud::digest(&[&bytes])));
+                // Which sealed file, and which key encrypts it: a change of
+                // either rewrites the parameter.
+                let marker = format!("kaws source {} key {}", cloud::digest(&[&bytes]), model::kms_alias(spec));
+                wanted.markers.insert(node.key.clone(), marker);
                 continue;
             }
             _ => continue,
