@@ -192,6 +192,10 @@ pub enum ClusterCommand {
         /// longest chain of work behind them go first)
         #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
         parallelism: u16,
+        /// Pin the latest Amazon Linux 2023 image in cluster.toml (a primary
+        /// only); new instances and node versions use it
+        #[arg(long)]
+        update_image: bool,
     },
     /// Delete every AWS resource tagged for the cluster, then check that none is left
     Destroy {

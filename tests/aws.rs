@@ -568,3 +568,42 @@ fn an_untagged_private_zone_of_the_vpc_is_adopted() {
     assert_eq!(c.counts(), expected_counts());
     assert!(c.plan().contains(NOTHING));
 }
+
+/// The image is the latest Amazon Linux 2023 from AWS's public SSM
+/// parameter, pinned in cluster.toml by the first apply, so that a new
+/// release changes nothing by itself: the plan only says a newer image
+/// exists, and `apply --update-image` moves the pin (a new node template
+/// version; running instances keep theirs).
+#[test]
+fn the_image_is_pinned_and_a_newer_one_only_noted() {
+    const LATEST: &str = "ami-087fc0fcee2c7570a"; // moto's AL2023 parameter in eu-west-1
+    const OLDER: &str = "ami-0a1b2c3d4e5f60718"; // an older AL2023 (tests/fixtures/amis.json)
+    let c = Cluster::new();
+    assert!(c.plan().contains(&format!("apply pins {LATEST}")));
+    c.apply();
+    let spec = c.f.repo().join("clusters/prod/cluster.toml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    assert!(text.contains(&format!("image = \"{LATEST}\"")), "{text}");
+    assert!(c.plan().contains(NOTHING));
+    assert_all_commits_verify(&c.f.repo(), &c.f.gpg);
+
+    // The team pinned an older release; AWS has published a newer one since.
+    std::fs::write(&spec, text.replace(LATEST, OLDER)).unwrap();
+    git_commit_signed(&c.f.repo(), &c.f.gpg, &c.f.alice.fpr, "pin an older image");
+    let plan = c.plan();
+    assert!(plan.contains(&format!("a newer Amazon Linux 2023 image exists ({LATEST}")), "{plan}");
+    c.apply();
+    assert!(std::fs::read_to_string(&spec).unwrap().contains(OLDER), "apply moved the pin by itself");
+    c.aws.clear();
+    let r = c.run(&["cluster", "apply", "prod", "--yes", "--update-image"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(std::fs::read_to_string(&spec).unwrap().contains(LATEST));
+    assert!(
+        c.aws.mutating().iter().any(|m| m.ends_with("CreateLaunchTemplateVersion")),
+        "{:?} {} {}",
+        c.aws.mutating(),
+        r.stdout,
+        r.stderr
+    );
+    assert!(!c.aws.mutating().iter().any(|m| m.ends_with("RunInstances")), "{:?}", c.aws.mutating());
+}

@@ -661,17 +661,14 @@ impl Runner<'_> {
                 let sg = snap.id("sg/node")?;
                 let name = format!("kaws-{}-node", spec.name);
                 let mut dead: Vec<String> = Vec::new();
-                // The configuration digest (user-data included) is in its tags.
+                // The configuration digest (user-data included) is the
+                // version's description, so it is in the request too.
                 let request = ec2
                     .create_launch_template()
                     .launch_template_name(&name)
+                    .version_description(&config)
                     .launch_template_data(self.template_data(node, snap, iam)?)
-                    .tag_specifications(ec2_tags(
-                        spec,
-                        node,
-                        ResourceType::LaunchTemplate,
-                        &[(TAG_CONFIG.into(), config.clone())],
-                    ));
+                    .tag_specifications(ec2_tags(spec, node, ResourceType::LaunchTemplate, &[]));
                 loop {
                     let salt: Vec<&str> = dead.iter().map(String::as_str).collect();
                     let call = request.clone().client_token(token(spec, &node.key, request.as_input(), &salt));
@@ -1540,14 +1537,9 @@ impl Runner<'_> {
                     .launch_template_id(&found.id)
                     .client_token(token(spec, &node.key, &(), &[&found.id, &latest, &config]))
                     .launch_template_data(self.template_data(node, snap, iam)?);
+                let call = call.version_description(&config);
                 let out = self.ec2("CreateLaunchTemplateVersion", &[&found.id], || call.clone().send()).await?;
                 found.state = out.launch_template_version().and_then(|v| v.version_number()).map(|v| v.to_string());
-                ec2.create_tags()
-                    .resources(&found.id)
-                    .tags(ec2t::Tag::builder().key(TAG_CONFIG).value(&config).build())
-                    .send()
-                    .await
-                    .call("CreateTags")?;
                 found.config = Some(config);
             }
             (Fix::Alias, Kind::ApiRecord { public }) => {

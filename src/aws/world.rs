@@ -308,14 +308,23 @@ async fn discover_ec2(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
             }
         }
     }
-    for t in lts.launch_templates() {
+    // Each template's configuration is its latest version's description,
+    // written in the same call as the version (a tag could lag behind it).
+    let latest = futures::future::try_join_all(lts.launch_templates().iter().map(|t| async move {
+        let call = c.describe_launch_template_versions().launch_template_id(t.launch_template_id().unwrap_or_default());
+        let out = call.versions("$Latest").send().await.call("DescribeLaunchTemplateVersions")?;
+        let v = out.launch_template_versions().first();
+        Ok::<_, anyhow::Error>(v.and_then(|v| v.version_description()).map(String::from))
+    }))
+    .await?;
+    for (t, config) in lts.launch_templates().iter().zip(latest) {
         w.put(
             key(t.tags()),
             Found {
                 id: t.launch_template_id().unwrap_or_default().into(),
                 // Its latest version: the next version's client token follows it.
                 state: t.latest_version_number().map(|v| v.to_string()),
-                config: tag(ec2_tags(t.tags()), super::apply::TAG_CONFIG),
+                config,
                 ..Default::default()
             },
         );

@@ -45,8 +45,8 @@ pub fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         }
         Command::Cluster(ClusterCommand::Renew { cluster, within, all }) => cluster::renew(ctx, &cluster, within, all),
         Command::Cluster(ClusterCommand::Plan { cluster }) => cluster::plan(ctx, &cluster),
-        Command::Cluster(ClusterCommand::Apply { cluster, yes, parallelism }) => {
-            cluster::apply(ctx, &cluster, yes, parallelism)
+        Command::Cluster(ClusterCommand::Apply { cluster, yes, parallelism, update_image }) => {
+            cluster::apply(ctx, &cluster, yes, parallelism, update_image)
         }
         Command::Cluster(ClusterCommand::Destroy { cluster, yes }) => cluster::destroy(ctx, &cluster, yes),
         Command::Admin(AdminCommand::Create { cluster, name }) => admin::create(ctx, &cluster, &name),

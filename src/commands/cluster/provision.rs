@@ -46,34 +46,81 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
 }
 
-/// The image: the spec's, or the newest Amazon Linux 2023 (x86_64) by Amazon.
-async fn image(aws: &Aws, spec: &crate::cluster::ClusterSpec) -> Result<(String, String)> {
-    use aws_sdk_ec2::types::Filter;
-    let mut call = aws.ec2.describe_images();
-    call = match &spec.aws.image {
-        Some(id) => call.image_ids(id),
-        None => call
-            .owners("amazon")
-            .filters(Filter::builder().name("name").values("al2023-ami-2023.*-x86_64").build())
-            .filters(Filter::builder().name("architecture").values("x86_64").build())
-            .filters(Filter::builder().name("state").values("available").build()),
+/// Where AWS publishes the latest Amazon Linux 2023 image id, per architecture.
+const AL2023: &str = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-";
+
+/// The image instances run: the one the spec pins, or (none pinned yet, or
+/// `--update-image`) the latest Amazon Linux 2023, which apply then pins in
+/// `cluster.toml`, so a new release does not re-template every instance.
+struct Image {
+    id: String,
+    root_device: String,
+    /// The image to pin in the spec (the spec pins none, or is updated).
+    pin: Option<String>,
+    /// A newer Amazon Linux 2023 than the pinned one, for the plan to say.
+    newer: Option<String>,
+}
+
+/// The one architecture of the spec's instance types.
+async fn architecture(aws: &Aws, spec: &crate::cluster::ClusterSpec) -> Result<String> {
+    use aws_sdk_ec2::types::{ArchitectureType, InstanceType};
+    let mut types = vec![&spec.aws.master_type, &spec.aws.node_type, &spec.aws.bastion_type];
+    types.sort();
+    types.dedup();
+    let call = aws
+        .ec2
+        .describe_instance_types()
+        .set_instance_types(Some(types.iter().map(|t| InstanceType::from(t.as_str())).collect()));
+    let out = call.send().await.call("DescribeInstanceTypes")?;
+    let mut archs: Vec<(&str, &str)> = out
+        .instance_types()
+        .iter()
+        .map(|t| {
+            let arm =
+                t.processor_info().is_some_and(|p| p.supported_architectures().contains(&ArchitectureType::Arm64));
+            (t.instance_type().map_or("?", |t| t.as_str()), if arm { "arm64" } else { "x86_64" })
+        })
+        .collect();
+    archs.sort();
+    if archs.len() != types.len() {
+        return Err(
+            failed(format!("{} does not offer every instance type of the spec ({types:?})", spec.region)).into()
+        );
+    }
+    if archs.windows(2).any(|w| w[0].1 != w[1].1) {
+        return Err(failed(format!("the spec's instance types differ in architecture: {archs:?}"))
+            .hint("choose bastion, master and node types of one architecture")
+            .into());
+    }
+    Ok(archs[0].1.to_owned())
+}
+
+async fn image(aws: &Aws, spec: &crate::cluster::ClusterSpec, update: bool) -> Result<Image> {
+    let arch = architecture(aws, spec).await?;
+    let name = format!("{AL2023}{arch}");
+    let out = aws.ssm.get_parameter().name(&name).send().await.call("GetParameter")?;
+    let latest = out.parameter().and_then(|p| p.value()).context("no latest Amazon Linux 2023 image")?.to_owned();
+    let (id, pin) = match (&spec.aws.image, update) {
+        (Some(id), false) => (id.clone(), None),
+        _ => (latest.clone(), Some(latest.clone())),
     };
-    let out = call.send().await.call("DescribeImages")?;
-    let newest =
-        out.images().iter().max_by_key(|i| i.creation_date().unwrap_or_default().to_owned()).ok_or_else(|| {
-            failed(match &spec.aws.image {
-                Some(id) => format!("the image {id} does not exist in {}", spec.region),
-                None => format!("no Amazon Linux 2023 image found in {}", spec.region),
-            })
-            .hint("set the image with --image when creating the cluster, or check the region")
-        })?;
-    let id = newest.image_id().context("an image without an id")?.to_owned();
-    let root = newest.root_device_name().unwrap_or("/dev/xvda").to_owned();
-    Ok((id, root))
+    let out = aws.ec2.describe_images().image_ids(&id).send().await.call("DescribeImages")?;
+    let found = out.images().first().ok_or_else(|| {
+        failed(format!("the image {id} does not exist in {}", spec.region))
+            .hint("pin another with `kaws cluster apply --update-image` (the latest Amazon Linux 2023)")
+    })?;
+    let image_arch = found.architecture().map_or("?", |a| a.as_str());
+    if image_arch != arch {
+        return Err(failed(format!("the image {id} is {image_arch}; the instance types are {arch}")).into());
+    }
+    let newer =
+        (pin.is_none() && found.name().is_some_and(|n| n.starts_with("al2023-ami-")) && latest != id).then_some(latest);
+    let root_device = found.root_device_name().unwrap_or("/dev/xvda").to_owned();
+    Ok(Image { id, root_device, pin, newer })
 }
 
 /// Everything but the secrets: user-data per instance, digests, markers.
-fn inputs(ctx: &Ctx, repo: &Repo, loaded: &Loaded, graph: &[model::Node], image: (String, String)) -> Result<Inputs> {
+fn inputs(ctx: &Ctx, repo: &Repo, loaded: &Loaded, graph: &[model::Node], image: &Image) -> Result<Inputs> {
     let spec = &loaded.spec;
     let public = super::render::public_inputs(ctx, repo, loaded)?;
     let endpoint: crate::name::DnsName = spec.api_name().parse().expect("a valid spec's API name");
@@ -109,15 +156,21 @@ fn inputs(ctx: &Ctx, repo: &Repo, loaded: &Loaded, graph: &[model::Node], image:
         let config = cloud::digest(&[
             &bytes,
             itype.as_bytes(),
-            image.0.as_bytes(),
-            image.1.as_bytes(),
+            image.id.as_bytes(),
+            image.root_device.as_bytes(),
             size.as_bytes(),
             iam.as_bytes(),
         ]);
         wanted.config.insert(node.key.clone(), config);
         user_data.insert(node.key.clone(), bytes);
     }
-    Ok(Inputs { image: image.0, root_device: image.1, user_data, wanted, secrets: HashMap::new() })
+    Ok(Inputs {
+        image: image.id.clone(),
+        root_device: image.root_device.clone(),
+        user_data,
+        wanted,
+        secrets: HashMap::new(),
+    })
 }
 
 /// Decrypts the values of the parameters the plan writes.
@@ -188,13 +241,15 @@ struct Prepared {
     world: World,
     inputs: Inputs,
     changes: Vec<plan::Change>,
+    /// The image to pin in `cluster.toml`, when it changes.
+    pin: Option<String>,
 }
 
-async fn prepare(ctx: &Ctx, repo: &Repo, loaded: &Loaded) -> Result<Prepared> {
+async fn prepare(ctx: &Ctx, repo: &Repo, loaded: &Loaded, update_image: bool) -> Result<Prepared> {
     let spec = &loaded.spec;
     let aws = Aws::connect(spec).await?;
     let graph = model::graph(spec);
-    let (world, image) = tokio::try_join!(world::discover(&aws, spec), image(&aws, spec))?;
+    let (world, image) = tokio::try_join!(world::discover(&aws, spec), image(&aws, spec, update_image))?;
     if world.zones.len() < spec.azs as usize {
         return Err(failed(format!(
             "{} has {} availability zones; the spec wants {}",
@@ -204,9 +259,29 @@ async fn prepare(ctx: &Ctx, repo: &Repo, loaded: &Loaded) -> Result<Prepared> {
         ))
         .into());
     }
-    let inputs = inputs(ctx, repo, loaded, &graph, image)?;
-    let changes = plan::plan(spec, &graph, &world, &inputs.wanted);
-    Ok(Prepared { aws, graph, world, inputs, changes })
+    let inputs = inputs(ctx, repo, loaded, &graph, &image)?;
+    let mut changes = plan::plan(spec, &graph, &world, &inputs.wanted);
+    let pin = image.pin.filter(|p| spec.aws.image.as_ref() != Some(p));
+    if let Some(p) = &pin {
+        let was = spec.aws.image.as_deref().unwrap_or("none");
+        changes.push(plan::Change {
+            key: "spec/image".into(),
+            action: Action::Note(format!(
+                "apply pins {p}, the latest Amazon Linux 2023, in cluster.toml (pinned: {was})"
+            )),
+        });
+    }
+    if let Some(newer) = image.newer {
+        changes.push(plan::Change {
+            key: "spec/image".into(),
+            action: Action::Note(format!(
+                "a newer Amazon Linux 2023 image exists ({newer}; cluster.toml pins {}): \
+                 `kaws cluster apply --update-image` pins it; running instances keep theirs until replaced",
+                image.id
+            )),
+        });
+    }
+    Ok(Prepared { aws, graph, world, inputs, changes, pin })
 }
 
 fn show(ctx: &Ctx, changes: &[plan::Change]) {
@@ -218,15 +293,19 @@ fn show(ctx: &Ctx, changes: &[plan::Change]) {
 
 pub fn plan(ctx: &Ctx, raw: &str) -> Result<()> {
     let (Opened { repo, .. }, loaded) = open_cluster(ctx, raw, false)?;
-    let p = runtime()?.block_on(prepare(ctx, &repo, &loaded))?;
+    let p = runtime()?.block_on(prepare(ctx, &repo, &loaded, false))?;
     show(ctx, &p.changes);
     Ok(())
 }
 
-pub fn apply(ctx: &Ctx, raw: &str, yes: bool, parallelism: u16) -> Result<()> {
+pub fn apply(ctx: &Ctx, raw: &str, yes: bool, parallelism: u16, update_image: bool) -> Result<()> {
     let (opened, loaded) = open_cluster(ctx, raw, true)?;
     let rt = runtime()?;
-    let mut p = rt.block_on(prepare(ctx, &opened.repo, &loaded))?;
+    let mut p = rt.block_on(prepare(ctx, &opened.repo, &loaded, update_image))?;
+    // Only a primary changes the spec: refused before anything changes.
+    if p.pin.is_some() {
+        primary_operator(ctx, &opened.repo, &opened.admins, &loaded)?;
+    }
     if let Some(c) = p.changes.iter().find(|c| matches!(c.action, Action::Blocked(_))) {
         show(ctx, &p.changes);
         return Err(failed(format!("{} blocks the apply", c.key)).hint("see the plan above").into());
@@ -291,7 +370,11 @@ pub fn apply(ctx: &Ctx, raw: &str, yes: bool, parallelism: u16) -> Result<()> {
             .filter_map(|n| Some((n.key.clone(), state.get(&n.key)?.id.clone())))
             .collect(),
     };
-    record(ctx, &opened, &loaded, Some(&outputs), "apply")?;
+    let spec = p.pin.map(|image| crate::cluster::ClusterSpec {
+        aws: crate::cluster::spec::AwsSpec { image: Some(image), ..loaded.spec.aws.clone() },
+        ..loaded.spec.clone()
+    });
+    record(ctx, &opened, &loaded, Some(&outputs), spec.as_ref(), "apply")?;
     println!("{}: applied.", loaded.name);
     println!("  API:     https://{}:6443 (TLS name {})", outputs.api_endpoint, outputs.api_name);
     if let Some(b) = &outputs.bastion {
@@ -300,12 +383,20 @@ pub fn apply(ctx: &Ctx, raw: &str, yes: bool, parallelism: u16) -> Result<()> {
     Ok(())
 }
 
-/// Commits outputs.toml (or its removal) when it differs from HEAD.
-fn record(ctx: &Ctx, opened: &Opened, loaded: &Loaded, outputs: Option<&Outputs>, verb: &str) -> Result<()> {
+/// Commits outputs.toml (or its removal) when it differs from HEAD, and
+/// the spec when `spec` changes it (a newly pinned image), in one commit.
+fn record(
+    ctx: &Ctx,
+    opened: &Opened,
+    loaded: &Loaded,
+    outputs: Option<&Outputs>,
+    spec: Option<&crate::cluster::ClusterSpec>,
+    verb: &str,
+) -> Result<()> {
     use crate::tomlfile::TomlFile;
     let path = loaded.path(OUTPUTS_FILE);
     let old: Option<Outputs> = opened.repo.read_toml(&path)?;
-    if old.as_ref() == outputs {
+    if old.as_ref() == outputs && spec.is_none() {
         return Ok(());
     }
     let op = ctx.operator(&opened.repo, &opened.admins)?;
@@ -315,6 +406,9 @@ fn record(ctx: &Ctx, opened: &Opened, loaded: &Loaded, outputs: Option<&Outputs>
         Some(o) => change.write(path, o.to_toml()),
         None => change.remove(path),
     };
+    if let Some(s) = spec {
+        change.write(loaded.path(crate::cluster::spec::SPEC_FILE), s.to_toml());
+    }
     let message = format!("kaws cluster {verb}: {} outputs\n\nBy: {actor} ({})\n", loaded.name, op.fingerprint());
     if let Some(oid) = opened.repo.commit(&change, &message, &ctx.author(&opened.repo, &actor), &op)? {
         eprintln!("Recorded the outputs in commit {oid}");
@@ -356,7 +450,7 @@ pub fn destroy(ctx: &Ctx, raw: &str, yes: bool) -> Result<()> {
         .hint("run `kaws cluster destroy` again; AWS releases some resources late")
         .into());
     }
-    record(ctx, &opened, &loaded, None, "destroy")?;
+    record(ctx, &opened, &loaded, None, None, "destroy")?;
     println!("{}: destroyed; nothing tagged kaws:cluster={} remains in {}.", loaded.name, loaded.name, spec.region);
     Ok(())
 }
