@@ -203,6 +203,10 @@ pub enum ClusterCommand {
         /// Do not ask for confirmation
         #[arg(long)]
         yes: bool,
+        /// Also delete what kaws did not make but stands in the way (records
+        /// others added to the cluster's private zone)
+        #[arg(long)]
+        force: bool,
     },
 }
 

@@ -119,17 +119,18 @@ impl Emulator {
         run(c)
     }
 
-    /// Changes AWS behind kaws' back, with boto3.
-    fn by_hand(&self, script: &str) {
+    /// Changes AWS behind kaws' back, with boto3; answers what it prints.
+    fn by_hand(&self, script: &str) -> String {
         let prelude = format!(
             "import boto3\nkw=dict(endpoint_url='{}', region_name='eu-west-1', aws_access_key_id='t', aws_secret_access_key='t')\n\
-             ec2=boto3.client('ec2', **kw); ssm=boto3.client('ssm', **kw)\n\
+             ec2=boto3.client('ec2', **kw); ssm=boto3.client('ssm', **kw); r53=boto3.client('route53', **kw)\n\
              T=[{{'Name':'tag:kaws:cluster','Values':['prod']}}]\n\
              def key(k, items): return [x for x in items if {{t['Key']:t['Value'] for t in x.get('Tags',[])}}.get('kaws:key')==k]\n",
             self.url()
         );
         let out = Command::new(tool("kaws-python")).arg("-c").arg(prelude + script).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 }
 
@@ -154,8 +155,13 @@ impl Cluster {
 
     /// Cluster `prod` of a new repository, in `region`, on the emulator `aws`.
     fn in_region(aws: std::rc::Rc<Emulator>, region: &str) -> Cluster {
+        Cluster::init_with(aws, region, &[])
+    }
+
+    /// The same, with more `cluster init` options.
+    fn init_with(aws: std::rc::Rc<Emulator>, region: &str, extra: &[&str]) -> Cluster {
         let f = Fixture::new();
-        let r = f.alice(&[
+        let mut args = vec![
             "cluster",
             "init",
             "prod",
@@ -169,7 +175,9 @@ impl Cluster {
             "3",
             "--nodes",
             "2",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let r = f.alice(&args);
         assert_eq!(r.code, 0, "{}", r.stderr);
         Cluster { f, aws }
     }
@@ -606,4 +614,93 @@ fn the_image_is_pinned_and_a_newer_one_only_noted() {
         r.stderr
     );
     assert!(!c.aws.mutating().iter().any(|m| m.ends_with("RunInstances")), "{:?}", c.aws.mutating());
+}
+
+/// The availability zones are picked once and pinned in cluster.toml with
+/// the image, in the apply's signed commit.
+#[test]
+fn the_zones_are_pinned() {
+    let c = Cluster::new();
+    assert!(c.plan().contains("apply pins the zones eu-west-1a, eu-west-1b, eu-west-1c"));
+    c.apply();
+    let text = std::fs::read_to_string(c.f.repo().join("clusters/prod/cluster.toml")).unwrap();
+    let spec: toml::Value = toml::from_str(&text).unwrap();
+    assert_eq!(spec["aws"]["zones"], toml::Value::from(vec!["eu-west-1a", "eu-west-1b", "eu-west-1c"]), "{text}");
+    assert!(c.plan().contains(NOTHING));
+    assert_all_commits_verify(&c.f.repo(), &c.f.gpg);
+}
+
+/// Records someone else put in the cluster's private zone are not emptied
+/// silently: destroy names them and stops; `--force` deletes them too.
+#[test]
+fn destroy_names_records_it_did_not_make() {
+    let c = Cluster::new();
+    c.apply();
+    c.aws.by_hand(
+        "z=[z for z in r53.list_hosted_zones()['HostedZones'] if z['Name']=='prod.example.com.'][0]['Id']\n\
+         r53.change_resource_record_sets(HostedZoneId=z, ChangeBatch={'Changes':[{'Action':'CREATE','ResourceRecordSet':\
+         {'Name':'db.prod.example.com.','Type':'A','TTL':60,'ResourceRecords':[{'Value':'10.0.0.99'}]}}]})\n",
+    );
+    let r = c.run(&["cluster", "destroy", "prod", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("db.prod.example.com.") && r.stderr.contains("--force"), "{}", r.stderr);
+    let r = c.run(&["cluster", "destroy", "prod", "--yes", "--force"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let left = c.aws.check(&["leftovers"]);
+    assert_eq!(left.stdout.trim(), "", "left behind:\n{}", left.stdout);
+}
+
+/// In a public zone, a record kaws did not make (no ownership marker) is
+/// never overwritten or deleted; one it made is, with its marker.
+#[test]
+fn a_public_record_kaws_did_not_make_is_left_alone() {
+    let aws = std::rc::Rc::new(Emulator::start());
+    let zone = aws.by_hand(
+        "z=r53.create_hosted_zone(Name='example.com.', CallerReference='public')['HostedZone']['Id'].split('/')[-1]\n\
+         r53.change_resource_record_sets(HostedZoneId=z, ChangeBatch={'Changes':[{'Action':'CREATE','ResourceRecordSet':\
+         {'Name':'api.prod.example.com.','Type':'A','TTL':60,'ResourceRecords':[{'Value':'192.0.2.1'}]}}]})\n\
+         print(z)\n",
+    );
+    let c = Cluster::init_with(aws, "eu-west-1", &["--hosted-zone", &zone]);
+    let plan = c.plan();
+    assert!(plan.contains("! dns/public") && plan.contains("kaws did not make"), "{plan}");
+    let r = c.run(&["cluster", "apply", "prod", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let records = |c: &Cluster| {
+        c.aws.by_hand(&format!(
+            "print(sorted((r['Type'], str(r.get('ResourceRecords')) + str(r.get('AliasTarget'))) for r in \
+             r53.list_resource_record_sets(HostedZoneId='{zone}')['ResourceRecordSets'] if r['Name']=='api.prod.example.com.'))"
+        ))
+    };
+    assert!(records(&c).contains("192.0.2.1"), "{}", records(&c));
+
+    // Its owner deletes it: kaws makes its own, with its marker.
+    c.aws.by_hand(&format!(
+        "r53.change_resource_record_sets(HostedZoneId='{zone}', ChangeBatch={{'Changes':[{{'Action':'DELETE','ResourceRecordSet':\
+         {{'Name':'api.prod.example.com.','Type':'A','TTL':60,'ResourceRecords':[{{'Value':'192.0.2.1'}}]}}}}]}})\n"
+    ));
+    c.apply();
+    let mine = records(&c);
+    assert!(mine.contains("kaws-owner=eu-west-1/prod") && mine.contains("elb.amazonaws.com"), "{mine}");
+    c.destroy();
+    assert_eq!(records(&c), "[]");
+}
+
+/// A network interface left detached in the VPC (a crashed instance's, one
+/// a person made) is deleted before the groups and subnets it would hold.
+#[test]
+fn destroy_sweeps_detached_interfaces() {
+    let c = Cluster::new();
+    c.apply();
+    let eni = c.aws.by_hand(
+        "s=key('subnet/private-0', ec2.describe_subnets(Filters=T)['Subnets'])[0]\n\
+         g=key('sg/node', ec2.describe_security_groups(Filters=T)['SecurityGroups'])[0]\n\
+         print(ec2.create_network_interface(SubnetId=s['SubnetId'], Groups=[g['GroupId']])['NetworkInterface']['NetworkInterfaceId'])\n",
+    );
+    c.destroy();
+    let gone = c.aws.by_hand(&format!(
+        "import botocore\ntry:\n    ec2.describe_network_interfaces(NetworkInterfaceIds=['{eni}'])\n    print('still there')\n\
+         except botocore.exceptions.ClientError as e:\n    print(e.response['Error']['Code'])\n"
+    ));
+    assert_eq!(gone, "InvalidNetworkInterfaceID.NotFound");
 }

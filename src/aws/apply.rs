@@ -284,29 +284,9 @@ pub async fn run<'a>(
     }
     if !errors.is_empty() {
         let skipped = graph.iter().filter(|n| !started.contains(n.key.as_str())).count();
-        let list: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
-        // Each failure's next step, once.
-        let mut hints: Vec<String> = Vec::new();
-        for e in &errors {
-            let hint = e
-                .chain()
-                .find_map(|c| c.downcast_ref::<crate::error::UserError>())
-                .and_then(|u| u.hint.clone())
-                .or_else(|| aws_error(e).map(|a| a.hint().to_owned()));
-            if let Some(h) = hint.filter(|h| !hints.contains(h)) {
-                hints.push(h);
-            }
-        }
-        let message = format!(
-            "{} change(s) failed ({skipped} resources waiting on them were not started):\n  {}",
-            errors.len(),
-            list.join("\n  ")
-        );
-        let mut err = crate::error::failed(message);
-        if !hints.is_empty() {
-            err = err.hint(hints.join("; "));
-        }
-        return Err(err.into());
+        let headline =
+            format!("{} change(s) failed ({skipped} resources waiting on them were not started)", errors.len());
+        return Err(super::error::many(headline, &errors));
     }
     Ok(state.made)
 }
@@ -420,11 +400,11 @@ impl Runner<'_> {
                 Ok(Some(found))
             }
             Action::Delete { found, .. } => {
-                super::destroy::delete(self.aws, &node.key, &found).await?;
+                super::destroy::delete(self.aws, &node.key, &found, false).await?;
                 Ok(None)
             }
             Action::Replace { found, .. } => {
-                super::destroy::delete(self.aws, &node.key, &found).await?;
+                super::destroy::delete(self.aws, &node.key, &found, false).await?;
                 self.create(node, &snap).await.map(Some)
             }
             Action::Blocked(why) => Err(anyhow!("{why}")),
@@ -1039,7 +1019,6 @@ impl Runner<'_> {
                 Some(S::Running) => Ok(Probe::Ready(Found {
                     id: id.to_owned(),
                     state: Some("running".into()),
-                    ip: i.private_ip_address().map(String::from),
                     public_ip: i.public_ip_address().map(String::from),
                     config: super::world::tag(
                         i.tags().iter().map(|t| (t.key().unwrap_or(""), t.value().unwrap_or(""))),
@@ -1564,14 +1543,27 @@ impl Runner<'_> {
                             .build()?,
                     )
                     .build()?;
-                let batch = r53t::ChangeBatch::builder()
-                    .changes(
-                        r53t::Change::builder()
-                            .action(r53t::ChangeAction::Upsert)
-                            .resource_record_set(record)
-                            .build()?,
-                    )
+                // With it, in the same batch, the marker that says kaws made it.
+                let marker = r53t::ResourceRecordSet::builder()
+                    .name(super::world::api_record(spec))
+                    .r#type(r53t::RrType::Txt)
+                    .ttl(300)
+                    .resource_records(r53t::ResourceRecord::builder().value(super::world::owner_marker(spec)).build()?)
                     .build()?;
+                // The private zone is kaws' own, and so is a public record
+                // found with its marker: upserted. A new public record is
+                // created, and Route 53 refuses if someone made one meanwhile.
+                let action = if *public && found.records.is_empty() {
+                    r53t::ChangeAction::Create
+                } else {
+                    r53t::ChangeAction::Upsert
+                };
+                let mut batch = r53t::ChangeBatch::builder();
+                for set in [record.clone(), marker.clone()] {
+                    batch =
+                        batch.changes(r53t::Change::builder().action(action.clone()).resource_record_set(set).build()?);
+                }
+                let batch = batch.build()?;
                 self.aws
                     .r53
                     .change_resource_record_sets()
@@ -1580,6 +1572,7 @@ impl Runner<'_> {
                     .send()
                     .await
                     .call("ChangeResourceRecordSets")?;
+                found.records = vec![record, marker];
                 found.id = zone;
                 found.config = Some(lb.0.to_lowercase());
                 found.dns = Some(lb);

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use futures::future::join_all;
 
 use super::world::{Found, World, POLICY};
@@ -74,7 +74,9 @@ fn unless_gone<T>(r: Result<T>) -> Result<Option<T>> {
 
 /// Deletes one resource (and waits until it is gone where later deletes
 /// depend on that).
-pub async fn delete(aws: &Aws, key: &str, f: &Found) -> Result<()> {
+/// `force`: also delete what kaws did not make that stands in the way (the
+/// records of others in the cluster's private zone).
+pub async fn delete(aws: &Aws, key: &str, f: &Found, force: bool) -> Result<()> {
     let id = f.id.as_str();
     let (ec2, what) = (&aws.ec2, format!("{key} ({id})"));
     match kind(key, id).as_str() {
@@ -267,48 +269,58 @@ pub async fn delete(aws: &Aws, key: &str, f: &Found) -> Result<()> {
                 .await?
         }
         "zone" => {
-            del(aws, Svc::Other, "DeleteHostedZone", &what, Retry::IN_USE, || {
-                aws.r53.delete_hosted_zone().id(id).send()
-            })
-            .await?
+            // Records kaws did not make: named, and deleted only when asked.
+            if !f.records.is_empty() {
+                let list: Vec<String> =
+                    f.records.iter().map(|r| format!("{} {}", r.name(), r.r#type().as_str())).collect();
+                if !force {
+                    return Err(crate::error::failed(format!(
+                        "{what} holds records kaws did not make: {}",
+                        list.join(", ")
+                    ))
+                    .hint("delete them, or run `kaws cluster destroy --force` to delete them with the zone")
+                    .into());
+                }
+                delete_records(aws, id, &f.records, &what).await?;
+            }
+            del(aws, Svc::Other, "DeleteHostedZone", &what, Retry::NONE, || aws.r53.delete_hosted_zone().id(id).send())
+                .await?
         }
-        "dns" => {
-            use aws_sdk_route53::types as r53t;
-            let Some((dns, zone)) = &f.dns else { bail!("{what}: the record's alias target is unknown") };
-            let name = format!("{}.", key_record(f));
-            let record = r53t::ResourceRecordSet::builder()
-                .name(name)
-                .r#type(r53t::RrType::A)
-                .alias_target(
-                    r53t::AliasTarget::builder()
-                        .dns_name(dns)
-                        .hosted_zone_id(zone)
-                        .evaluate_target_health(false)
-                        .build()?,
-                )
-                .build()?;
-            let batch = r53t::ChangeBatch::builder()
-                .changes(
-                    r53t::Change::builder().action(r53t::ChangeAction::Delete).resource_record_set(record).build()?,
-                )
-                .build()?;
-            del(aws, Svc::Other, "ChangeResourceRecordSets", &what, Retry::IN_USE, || {
-                aws.r53.change_resource_record_sets().hosted_zone_id(id).change_batch(batch.clone()).send()
-            })
-            .await?
-        }
+        // The API's record and its marker, exactly as found (never a
+        // record kaws did not make: those are not deleted).
+        "dns" if f.state.as_deref() == Some(super::world::FOREIGN) => {}
+        "dns" => delete_records(aws, id, &f.records, &what).await?,
         other => bail!("{what}: kaws does not know how to delete a resource of kind {other:?}; delete it by hand"),
     }
     Ok(())
 }
 
-/// The record name a DNS entry was found under (kept in `ip`).
-fn key_record(f: &Found) -> &str {
-    f.ip.as_deref().unwrap_or_default().trim_end_matches('.')
+/// Deletes record sets of zone `zone`, in one batch.
+async fn delete_records(
+    aws: &Aws,
+    zone: &str,
+    records: &[aws_sdk_route53::types::ResourceRecordSet],
+    what: &str,
+) -> Result<()> {
+    use aws_sdk_route53::types as r53t;
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut batch = r53t::ChangeBatch::builder();
+    for r in records {
+        batch = batch.changes(
+            r53t::Change::builder().action(r53t::ChangeAction::Delete).resource_record_set(r.clone()).build()?,
+        );
+    }
+    let batch = batch.build()?;
+    del(aws, Svc::Other, "ChangeResourceRecordSets", what, Retry::NONE, || {
+        aws.r53.change_resource_record_sets().hosted_zone_id(zone).change_batch(batch.clone()).send()
+    })
+    .await
 }
 
 /// Deletes everything in `world`, phase by phase; `report` hears of each.
-pub async fn destroy(aws: &Aws, world: &World, mut report: impl FnMut(&str, &Found)) -> Result<usize> {
+pub async fn destroy(aws: &Aws, world: &World, force: bool, mut report: impl FnMut(&str, &Found)) -> Result<usize> {
     // Rules that name other groups keep those groups alive: revoke them all first.
     let mut jobs = Vec::new();
     for (key, found) in &world.found {
@@ -323,14 +335,28 @@ pub async fn destroy(aws: &Aws, world: &World, mut report: impl FnMut(&str, &Fou
         r?;
     }
     let mut count = 0;
+    let vpcs: Vec<String> = world.found.get("vpc").into_iter().flatten().map(|f| f.id.clone()).collect();
     for phase in PHASES {
+        // Before the groups and subnets: interfaces left detached in the VPC.
+        if phase.contains(&"sg") {
+            for id in interfaces(aws, &vpcs, true).await? {
+                let what = format!("eni ({id})");
+                del(aws, Svc::Ec2, "DeleteNetworkInterface", &what, Retry::IN_USE, || {
+                    aws.ec2.delete_network_interface().network_interface_id(&id).send()
+                })
+                .await?;
+                report("eni", &Found { id, ..Default::default() });
+                count += 1;
+            }
+        }
         let items: Vec<(&String, &Found)> = world
             .found
             .iter()
             .flat_map(|(k, v)| v.iter().map(move |f| (k, f)))
             .filter(|(k, f)| phase.contains(&kind(k, &f.id).as_str()))
+            .filter(|(_, f)| f.state.as_deref() != Some(super::world::FOREIGN))
             .collect();
-        let results = join_all(items.iter().map(|(k, f)| async move { (k, f, delete(aws, k, f).await) })).await;
+        let results = join_all(items.iter().map(|(k, f)| async move { (k, f, delete(aws, k, f, force).await) })).await;
         let mut errors = Vec::new();
         for (k, f, r) in results {
             match r {
@@ -338,11 +364,11 @@ pub async fn destroy(aws: &Aws, world: &World, mut report: impl FnMut(&str, &Fou
                     count += 1;
                     report(k, f);
                 }
-                Err(e) => errors.push(format!("{k} ({}): {e:#}", f.id)),
+                Err(e) => errors.push(e.context(format!("{k} ({})", f.id))),
             }
         }
         if !errors.is_empty() {
-            return Err(anyhow!("destroy stopped; these deletes failed:\n  {}", errors.join("\n  ")));
+            return Err(super::error::many("destroy stopped; these deletes failed".into(), &errors));
         }
     }
     Ok(count)
@@ -375,7 +401,42 @@ async fn revoke_all(aws: &Aws, f: &Found) -> Result<()> {
 }
 
 /// What is left for the cluster after a destroy: must be nothing.
+/// What is left for the cluster after a destroy: must be nothing. Network
+/// interfaces are listed too (any left in a VPC of the cluster's).
 pub async fn remaining(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<String>> {
     let world = super::world::discover(aws, spec).await?;
-    Ok(world.found.iter().flat_map(|(k, v)| v.iter().map(move |f| format!("{k} ({})", f.id))).collect())
+    let mut left: Vec<String> = world
+        .found
+        .iter()
+        .flat_map(|(k, v)| v.iter().map(move |f| (k, f)))
+        .filter(|(_, f)| f.state.as_deref() != Some(super::world::FOREIGN))
+        .map(|(k, f)| format!("{k} ({})", f.id))
+        .collect();
+    let vpcs: Vec<String> = world.found.get("vpc").into_iter().flatten().map(|f| f.id.clone()).collect();
+    left.extend(interfaces(aws, &vpcs, false).await?.into_iter().map(|id| format!("eni ({id})")));
+    Ok(left)
+}
+
+/// The network interfaces in `vpcs`; with `detached`, only those no
+/// instance or AWS service holds (a load balancer's or NAT gateway's go
+/// with them, late: the subnet deletes wait for those).
+async fn interfaces(aws: &Aws, vpcs: &[String], detached: bool) -> Result<Vec<String>> {
+    use aws_sdk_ec2::types::Filter;
+    if vpcs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut call = aws
+        .ec2
+        .describe_network_interfaces()
+        .filters(Filter::builder().name("vpc-id").set_values(Some(vpcs.to_vec())).build());
+    if detached {
+        call = call.filters(Filter::builder().name("status").values("available").build());
+    }
+    let out = call.send().await.call("DescribeNetworkInterfaces")?;
+    Ok(out
+        .network_interfaces()
+        .iter()
+        .filter(|n| !detached || n.requester_managed() != Some(true))
+        .filter_map(|n| n.network_interface_id().map(String::from))
+        .collect())
 }

@@ -88,7 +88,6 @@ impl AwsError {
                 | "DeleteConflict"
                 | "ScalingActivityInProgress"
                 | "InvalidNetworkInterface.InUse"
-                | "HostedZoneNotEmpty"
         )
     }
 
@@ -159,6 +158,28 @@ impl fmt::Display for AwsError {
 }
 
 impl std::error::Error for AwsError {}
+
+/// Several failures as one error: each on its line, and each one's next
+/// step, once, as the hint.
+pub fn many(headline: String, errors: &[anyhow::Error]) -> anyhow::Error {
+    let list: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
+    let mut hints: Vec<String> = Vec::new();
+    for e in errors {
+        let hint = e
+            .chain()
+            .find_map(|c| c.downcast_ref::<crate::error::UserError>())
+            .and_then(|u| u.hint.clone())
+            .or_else(|| aws_error(e).map(|a| a.hint().to_owned()));
+        if let Some(h) = hint.filter(|h| !hints.contains(h)) {
+            hints.push(h);
+        }
+    }
+    let mut err = crate::error::failed(format!("{headline}:\n  {}", list.join("\n  ")));
+    if !hints.is_empty() {
+        err = err.hint(hints.join("; "));
+    }
+    err.into()
+}
 
 /// The AWS error anywhere in an error's chain.
 pub fn aws_error(e: &anyhow::Error) -> Option<&AwsError> {

@@ -413,6 +413,13 @@ pub fn diff(spec: &ClusterSpec, node: &Node, state: &State, wanted: &Wanted) -> 
             }
             fixes
         }
+        Kind::ApiRecord { .. } if f.state.as_deref() == Some(super::world::FOREIGN) => {
+            return Some(Action::Blocked(format!(
+                "{} already has an A record that kaws did not make (no ownership marker); kaws does not \
+                 overwrite it: delete it, or drop hosted-zone from the spec",
+                super::world::api_record(spec)
+            )));
+        }
         Kind::ApiRecord { .. } => {
             let lb = state.get("lb/api").and_then(|l| l.dns.as_ref()).map(|(d, _)| d.to_lowercase());
             if lb.is_none() || f.config != lb {

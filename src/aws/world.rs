@@ -22,7 +22,6 @@ pub struct Found {
     pub state: Option<String>,
     pub cidr: Option<String>,
     pub zone: Option<String>,
-    pub ip: Option<String>,
     pub public_ip: Option<String>,
     /// Load balancer: DNS name and canonical hosted zone.
     pub dns: Option<(String, String)>,
@@ -41,6 +40,9 @@ pub struct Found {
     pub egress: BTreeSet<Rule>,
     /// ASG: (min, max, desired).
     pub size: Option<(i32, i32, i32)>,
+    /// Route 53: a record's sets as found (the API's A record and its
+    /// ownership marker), or the records in a zone that kaws did not make.
+    pub records: Vec<aws_sdk_route53::types::ResourceRecordSet>,
     /// IAM: the inline policy `kaws`, and whether the instance profile exists.
     pub policy: Option<serde_json::Value>,
     pub profile: bool,
@@ -299,7 +301,6 @@ async fn discover_ec2(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
                     Found {
                         id: i.instance_id().unwrap_or_default().into(),
                         state: state.map(|n| n.as_str().to_owned()),
-                        ip: i.private_ip_address().map(String::from),
                         public_ip: i.public_ip_address().map(String::from),
                         config: tag(ec2_tags(i.tags()), super::apply::TAG_CONFIG),
                         ..Default::default()
@@ -552,6 +553,27 @@ async fn discover_kms(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Foun
     )])
 }
 
+/// The state of a record kaws found but did not make: never changed or deleted.
+pub const FOREIGN: &str = "foreign";
+
+/// The TXT record, beside the API's A record, that says kaws made it (and
+/// for which cluster): public zones hold records of others too.
+pub fn owner_marker(spec: &ClusterSpec) -> String {
+    format!("\"kaws-owner={}/{}\"", spec.region, spec.name)
+}
+
+fn is_marker(r: &aws_sdk_route53::types::ResourceRecordSet, spec: &ClusterSpec) -> bool {
+    r.resource_records().iter().any(|v| v.value() == owner_marker(spec))
+}
+
+/// Records of the private zone kaws made: the zone's own SOA and NS, the
+/// API's A record and its marker.
+fn kaws_made(r: &aws_sdk_route53::types::ResourceRecordSet, apex: &str, api: &str) -> bool {
+    use aws_sdk_route53::types::RrType;
+    (r.name() == apex && matches!(r.r#type(), RrType::Soa | RrType::Ns))
+        || (r.name() == api && matches!(r.r#type(), RrType::A | RrType::Txt))
+}
+
 /// The record name kaws manages, as Route 53 writes it (trailing dot).
 pub fn api_record(spec: &ClusterSpec) -> String {
     format!("{}.", spec.api_name())
@@ -593,6 +615,40 @@ async fn discover_dns(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Foun
             }
         }
     }
+    // The private zone is kaws' own: records in it that kaws did not make
+    // are kept on the zone's record, so that destroy can say what blocks.
+    if let Some(z) = &private {
+        let mut foreign = Vec::new();
+        let mut next: Option<(String, aws_sdk_route53::types::RrType, Option<String>)> = None;
+        // Pages follow the last record's name, type and identifier.
+        for _ in 0..1000 {
+            let mut call = c.list_resource_record_sets().hosted_zone_id(z).max_items(300);
+            if let Some((name, kind, id)) = next.take() {
+                call = call.start_record_name(name).start_record_type(kind).set_start_record_identifier(id);
+            }
+            let page = call.send().await.call("ListResourceRecordSets")?;
+            foreign.extend(
+                page.resource_record_sets()
+                    .iter()
+                    .filter(|r| !kaws_made(r, &zone_name(spec), &api_record(spec)))
+                    .cloned(),
+            );
+            if !page.is_truncated() {
+                break;
+            }
+            next = page
+                .next_record_name()
+                .zip(page.next_record_type())
+                .map(|(n, t)| (n.to_owned(), t.clone(), page.next_record_identifier().map(String::from)));
+            if next.is_none() {
+                break;
+            }
+        }
+        if let Some((_, f)) = out.iter_mut().find(|(_, f)| &f.id == z) {
+            f.config = Some(zone_name(spec));
+            f.records = foreign;
+        }
+    }
     let mut records = Vec::new();
     if let Some(z) = private {
         records.push(("dns/private", z));
@@ -601,28 +657,35 @@ async fn discover_dns(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Foun
         records.push(("dns/public", z.clone()));
     }
     for (key, zone) in records {
+        use aws_sdk_route53::types::RrType;
         let sets = c
             .list_resource_record_sets()
             .hosted_zone_id(&zone)
             .start_record_name(api_record(spec))
-            .start_record_type(aws_sdk_route53::types::RrType::A)
-            .max_items(1)
+            .start_record_type(RrType::A)
+            .max_items(20)
             .send()
             .await
             .call("ListResourceRecordSets")?;
-        if let Some(r) = sets
-            .resource_record_sets()
-            .iter()
-            .find(|r| r.name() == api_record(spec) && r.r#type() == &aws_sdk_route53::types::RrType::A)
-        {
-            let alias = r.alias_target().map(|a| (a.dns_name().to_owned(), a.hosted_zone_id().to_owned()));
-            let target =
-                alias.as_ref().map(|(d, _)| d.trim_end_matches('.').trim_start_matches("dualstack.").to_lowercase());
-            out.push((
-                key.to_owned(),
-                Found { id: zone, config: target, dns: alias, ip: Some(api_record(spec)), ..Default::default() },
-            ));
-        }
+        let at_name: Vec<_> = sets.resource_record_sets().iter().filter(|r| r.name() == api_record(spec)).collect();
+        let Some(a) = at_name.iter().find(|r| r.r#type() == &RrType::A) else { continue };
+        let marker = at_name.iter().find(|r| r.r#type() == &RrType::Txt && is_marker(r, spec));
+        let alias = a.alias_target().map(|a| (a.dns_name().to_owned(), a.hosted_zone_id().to_owned()));
+        let target =
+            alias.as_ref().map(|(d, _)| d.trim_end_matches('.').trim_start_matches("dualstack.").to_lowercase());
+        // In a public zone, only a record with kaws' ownership marker is kaws'.
+        let foreign = key == "dns/public" && marker.is_none();
+        out.push((
+            key.to_owned(),
+            Found {
+                id: zone,
+                config: target,
+                dns: alias,
+                state: foreign.then(|| FOREIGN.to_owned()),
+                records: std::iter::once(*a).chain(marker.copied()).cloned().collect(),
+                ..Default::default()
+            },
+        ));
     }
     Ok(out)
 }

@@ -63,6 +63,11 @@ pub struct AwsSpec {
     /// A public Route 53 hosted zone (id) to hold `api.CLUSTER.DOMAIN`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hosted_zone: Option<String>,
+    /// The availability zones, in order (zone i holds subnets public-i and
+    /// private-i); unset: the first apply picks them and pins them here, so
+    /// that they never shift.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
 }
 
 impl Default for AwsSpec {
@@ -76,6 +81,7 @@ impl Default for AwsSpec {
             single_nat: false,
             nodeport_cidrs: Vec::new(),
             hosted_zone: None,
+            zones: Vec::new(),
         }
     }
 }
@@ -94,10 +100,10 @@ fn ami_ok(id: &str) -> bool {
     })
 }
 
-fn zone_ok(id: &str) -> bool {
-    id.starts_with('Z')
-        && (2..=32).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+/// A Route 53 hosted zone id: uppercase letters and digits (AWS's start
+/// with Z; emulators' need not).
+fn hosted_zone_ok(id: &str) -> bool {
+    (2..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -124,6 +130,10 @@ pub enum SpecError {
     Nodes(u32),
     #[error("--region {0:?} is not an AWS region name (like eu-west-1)")]
     Region(String),
+    #[error(
+        "aws.zones {0:?}: expected one availability zone name of the region per zone the spec uses (azs), each once"
+    )]
+    Zones(Vec<String>),
     #[error("--kubernetes-version {0:?}: expected MAJOR.MINOR.PATCH, 1.{MIN_MINOR}.0 or newer")]
     Version(String),
     #[error("--domain {0}: a public domain needs at least two labels")]
@@ -208,7 +218,7 @@ impl AwsSpec {
                 return Err(SpecError::NotNetwork { what: "aws.nodeport-cidrs", net: *net });
             }
         }
-        if let Some(zone) = self.hosted_zone.as_ref().filter(|z| !zone_ok(z)) {
+        if let Some(zone) = self.hosted_zone.as_ref().filter(|z| !hosted_zone_ok(z)) {
             return Err(SpecError::HostedZone(zone.clone()));
         }
         Ok(())
@@ -232,6 +242,22 @@ impl ClusterSpec {
         }
         if !region_ok(&self.region) {
             return Err(SpecError::Region(self.region.clone()));
+        }
+        let zone_ok = |z: &String| {
+            z.strip_prefix(self.region.as_str()).is_some_and(|rest| {
+                (1..=16).contains(&rest.len())
+                    && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            })
+        };
+        let mut unique = self.aws.zones.clone();
+        unique.sort();
+        unique.dedup();
+        if !self.aws.zones.is_empty()
+            && (self.aws.zones.len() != self.azs as usize
+                || unique.len() != self.aws.zones.len()
+                || !self.aws.zones.iter().all(zone_ok))
+        {
+            return Err(SpecError::Zones(self.aws.zones.clone()));
         }
         if !version_ok(&self.kubernetes_version) {
             return Err(SpecError::Version(self.kubernetes_version.clone()));

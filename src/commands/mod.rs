@@ -48,7 +48,9 @@ pub fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Cluster(ClusterCommand::Apply { cluster, yes, parallelism, update_image }) => {
             cluster::apply(ctx, &cluster, yes, parallelism, update_image)
         }
-        Command::Cluster(ClusterCommand::Destroy { cluster, yes }) => cluster::destroy(ctx, &cluster, yes),
+        Command::Cluster(ClusterCommand::Destroy { cluster, yes, force }) => {
+            cluster::destroy(ctx, &cluster, yes, force)
+        }
         Command::Admin(AdminCommand::Create { cluster, name }) => admin::create(ctx, &cluster, &name),
         Command::Admin(AdminCommand::Sign { cluster, name, days }) => admin::sign(ctx, &cluster, &name, days),
         Command::Admin(AdminCommand::Install { cluster, name, kubeconfig, embed_key }) => {

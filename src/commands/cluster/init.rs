@@ -58,6 +58,8 @@ fn spec_from(args: &ClusterInitArgs, name: ClusterName, default_alg: pki::KeyAlg
                 .map(|c| parse_net(c, "--nodeport-cidr"))
                 .collect::<Result<_>>()?,
             hosted_zone: args.aws.hosted_zone.clone(),
+            // Picked and pinned by the first apply.
+            zones: Vec::new(),
         },
     };
     spec.validate().map_err(usage)?;

@@ -241,16 +241,29 @@ struct Prepared {
     world: World,
     inputs: Inputs,
     changes: Vec<plan::Change>,
-    /// The image to pin in `cluster.toml`, when it changes.
-    pin: Option<String>,
+    /// The spec's AWS choices with the image and zones pinned, when that
+    /// changes `cluster.toml`.
+    pin: Option<crate::cluster::spec::AwsSpec>,
 }
 
 async fn prepare(ctx: &Ctx, repo: &Repo, loaded: &Loaded, update_image: bool) -> Result<Prepared> {
     let spec = &loaded.spec;
     let aws = Aws::connect(spec).await?;
     let graph = model::graph(spec);
-    let (world, image) = tokio::try_join!(world::discover(&aws, spec), image(&aws, spec, update_image))?;
-    if world.zones.len() < spec.azs as usize {
+    let (mut world, image) = tokio::try_join!(world::discover(&aws, spec), image(&aws, spec, update_image))?;
+    // The zones: the pinned ones (each still offered), or the first of the
+    // region's Availability Zones, pinned by this apply.
+    let zones: Vec<String> = if spec.aws.zones.is_empty() {
+        world.zones.iter().take(spec.azs as usize).cloned().collect()
+    } else {
+        if let Some(z) = spec.aws.zones.iter().find(|z| !world.zones.contains(z)) {
+            return Err(failed(format!("the pinned availability zone {z} is not available in {}", spec.region))
+                .hint("the cluster's subnets stay where they are: check the zone's status in the AWS console")
+                .into());
+        }
+        spec.aws.zones.clone()
+    };
+    if zones.len() < spec.azs as usize {
         return Err(failed(format!(
             "{} has {} availability zones; the spec wants {}",
             spec.region,
@@ -259,17 +272,31 @@ async fn prepare(ctx: &Ctx, repo: &Repo, loaded: &Loaded, update_image: bool) ->
         ))
         .into());
     }
+    world.zones = zones.clone();
     let inputs = inputs(ctx, repo, loaded, &graph, &image)?;
     let mut changes = plan::plan(spec, &graph, &world, &inputs.wanted);
-    let pin = image.pin.filter(|p| spec.aws.image.as_ref() != Some(p));
+    let pinned = crate::cluster::spec::AwsSpec {
+        image: image.pin.clone().or_else(|| spec.aws.image.clone()),
+        zones,
+        ..spec.aws.clone()
+    };
+    let pin = (pinned != spec.aws).then_some(pinned);
     if let Some(p) = &pin {
-        let was = spec.aws.image.as_deref().unwrap_or("none");
-        changes.push(plan::Change {
-            key: "spec/image".into(),
-            action: Action::Note(format!(
-                "apply pins {p}, the latest Amazon Linux 2023, in cluster.toml (pinned: {was})"
-            )),
-        });
+        if p.image != spec.aws.image {
+            let (now, was) = (p.image.as_deref().unwrap_or("none"), spec.aws.image.as_deref().unwrap_or("none"));
+            changes.push(plan::Change {
+                key: "spec/image".into(),
+                action: Action::Note(format!(
+                    "apply pins {now}, the latest Amazon Linux 2023, in cluster.toml (pinned: {was})"
+                )),
+            });
+        }
+        if p.zones != spec.aws.zones {
+            changes.push(plan::Change {
+                key: "spec/zones".into(),
+                action: Action::Note(format!("apply pins the zones {} in cluster.toml", p.zones.join(", "))),
+            });
+        }
     }
     if let Some(newer) = image.newer {
         changes.push(plan::Change {
@@ -343,7 +370,7 @@ pub fn apply(ctx: &Ctx, raw: &str, yes: bool, parallelism: u16, update_image: bo
         // Surplus last: duplicates and resources the spec no longer has.
         for c in &surplus {
             if let Action::Delete { found, why } = &c.action {
-                crate::aws::destroy::delete(&p.aws, &c.key, found)
+                crate::aws::destroy::delete(&p.aws, &c.key, found, false)
                     .await
                     .with_context(|| format!("{}: delete ({why})", c.key))?;
                 progress.inc(1);
@@ -370,10 +397,7 @@ pub fn apply(ctx: &Ctx, raw: &str, yes: bool, parallelism: u16, update_image: bo
             .filter_map(|n| Some((n.key.clone(), state.get(&n.key)?.id.clone())))
             .collect(),
     };
-    let spec = p.pin.map(|image| crate::cluster::ClusterSpec {
-        aws: crate::cluster::spec::AwsSpec { image: Some(image), ..loaded.spec.aws.clone() },
-        ..loaded.spec.clone()
-    });
+    let spec = p.pin.map(|aws| crate::cluster::ClusterSpec { aws, ..loaded.spec.clone() });
     record(ctx, &opened, &loaded, Some(&outputs), spec.as_ref(), "apply")?;
     println!("{}: applied.", loaded.name);
     println!("  API:     https://{}:6443 (TLS name {})", outputs.api_endpoint, outputs.api_name);
@@ -409,14 +433,15 @@ fn record(
     if let Some(s) = spec {
         change.write(loaded.path(crate::cluster::spec::SPEC_FILE), s.to_toml());
     }
-    let message = format!("kaws cluster {verb}: {} outputs\n\nBy: {actor} ({})\n", loaded.name, op.fingerprint());
+    let what = if spec.is_some() { "outputs and pinned image and zones" } else { "outputs" };
+    let message = format!("kaws cluster {verb}: {} {what}\n\nBy: {actor} ({})\n", loaded.name, op.fingerprint());
     if let Some(oid) = opened.repo.commit(&change, &message, &ctx.author(&opened.repo, &actor), &op)? {
         eprintln!("Recorded the outputs in commit {oid}");
     }
     Ok(())
 }
 
-pub fn destroy(ctx: &Ctx, raw: &str, yes: bool) -> Result<()> {
+pub fn destroy(ctx: &Ctx, raw: &str, yes: bool, force: bool) -> Result<()> {
     let (opened, loaded) = open_cluster(ctx, raw, true)?;
     let rt = runtime()?;
     let spec = &loaded.spec;
@@ -436,8 +461,9 @@ pub fn destroy(ctx: &Ctx, raw: &str, yes: bool) -> Result<()> {
             &format!("Delete these {} resources of cluster {} in {}?", items.len(), loaded.name, spec.region),
             yes,
         )?;
-        let n =
-            rt.block_on(crate::aws::destroy::destroy(&aws, &world, |k, f| eprintln!("  deleted {k} ({})", f.id)))?;
+        let n = rt.block_on(crate::aws::destroy::destroy(&aws, &world, force, |k, f| {
+            eprintln!("  deleted {k} ({})", f.id)
+        }))?;
         eprintln!("{}: deleted {n} resources", loaded.name);
     }
     let left = rt.block_on(crate::aws::destroy::remaining(&aws, spec))?;
