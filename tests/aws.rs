@@ -267,6 +267,22 @@ fn apply_builds_the_design_and_a_second_apply_makes_no_mutating_call() {
     let c = Cluster::new();
     let plan = c.plan();
     assert!(plan.contains("+ vpc") && plan.contains("+ instance/master-2"), "{plan}");
+    // What each create makes, Terraform-style; the same in JSON.
+    for want in [
+        "cidr           = 10.0.0.0/16",
+        "address        = 10.0.32.10",
+        "image          = ami-087fc0fcee2c7570a",
+        "zone           = eu-west-1b",
+        "authorize ingress from 22/tcp 203.0.113.0/24",
+    ] {
+        assert!(plan.contains(want), "the plan misses {want:?}:\n{plan}");
+    }
+    let r = c.run(&["--output", "json", "cluster", "plan", "prod"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rows: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let vpc = rows.as_array().unwrap().iter().find(|r| r["resource"] == "vpc").unwrap();
+    assert_eq!(vpc["action"], "create");
+    assert!(vpc["details"].to_string().contains("10.0.0.0/16"), "{vpc}");
     assert!(c.aws.mutating().is_empty(), "plan mutated: {:?}", c.aws.mutating());
     c.apply();
     c.assert_design();
@@ -329,6 +345,7 @@ fn drift_shows_in_the_plan_and_apply_repairs_it() {
         "revoke ingress from 22/tcp 0.0.0.0/0",
         "route 0.0.0.0/0 to igw",
         "+ instance/master-1",
+        "0.0.0.0/0: none → igw (igw-",
         "+ ssm/node/bootstrap-token",
         "register instance/master-1",
         "reserve 10.0.64.10/32 for the masters",

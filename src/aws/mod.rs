@@ -10,6 +10,7 @@
 
 pub mod apply;
 pub mod destroy;
+pub mod details;
 pub mod error;
 pub mod model;
 pub mod plan;

@@ -41,6 +41,8 @@ impl State<'_> {
 pub struct Wanted {
     pub config: HashMap<String, String>,
     pub markers: HashMap<String, String>,
+    /// The image instances and the node template run (for the plan to show).
+    pub image: Option<String>,
 }
 
 /// One fix to an existing resource.
@@ -120,9 +122,16 @@ pub enum Action {
 pub struct Change {
     pub key: String,
     pub action: Action,
+    /// What matters of it (see `details`): attributes of a create, `old →
+    /// new` of an update.
+    pub details: Vec<String>,
 }
 
 impl Change {
+    pub fn new(key: impl Into<String>, action: Action) -> Change {
+        Change { key: key.into(), action, details: Vec::new() }
+    }
+
     pub fn mutates(&self) -> bool {
         !matches!(self.action, Action::Note(_))
     }
@@ -450,7 +459,7 @@ pub fn surplus(graph: &[Node], world: &World) -> Vec<Change> {
             } else {
                 continue;
             };
-            out.push(Change { key: key.clone(), action: Action::Delete { found: Box::new(f.clone()), why } });
+            out.push(Change::new(key.clone(), Action::Delete { found: Box::new(f.clone()), why }));
         }
     }
     out
@@ -461,7 +470,11 @@ pub fn plan(spec: &ClusterSpec, graph: &[Node], world: &World, wanted: &Wanted) 
     let state = State { world, made: HashMap::new() };
     let mut changes: Vec<Change> = graph
         .iter()
-        .filter_map(|n| diff(spec, n, &state, wanted).map(|action| Change { key: n.key.clone(), action }))
+        .filter_map(|n| {
+            let action = diff(spec, n, &state, wanted)?;
+            let details = super::details::details(spec, n, &state, wanted, &action);
+            Some(Change { key: n.key.clone(), action, details })
+        })
         .collect();
     changes.extend(surplus(graph, world));
     changes
@@ -473,6 +486,7 @@ struct JsonChange<'a> {
     action: &'static str,
     id: Option<&'a str>,
     reasons: Vec<String>,
+    details: &'a [String],
 }
 
 fn describe(c: &Change) -> (&'static str, char, Vec<String>) {
@@ -495,7 +509,7 @@ pub fn to_json(changes: &[Change]) -> serde_json::Value {
                 Action::Delete { found, .. } | Action::Replace { found, .. } => Some(found.id.as_str()),
                 _ => None,
             };
-            JsonChange { resource: &c.key, action, id, reasons }
+            JsonChange { resource: &c.key, action, id, reasons, details: &c.details }
         })
         .collect();
     serde_json::to_value(rows).expect("plain data")
@@ -534,6 +548,9 @@ pub fn to_text(changes: &[Change], color: bool) -> String {
         out.push('\n');
         for r in reasons {
             out += &format!("      {r}\n");
+        }
+        for d in &c.details {
+            out += &format!("        {d}\n");
         }
     }
     out += &format!(

@@ -164,6 +164,7 @@ fn inputs(ctx: &Ctx, repo: &Repo, loaded: &Loaded, graph: &[model::Node], image:
         wanted.config.insert(node.key.clone(), config);
         user_data.insert(node.key.clone(), bytes);
     }
+    wanted.image = Some(image.id.clone());
     Ok(Inputs {
         image: image.id.clone(),
         root_device: image.root_device.clone(),
@@ -284,29 +285,29 @@ async fn prepare(ctx: &Ctx, repo: &Repo, loaded: &Loaded, update_image: bool) ->
     if let Some(p) = &pin {
         if p.image != spec.aws.image {
             let (now, was) = (p.image.as_deref().unwrap_or("none"), spec.aws.image.as_deref().unwrap_or("none"));
-            changes.push(plan::Change {
-                key: "spec/image".into(),
-                action: Action::Note(format!(
+            changes.push(plan::Change::new(
+                "spec/image",
+                Action::Note(format!(
                     "apply pins {now}, the latest Amazon Linux 2023, in cluster.toml (pinned: {was})"
                 )),
-            });
+            ));
         }
         if p.zones != spec.aws.zones {
-            changes.push(plan::Change {
-                key: "spec/zones".into(),
-                action: Action::Note(format!("apply pins the zones {} in cluster.toml", p.zones.join(", "))),
-            });
+            changes.push(plan::Change::new(
+                "spec/zones",
+                Action::Note(format!("apply pins the zones {} in cluster.toml", p.zones.join(", "))),
+            ));
         }
     }
     if let Some(newer) = image.newer {
-        changes.push(plan::Change {
-            key: "spec/image".into(),
-            action: Action::Note(format!(
+        changes.push(plan::Change::new(
+            "spec/image",
+            Action::Note(format!(
                 "a newer Amazon Linux 2023 image exists ({newer}; cluster.toml pins {}): \
                  `kaws cluster apply --update-image` pins it; running instances keep theirs until replaced",
                 image.id
             )),
-        });
+        ));
     }
     Ok(Prepared { aws, graph, world, inputs, changes, pin })
 }
