@@ -168,15 +168,30 @@ pub struct Runner<'a> {
     /// eventual consistency (`Invalid…ID.NotFound` right after the create,
     /// which may have been a killed run's seconds ago).
     fresh: Mutex<HashSet<String>>,
+    /// The ids this run created.
+    created: Mutex<HashSet<String>>,
 }
 
 impl<'a> Runner<'a> {
     pub fn new(aws: &'a Aws, spec: &'a ClusterSpec, inputs: &'a Inputs, parallelism: usize) -> Runner<'a> {
-        Runner { aws, spec, inputs, parallelism, fresh: Mutex::new(HashSet::new()) }
+        Runner {
+            aws,
+            spec,
+            inputs,
+            parallelism,
+            fresh: Mutex::new(HashSet::new()),
+            created: Mutex::new(HashSet::new()),
+        }
     }
 
     fn made(&self, id: &str) {
         self.fresh.lock().expect("the fresh-id lock").insert(id.to_owned());
+        self.created.lock().expect("the created-id lock").insert(id.to_owned());
+    }
+
+    /// Whether this run created `id` (and so has seen it live already).
+    fn created(&self, id: &str) -> bool {
+        self.created.lock().expect("the created-id lock").contains(id)
     }
 
     /// The retry policy of a call that names `ids`.
@@ -517,7 +532,11 @@ impl Runner<'_> {
                         let out = ec2.describe_route_tables().route_table_ids(&id).send().await;
                         out.call("DescribeRouteTables").map(|o| Probe::from(!o.route_tables().is_empty()))
                     };
-                    // The answer carries no time: not found for long means a replay.
+                    // The answer carries no time: not found for long means a
+                    // replay. In a VPC this run made, no earlier table can be.
+                    if self.created(&vpc) {
+                        break id;
+                    }
                     match self.confirm("route table", &id, Age::Unknown, probe).await? {
                         Replay::Live(()) => break id,
                         Replay::Dead(id) => replayed(&mut dead, id, "CreateRouteTable")?,
@@ -1461,7 +1480,7 @@ impl Runner<'_> {
                 let ids: Vec<String> = keys.iter().map(|k| snap.id(k)).collect::<Result<_>>()?;
                 // A target must be running (`InvalidTarget` otherwise); a
                 // killed run may have left an instance pending.
-                for id in &ids {
+                for id in ids.iter().filter(|id| !self.created(id)) {
                     if let Replay::Dead(id) = self.running(id, Age::Old).await? {
                         bail!("instance {id} is gone; run `kaws cluster apply` again to replace it");
                     }

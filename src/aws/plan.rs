@@ -125,11 +125,13 @@ pub struct Change {
     /// What matters of it (see `details`): attributes of a create, `old →
     /// new` of an update.
     pub details: Vec<String>,
+    /// The resources it waits for (graph keys).
+    pub depends_on: Vec<String>,
 }
 
 impl Change {
     pub fn new(key: impl Into<String>, action: Action) -> Change {
-        Change { key: key.into(), action, details: Vec::new() }
+        Change { key: key.into(), action, details: Vec::new(), depends_on: Vec::new() }
     }
 
     pub fn mutates(&self) -> bool {
@@ -473,7 +475,7 @@ pub fn plan(spec: &ClusterSpec, graph: &[Node], world: &World, wanted: &Wanted) 
         .filter_map(|n| {
             let action = diff(spec, n, &state, wanted)?;
             let details = super::details::details(spec, n, &state, wanted, &action);
-            Some(Change { key: n.key.clone(), action, details })
+            Some(Change { key: n.key.clone(), action, details, depends_on: n.deps.clone() })
         })
         .collect();
     changes.extend(surplus(graph, world));
@@ -487,6 +489,7 @@ struct JsonChange<'a> {
     id: Option<&'a str>,
     reasons: Vec<String>,
     details: &'a [String],
+    depends_on: &'a [String],
 }
 
 fn describe(c: &Change) -> (&'static str, char, Vec<String>) {
@@ -509,7 +512,7 @@ pub fn to_json(changes: &[Change]) -> serde_json::Value {
                 Action::Delete { found, .. } | Action::Replace { found, .. } => Some(found.id.as_str()),
                 _ => None,
             };
-            JsonChange { resource: &c.key, action, id, reasons, details: &c.details }
+            JsonChange { resource: &c.key, action, id, reasons, details: &c.details, depends_on: &c.depends_on }
         })
         .collect();
     serde_json::to_value(rows).expect("plain data")
