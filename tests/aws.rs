@@ -721,3 +721,23 @@ fn destroy_sweeps_detached_interfaces() {
     ));
     assert_eq!(gone, "InvalidNetworkInterfaceID.NotFound");
 }
+
+/// The cluster's KMS key made anew (the old one scheduled for deletion by
+/// hand): every parameter is written again under the new key, which the
+/// parameters name by ARN (an alias can be moved).
+#[test]
+fn parameters_follow_a_new_key() {
+    let c = Cluster::new();
+    c.apply();
+    c.aws.by_hand(
+        "kms=boto3.client('kms', **kw)\n\
+         k=kms.describe_key(KeyId='alias/kaws/prod')['KeyMetadata']['KeyId']\n\
+         kms.delete_alias(AliasName='alias/kaws/prod')\n\
+         kms.schedule_key_deletion(KeyId=k, PendingWindowInDays=7)\n",
+    );
+    let plan = c.plan();
+    assert!(plan.contains("+ kms/secrets") && plan.contains("~ ssm/node/bootstrap-token"), "{plan}");
+    c.apply();
+    c.assert_design();
+    assert!(c.plan().contains(NOTHING));
+}

@@ -636,7 +636,7 @@ impl Runner<'_> {
                     .name(name)
                     .value(value.as_str())
                     .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-                    .key_id(model::kms_alias(spec))
+                    .key_id(snap.id("kms/secrets")?)
                     .description(marker)
                     .set_tags(Some(t))
                     .send()
@@ -651,6 +651,7 @@ impl Runner<'_> {
                 }
                 found.id = name.clone();
                 found.config = Some(marker.clone());
+                found.links = vec![snap.id("kms/secrets")?];
             }
             Kind::Instance { subnet, ip, iam, role, .. } => {
                 found = self.run_instance(node, snap, subnet, *ip, iam, *role).await?;
@@ -1462,7 +1463,7 @@ impl Runner<'_> {
                     .name(name)
                     .value(value.as_str())
                     .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-                    .key_id(model::kms_alias(spec))
+                    .key_id(snap.id("kms/secrets")?)
                     .description(marker)
                     .overwrite(true)
                     .send()
@@ -1470,6 +1471,7 @@ impl Runner<'_> {
                     .call("PutParameter")?;
                 found.id = name.clone();
                 found.config = Some(marker.clone());
+                found.links = vec![snap.id("kms/secrets")?];
             }
             (Fix::Start, _) => {
                 let call = ec2.start_instances().instance_ids(&found.id);

@@ -177,6 +177,12 @@ pub fn policy(spec: &ClusterSpec, role_arn: &str, ssm_paths: &[String]) -> Optio
     }))
 }
 
+/// Whether `have` (a key id, ARN or alias as SSM reports it) is the key
+/// whose ARN is `arn`. An alias is not: it can be moved to another key.
+fn same_key(have: &str, arn: &str) -> bool {
+    have == arn || arn.rsplit_once('/').is_some_and(|(_, id)| id == have)
+}
+
 /// The partition and account of an ARN (`arn:PARTITION:SERVICE:REGION:ACCOUNT:…`).
 fn partition_account(arn: &str) -> Option<(&str, &str)> {
     let parts: Vec<&str> = arn.split(':').collect();
@@ -200,12 +206,14 @@ pub fn key_policy(
         "Sid": "AccountAdministersAndEncrypts",
         "Effect": "Allow",
         "Principal": {"AWS": format!("arn:{partition}:iam::{account}:root")},
-        "Action": ["kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*",
+        "Action": ["kms:CreateAlias", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*",
                    "kms:Revoke*", "kms:Disable*", "kms:Get*", "kms:Delete*", "kms:TagResource",
                    "kms:UntagResource", "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion", "kms:Encrypt",
                    "kms:GenerateDataKey*"],
         "Resource": "*"
     })];
+    // Not kms:Create* (CreateGrant would let an IAM policy grant Decrypt
+    // outside this policy), nor ReEncrypt* (it decrypts): CreateAlias only.
     for ((key, paths), arn) in readers.iter().zip(&arns) {
         let params: Vec<String> =
             paths.iter().map(|p| format!("arn:{partition}:ssm:{region}:{account}:parameter{p}")).collect();
@@ -361,7 +369,11 @@ pub fn diff(spec: &ClusterSpec, node: &Node, state: &State, wanted: &Wanted) -> 
             }
         }
         Kind::Parameter { .. } => {
-            if f.config.as_ref() != wanted.markers.get(&node.key) {
+            // Encrypted under the cluster's key as it is now (an alias can
+            // move; a key made anew needs every value written again).
+            let key = state.get("kms/secrets").filter(|k| k.state.as_deref() != Some(super::world::FOREIGN));
+            let under_key = key.is_some_and(|k| f.links.iter().any(|have| same_key(have, &k.id)));
+            if f.config.as_ref() != wanted.markers.get(&node.key) || !under_key {
                 vec![Fix::Value]
             } else {
                 vec![]

@@ -508,7 +508,16 @@ async fn discover_ssm(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Foun
         .filter_map(|p| {
             let name = p.name()?;
             let key = format!("ssm{}", name.strip_prefix(&prefix)?);
-            Some((key, Found { id: name.to_owned(), config: p.description().map(String::from), ..Default::default() }))
+            Some((
+                key,
+                Found {
+                    id: name.to_owned(),
+                    config: p.description().map(String::from),
+                    // The KMS key that encrypts it.
+                    links: p.key_id().map(String::from).into_iter().collect(),
+                    ..Default::default()
+                },
+            ))
         })
         .collect())
 }
