@@ -17,13 +17,13 @@ use base64::Engine as _;
 use futures::stream::{FuturesUnordered, StreamExt};
 use zeroize::Zeroizing;
 
-use super::model::{self, Kind, Node, Peer, Role, Rule, TAG_CLUSTER, TAG_KEY, TAG_ROLE};
+use super::model::{self, Kind, Node, Peer, Role, Rule};
+use super::naming::POLICY;
+use super::naming::{self, short_name, tags, TAG_CLUSTER, TAG_CONFIG, TAG_KEY, TAG_ROLE};
 use super::plan::{self, Action, Fix, State, Wanted};
-use super::world::{Found, World, POLICY};
+use super::world::{Found, World};
 use super::{aws_error, wait_for, Aws, AwsError, Call, Retry, Svc};
 use crate::cluster::ClusterSpec;
-
-pub const TAG_CONFIG: &str = "kaws:config";
 
 /// Everything a run needs besides the graph: the image, each instance's
 /// user-data, and (only when a parameter must be written) the secrets.
@@ -35,25 +35,8 @@ pub struct Inputs {
     pub secrets: HashMap<String, Zeroizing<String>>,
 }
 
-/// Names AWS limits to 32 characters (load balancer, target group).
-pub fn short_name(spec: &ClusterSpec, suffix: &str) -> String {
-    let name = spec.name.as_str();
-    let room = 32 - suffix.len() - 1;
-    format!("{}-{suffix}", name[..name.len().min(room)].trim_end_matches('-'))
-}
-
-pub fn tags(spec: &ClusterSpec, node: &Node) -> Vec<(String, String)> {
-    vec![
-        (TAG_CLUSTER.into(), spec.name.to_string()),
-        (TAG_ROLE.into(), node.role.into()),
-        (TAG_KEY.into(), node.key.clone()),
-        (model::TAG_REGION.into(), spec.region.clone()),
-        ("Name".into(), format!("{}-{}", spec.name, node.key.replace('/', "-"))),
-    ]
-}
-
 fn ec2_tags(spec: &ClusterSpec, node: &Node, rt: ResourceType, extra: &[(String, String)]) -> TagSpecification {
-    let tags = tags(spec, node).into_iter().chain(extra.iter().cloned());
+    let tags = tags(spec, node.role, &node.key).into_iter().chain(extra.iter().cloned());
     TagSpecification::builder()
         .resource_type(rt)
         .set_tags(Some(tags.map(|(k, v)| ec2t::Tag::builder().key(k).value(v).build()).collect()))
@@ -61,11 +44,14 @@ fn ec2_tags(spec: &ClusterSpec, node: &Node, rt: ResourceType, extra: &[(String,
 }
 
 fn iam_tags(spec: &ClusterSpec, node: &Node) -> Result<Vec<aws_sdk_iam::types::Tag>> {
-    tags(spec, node).into_iter().map(|(k, v)| Ok(aws_sdk_iam::types::Tag::builder().key(k).value(v).build()?)).collect()
+    tags(spec, node.role, &node.key)
+        .into_iter()
+        .map(|(k, v)| Ok(aws_sdk_iam::types::Tag::builder().key(k).value(v).build()?))
+        .collect()
 }
 
 fn elb_tags(spec: &ClusterSpec, node: &Node) -> Vec<aws_sdk_elasticloadbalancingv2::types::Tag> {
-    tags(spec, node)
+    tags(spec, node.role, &node.key)
         .into_iter()
         .map(|(k, v)| aws_sdk_elasticloadbalancingv2::types::Tag::builder().key(k).value(v).build())
         .collect()
@@ -572,7 +558,7 @@ impl Runner<'_> {
                 let call = iam
                     .create_role()
                     .role_name(name)
-                    .path(model::iam_path(spec))
+                    .path(naming::iam_path(spec))
                     .assume_role_policy_document(ASSUME_EC2)
                     .description(format!("kaws {}: {}", spec.name, node.key))
                     .set_tags(Some(iam_tags(spec, node)?));
@@ -594,10 +580,10 @@ impl Runner<'_> {
                         let tags = role.tags().iter().map(|t| (t.key(), t.value()));
                         let tags: Vec<(&str, &str)> = tags.collect();
                         let owner = super::world::tag(tags.iter().copied(), TAG_CLUSTER);
-                        let region = super::world::tag(tags.iter().copied(), model::TAG_REGION);
+                        let region = super::world::tag(tags.iter().copied(), naming::TAG_REGION);
                         if owner.as_deref() != Some(spec.name.as_str())
                             || region.as_deref() != Some(spec.region.as_str())
-                            || role.path() != model::iam_path(spec)
+                            || role.path() != naming::iam_path(spec)
                         {
                             return Err(crate::error::failed(format!(
                                 "IAM role {name} exists but is not this cluster's (path {}, tags kaws:cluster={}, \
@@ -625,7 +611,7 @@ impl Runner<'_> {
                     .get(&node.key)
                     .with_context(|| format!("the value of {name} was not decrypted"))?;
                 let marker = self.inputs.wanted.markers.get(&node.key).context("no source marker")?;
-                let t: Vec<aws_sdk_ssm::types::Tag> = tags(spec, node)
+                let t: Vec<aws_sdk_ssm::types::Tag> = tags(spec, node.role, &node.key)
                     .into_iter()
                     .map(|(k, v)| aws_sdk_ssm::types::Tag::builder().key(k).value(v).build())
                     .collect::<Result<_, _>>()?;
@@ -721,7 +707,7 @@ impl Runner<'_> {
             Kind::AutoScalingGroup { subnets, size } => {
                 let name = format!("kaws-{}-node", spec.name);
                 let zone_ids: Vec<String> = subnets.iter().map(|s| snap.id(s)).collect::<Result<_>>()?;
-                let t = tags(spec, node).into_iter().map(|(k, v)| {
+                let t = tags(spec, node.role, &node.key).into_iter().map(|(k, v)| {
                     // Nodes get the cluster and role tags, not the group's key.
                     let propagate = k != TAG_KEY;
                     let v = if k == "Name" { format!("{}-node", spec.name) } else { v };
@@ -856,7 +842,7 @@ impl Runner<'_> {
                     .send()
                     .await
                     .call("ListHostedZonesByVPC")?;
-                let name = super::world::zone_name(spec);
+                let name = naming::zone_name(spec);
                 let adopted = zones
                     .hosted_zone_summaries()
                     .iter()
@@ -890,8 +876,10 @@ impl Runner<'_> {
                     }
                 };
                 // Adding tags is idempotent: a killed run's zone gets them now.
-                let t: Vec<r53t::Tag> =
-                    tags(spec, node).into_iter().map(|(k, v)| r53t::Tag::builder().key(k).value(v).build()).collect();
+                let t: Vec<r53t::Tag> = tags(spec, node.role, &node.key)
+                    .into_iter()
+                    .map(|(k, v)| r53t::Tag::builder().key(k).value(v).build())
+                    .collect();
                 self.aws
                     .r53
                     .change_tags_for_resource()
@@ -910,7 +898,7 @@ impl Runner<'_> {
                 let kms = &self.aws.kms;
                 let policy = plan::key_policy(spec, readers, |k| snap.get(k).and_then(|r| r.config.clone()))
                     .context("the reader roles' ARNs are unknown")?;
-                let t: Vec<aws_sdk_kms::types::Tag> = tags(spec, node)
+                let t: Vec<aws_sdk_kms::types::Tag> = tags(spec, node.role, &node.key)
                     .into_iter()
                     .map(|(k, v)| aws_sdk_kms::types::Tag::builder().tag_key(k).tag_value(v).build())
                     .collect::<Result<_, _>>()?;
@@ -922,7 +910,7 @@ impl Runner<'_> {
                 // The roles the policy names may not have reached KMS yet.
                 let out = self.aws.send(Svc::Other, "CreateKey", Retry::IAM, || call.clone().send()).await?;
                 let meta = out.key_metadata().context("CreateKey returned no key")?;
-                let alias = model::kms_alias(spec);
+                let alias = naming::kms_alias(spec);
                 let create = kms.create_alias().alias_name(&alias).target_key_id(meta.key_id());
                 match self.aws.send(Svc::Other, "CreateAlias", Retry::NONE, || create.clone().send()).await {
                     Ok(_) => {}
@@ -1419,7 +1407,7 @@ impl Runner<'_> {
                     .iam
                     .create_instance_profile()
                     .instance_profile_name(name)
-                    .path(model::iam_path(spec))
+                    .path(naming::iam_path(spec))
                     .set_tags(Some(iam_tags(spec, node)?));
                 self.made(name);
                 match self.aws.send(Svc::Iam, "CreateInstanceProfile", Retry::NONE, || call.clone().send()).await {
@@ -1554,7 +1542,7 @@ impl Runner<'_> {
                     snap.id("zone/private")?
                 };
                 let record = r53t::ResourceRecordSet::builder()
-                    .name(super::world::api_record(spec))
+                    .name(naming::api_record(spec))
                     .r#type(r53t::RrType::A)
                     .alias_target(
                         r53t::AliasTarget::builder()
@@ -1566,10 +1554,10 @@ impl Runner<'_> {
                     .build()?;
                 // With it, in the same batch, the marker that says kaws made it.
                 let marker = r53t::ResourceRecordSet::builder()
-                    .name(super::world::api_record(spec))
+                    .name(naming::api_record(spec))
                     .r#type(r53t::RrType::Txt)
                     .ttl(300)
-                    .resource_records(r53t::ResourceRecord::builder().value(super::world::owner_marker(spec)).build()?)
+                    .resource_records(r53t::ResourceRecord::builder().value(naming::owner_marker(spec)).build()?)
                     .build()?;
                 // The private zone is kaws' own, and so is a public record
                 // found with its marker: upserted. A new public record is

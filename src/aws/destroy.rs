@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use futures::future::join_all;
 
-use super::world::{Found, World, POLICY};
+use super::naming::POLICY;
+use super::world::{Found, World};
 use super::{aws_error, wait_for, Aws, AwsError, Call, Retry, Svc};
 use crate::cluster::ClusterSpec;
 
@@ -35,9 +36,12 @@ fn kind(key: &str, id: &str) -> String {
 }
 
 /// Destroy phases: each waits for the one before.
+/// The Auto Scaling group's own instances come after the group: terminated
+/// while it lives, it would launch replacements that nobody deletes (its
+/// deletion with ForceDelete terminates them anyway; these are stragglers).
 const PHASES: &[&[&str]] = &[
-    &["dns", "asg", "instance", "managed", "listener", "ssm", "key"],
-    &["zone", "lt", "lb", "iam", "targets", "kms"],
+    &["dns", "asg", "instance", "listener", "ssm", "key"],
+    &["zone", "lt", "lb", "iam", "targets", "kms", "managed"],
     &["tg", "nat"],
     &["eip", "rtb"],
     &["igw", "sg"],

@@ -3,6 +3,7 @@
 //! ports and peers); for an update, `field: old → new` where kaws knows both.
 
 use super::model::{self, Kind, Node, API_PORT};
+use super::naming;
 use super::plan::{Action, Fix, State, Wanted};
 use super::world::Found;
 use crate::cluster::ClusterSpec;
@@ -63,15 +64,15 @@ fn attributes(spec: &ClusterSpec, node: &Node, state: &State, wanted: &Wanted) -
         ],
         Kind::Iam { name, ssm_paths } => vec![
             kv("name", name.clone()),
-            kv("path", model::iam_path(spec)),
+            kv("path", naming::iam_path(spec)),
             kv("reads", if ssm_paths.is_empty() { "nothing".into() } else { ssm_paths.join(", ") }),
         ],
         Kind::KmsKey { readers } => {
             let who: Vec<&str> = readers.iter().map(|(k, _)| k.as_str()).collect();
-            vec![kv("alias", model::kms_alias(spec)), kv("decrypts for", format!("{} (through SSM)", who.join(", ")))]
+            vec![kv("alias", naming::kms_alias(spec)), kv("decrypts for", format!("{} (through SSM)", who.join(", ")))]
         }
         Kind::Parameter { name, source } => {
-            vec![kv("name", name.clone()), kv("from", source.clone()), kv("key", model::kms_alias(spec))]
+            vec![kv("name", name.clone()), kv("from", source.clone()), kv("key", naming::kms_alias(spec))]
         }
         Kind::Instance { subnet, ip, role, .. } => {
             let itype = if *role == model::Role::Bastion { &spec.aws.bastion_type } else { &spec.aws.master_type };
@@ -98,9 +99,9 @@ fn attributes(spec: &ClusterSpec, node: &Node, state: &State, wanted: &Wanted) -
         ],
         Kind::TargetGroup => vec![kv("port", format!("{API_PORT}/tcp")), kv("vpc", refer(state, "vpc"))],
         Kind::Listener => vec![kv("port", format!("{API_PORT}/tcp")), kv("forwards to", refer(state, "tg/api"))],
-        Kind::PrivateZone => vec![kv("name", super::world::zone_name(spec)), kv("vpc", refer(state, "vpc"))],
+        Kind::PrivateZone => vec![kv("name", naming::zone_name(spec)), kv("vpc", refer(state, "vpc"))],
         Kind::ApiRecord { .. } => {
-            vec![kv("name", super::world::api_record(spec)), kv("alias of", refer(state, "lb/api"))]
+            vec![kv("name", naming::api_record(spec)), kv("alias of", refer(state, "lb/api"))]
         }
         Kind::Rules(_) | Kind::Targets { .. } => Vec::new(),
     }
@@ -141,7 +142,7 @@ fn change(spec: &ClusterSpec, node: &Node, state: &State, wanted: &Wanted, found
         }
         (Fix::Policy, Kind::Iam { ssm_paths, .. }) => {
             let reads = if ssm_paths.is_empty() { "nothing".into() } else { ssm_paths.join(", ") };
-            Some(format!("inline policy: now reads {reads} (under {})", model::ssm_prefix(spec)))
+            Some(format!("inline policy: now reads {reads} (under {})", naming::ssm_prefix(spec)))
         }
         _ => None,
     }

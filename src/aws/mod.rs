@@ -13,6 +13,7 @@ pub mod destroy;
 pub mod details;
 pub mod error;
 pub mod model;
+pub mod naming;
 pub mod plan;
 pub mod world;
 

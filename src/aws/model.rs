@@ -11,15 +11,9 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
+use super::naming::{iam_name, ssm_prefix};
 use crate::cluster::ClusterSpec;
 use crate::render::context::SHARED_MASTER_KEYS;
-
-pub const TAG_CLUSTER: &str = "kaws:cluster";
-pub const TAG_ROLE: &str = "kaws:role";
-pub const TAG_KEY: &str = "kaws:key";
-/// The region a resource belongs to: IAM and Route 53 are global, so two
-/// clusters of one name in two regions must tell theirs apart.
-pub const TAG_REGION: &str = "kaws:region";
 
 /// The Kubernetes API port, on the load balancer and the masters.
 pub const API_PORT: u16 = 6443;
@@ -319,28 +313,6 @@ pub struct Node {
     pub role: &'static str,
     pub deps: Vec<String>,
     pub kind: Kind,
-}
-
-/// The IAM role (and instance profile) name of a role's instances. IAM is
-/// global: the region is in the name, so that clusters of one name in two
-/// regions never share a role (at most 5+32+1+14+1+8 = 61 of IAM's 64).
-pub fn iam_name(spec: &ClusterSpec, which: &str) -> String {
-    format!("kaws-{}-{}-{which}", spec.name, spec.region)
-}
-
-/// The IAM path every role and profile of the cluster lives under.
-pub fn iam_path(spec: &ClusterSpec) -> String {
-    format!("/kaws/{}/{}/", spec.region, spec.name)
-}
-
-/// The alias the cluster's KMS key is found by (KMS aliases are regional).
-pub fn kms_alias(spec: &ClusterSpec) -> String {
-    format!("alias/kaws/{}", spec.name)
-}
-
-/// The SSM parameter prefix of the cluster.
-pub fn ssm_prefix(spec: &ClusterSpec) -> String {
-    format!("/kaws/{}", spec.name)
 }
 
 /// Every SSM parameter and the sealed file (under the cluster directory) it comes from.

@@ -9,6 +9,7 @@ use std::net::Ipv4Addr;
 use serde::Serialize;
 
 use super::model::{self, Kind, Node, Rule};
+use super::naming;
 use super::world::{Found, World};
 use crate::cluster::ClusterSpec;
 
@@ -440,7 +441,7 @@ pub fn diff(spec: &ClusterSpec, node: &Node, state: &State, wanted: &Wanted) -> 
             return Some(Action::Blocked(format!(
                 "{} already has an A record that kaws did not make (no ownership marker); kaws does not \
                  overwrite it: delete it, or drop hosted-zone from the spec",
-                super::world::api_record(spec)
+                naming::api_record(spec)
             )));
         }
         Kind::ApiRecord { .. } => {

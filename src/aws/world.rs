@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use anyhow::{Context as _, Result};
 use aws_sdk_ec2::types::{Filter, InstanceStateName, IpPermission};
 
-use super::model::{self, Peer, Proto, Role, Rule, TAG_CLUSTER, TAG_KEY};
+use super::model::{Peer, Proto, Role, Rule};
+use super::naming::{self, api_record, owner_marker, zone_name, POLICY, TAG_CLUSTER, TAG_KEY};
 use super::{Aws, Call, Retry, Svc};
 use crate::cluster::ClusterSpec;
 
@@ -270,7 +271,7 @@ async fn discover_ec2(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
     let groups: HashMap<String, Role> = sgs
         .security_groups()
         .iter()
-        .filter_map(|g| Some((g.group_id()?.to_owned(), Role::parse(&tag(ec2_tags(g.tags()), model::TAG_ROLE)?)?)))
+        .filter_map(|g| Some((g.group_id()?.to_owned(), Role::parse(&tag(ec2_tags(g.tags()), naming::TAG_ROLE)?)?)))
         .collect();
     for g in sgs.security_groups() {
         w.put(
@@ -302,7 +303,7 @@ async fn discover_ec2(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
                         id: i.instance_id().unwrap_or_default().into(),
                         state: state.map(|n| n.as_str().to_owned()),
                         public_ip: i.public_ip_address().map(String::from),
-                        config: tag(ec2_tags(i.tags()), super::apply::TAG_CONFIG),
+                        config: tag(ec2_tags(i.tags()), naming::TAG_CONFIG),
                         ..Default::default()
                     },
                 );
@@ -452,17 +453,14 @@ async fn discover_elb(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Foun
     Ok(out)
 }
 
-/// The inline policy's name on every kaws role.
-pub const POLICY: &str = "kaws";
-
 async fn discover_iam(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Found)>> {
     let c = &aws.iam;
-    let path = model::iam_path(spec);
+    let path = naming::iam_path(spec);
     let (roles, profiles) =
         tokio::try_join!(async { c.list_roles().path_prefix(&path).send().await.call("ListRoles") }, async {
             c.list_instance_profiles().path_prefix(&path).send().await.call("ListInstanceProfiles")
         },)?;
-    let prefix = model::iam_name(spec, "");
+    let prefix = naming::iam_name(spec, "");
     let key = |name: &str| format!("iam/{}", name.strip_prefix(&prefix).unwrap_or(name));
     let mut map: BTreeMap<String, Found> = BTreeMap::new();
     // Exactly the cluster's path (the prefix would also match a cluster
@@ -497,7 +495,7 @@ async fn discover_iam(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Foun
 
 async fn discover_ssm(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Found)>> {
     use aws_sdk_ssm::types::ParameterStringFilter;
-    let prefix = model::ssm_prefix(spec);
+    let prefix = naming::ssm_prefix(spec);
     let filter = ParameterStringFilter::builder().key("Path").option("Recursive").values(&prefix).build()?;
     let pages: Vec<_> =
         aws.ssm.describe_parameters().parameter_filters(filter).into_paginator().send().collect::<Vec<_>>().await;
@@ -527,7 +525,7 @@ async fn discover_ssm(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Foun
 /// alias names but whose tags are another cluster's is `foreign`.
 async fn discover_kms(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Found)>> {
     let c = &aws.kms;
-    let alias = model::kms_alias(spec);
+    let alias = naming::kms_alias(spec);
     let out = match c.describe_key().key_id(&alias).send().await {
         Ok(o) => o,
         Err(e) => match super::AwsError::new("DescribeKey", &e) {
@@ -547,7 +545,7 @@ async fn discover_kms(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Foun
         },)?;
     let t = || tags.tags().iter().map(|t| (t.tag_key(), t.tag_value()));
     let ours = tag(t(), TAG_CLUSTER).as_deref() == Some(spec.name.as_str())
-        && tag(t(), model::TAG_REGION).as_deref() == Some(spec.region.as_str());
+        && tag(t(), naming::TAG_REGION).as_deref() == Some(spec.region.as_str());
     let policy = policy.policy().map(serde_json::from_str).transpose().context("a key policy that is not JSON")?;
     let state = if ours { meta.key_state().map_or("unknown", |s| s.as_str()) } else { "foreign" };
     Ok(vec![(
@@ -565,12 +563,6 @@ async fn discover_kms(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Foun
 /// The state of a record kaws found but did not make: never changed or deleted.
 pub const FOREIGN: &str = "foreign";
 
-/// The TXT record, beside the API's A record, that says kaws made it (and
-/// for which cluster): public zones hold records of others too.
-pub fn owner_marker(spec: &ClusterSpec) -> String {
-    format!("\"kaws-owner={}/{}\"", spec.region, spec.name)
-}
-
 fn is_marker(r: &aws_sdk_route53::types::ResourceRecordSet, spec: &ClusterSpec) -> bool {
     r.resource_records().iter().any(|v| v.value() == owner_marker(spec))
 }
@@ -581,16 +573,6 @@ fn kaws_made(r: &aws_sdk_route53::types::ResourceRecordSet, apex: &str, api: &st
     use aws_sdk_route53::types::RrType;
     (r.name() == apex && matches!(r.r#type(), RrType::Soa | RrType::Ns))
         || (r.name() == api && matches!(r.r#type(), RrType::A | RrType::Txt))
-}
-
-/// The record name kaws manages, as Route 53 writes it (trailing dot).
-pub fn api_record(spec: &ClusterSpec) -> String {
-    format!("{}.", spec.api_name())
-}
-
-/// The private zone's name.
-pub fn zone_name(spec: &ClusterSpec) -> String {
-    format!("{}.{}.", spec.name, spec.domain)
 }
 
 async fn discover_dns(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Found)>> {
@@ -616,7 +598,7 @@ async fn discover_dns(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Foun
             let t = || set.tags().iter().map(|t| (t.key().unwrap_or(""), t.value().unwrap_or("")));
             // Zones are global: another region's cluster of this name has its own.
             if tag(t(), TAG_CLUSTER).as_deref() == Some(spec.name.as_str())
-                && tag(t(), model::TAG_REGION).as_deref() == Some(spec.region.as_str())
+                && tag(t(), naming::TAG_REGION).as_deref() == Some(spec.region.as_str())
             {
                 let id = set.resource_id().unwrap_or_default().to_owned();
                 private.get_or_insert(id.clone());

@@ -167,7 +167,7 @@ impl Context {
             role,
             cluster: spec.name.to_string(),
             region: spec.region.clone(),
-            ssm_prefix: format!("/kaws/{}", spec.name),
+            ssm_prefix: crate::aws::naming::ssm_prefix(spec),
             kubernetes_version: spec.kubernetes_version.clone(),
             kubernetes_minor: minor.to_owned(),
             repo_key_fingerprint: super::REPO_KEY_FINGERPRINT,

@@ -135,7 +135,8 @@ fn inputs(ctx: &Ctx, repo: &Repo, loaded: &Loaded, graph: &[model::Node], image:
                 let bytes = repo.read_head(&loaded.path(source))?.with_context(|| format!("{source} is missing"))?;
                 // Which sealed file, and which key encrypts it: a change of
                 // either rewrites the parameter.
-                let marker = format!("kaws source {} key {}", cloud::digest(&[&bytes]), model::kms_alias(spec));
+                let marker =
+                    format!("kaws source {} key {}", cloud::digest(&[&bytes]), crate::aws::naming::kms_alias(spec));
                 wanted.markers.insert(node.key.clone(), marker);
                 continue;
             }
