@@ -643,8 +643,8 @@ impl Runner<'_> {
                 found = self.run_instance(node, snap, subnet, *ip, iam, *role).await?;
             }
             Kind::LaunchTemplate { iam } => {
-                let config = self.config(node)?.clone();
                 let sg = snap.id("sg/node")?;
+                let config = plan::template_config(self.config(node)?, &sg);
                 let name = format!("kaws-{}-node", spec.name);
                 let mut dead: Vec<String> = Vec::new();
                 // The configuration digest (user-data included) is the
@@ -1517,7 +1517,7 @@ impl Runner<'_> {
                 found.links.sort();
             }
             (Fix::Version, Kind::LaunchTemplate { iam }) => {
-                let config = self.config(node)?.clone();
+                let config = plan::template_config(self.config(node)?, &snap.id("sg/node")?);
                 // Salted with the version it follows: A→B→A→B makes four versions.
                 let latest = found.state.clone().unwrap_or_default();
                 let call = ec2

@@ -178,6 +178,13 @@ pub fn policy(spec: &ClusterSpec, role_arn: &str, ssm_paths: &[String]) -> Optio
     }))
 }
 
+/// What the node template's latest version records as its configuration:
+/// the digest of what it runs and the group it is in (a group made anew
+/// must reach the template too).
+pub fn template_config(config: &str, group: &str) -> String {
+    format!("{config} {group}")
+}
+
 /// Whether `have` (a key id, ARN or alias as SSM reports it) is the key
 /// whose ARN is `arn`. An alias is not: it can be moved to another key.
 fn same_key(have: &str, arn: &str) -> bool {
@@ -394,7 +401,8 @@ pub fn diff(spec: &ClusterSpec, node: &Node, state: &State, wanted: &Wanted) -> 
             }
         }
         Kind::LaunchTemplate { .. } => {
-            if f.config.as_ref() != wanted.config.get(&node.key) {
+            let want = wanted.config.get(&node.key).map(|c| template_config(c, state.id("sg/node").unwrap_or("(new)")));
+            if f.config != want {
                 vec![Fix::Version]
             } else {
                 vec![]

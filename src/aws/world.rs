@@ -110,6 +110,11 @@ pub async fn discover(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
     for (k, v) in other.found {
         world.found.entry(k).or_default().extend(v);
     }
+    // The one kept of a key found twice is a live one: a failed NAT
+    // gateway beside an available one is the surplus, not the other way.
+    for found in world.found.values_mut() {
+        found.sort_by_key(|f| f.state.as_deref() == Some("failed"));
+    }
     Ok(world)
 }
 
@@ -569,10 +574,12 @@ fn is_marker(r: &aws_sdk_route53::types::ResourceRecordSet, spec: &ClusterSpec) 
 
 /// Records of the private zone kaws made: the zone's own SOA and NS, the
 /// API's A record and its marker.
-fn kaws_made(r: &aws_sdk_route53::types::ResourceRecordSet, apex: &str, api: &str) -> bool {
+fn kaws_made(r: &aws_sdk_route53::types::ResourceRecordSet, spec: &ClusterSpec) -> bool {
     use aws_sdk_route53::types::RrType;
-    (r.name() == apex && matches!(r.r#type(), RrType::Soa | RrType::Ns))
-        || (r.name() == api && matches!(r.r#type(), RrType::A | RrType::Txt))
+    let at_api = r.name() == api_record(spec);
+    (r.name() == zone_name(spec) && matches!(r.r#type(), RrType::Soa | RrType::Ns))
+        || (at_api && r.r#type() == &RrType::A && r.alias_target().is_some())
+        || (at_api && r.r#type() == &RrType::Txt && r.resource_records().len() == 1 && is_marker(r, spec))
 }
 
 async fn discover_dns(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Found)>> {
@@ -618,12 +625,7 @@ async fn discover_dns(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(String, Foun
                 call = call.start_record_name(name).start_record_type(kind).set_start_record_identifier(id);
             }
             let page = call.send().await.call("ListResourceRecordSets")?;
-            foreign.extend(
-                page.resource_record_sets()
-                    .iter()
-                    .filter(|r| !kaws_made(r, &zone_name(spec), &api_record(spec)))
-                    .cloned(),
-            );
+            foreign.extend(page.resource_record_sets().iter().filter(|r| !kaws_made(r, spec)).cloned());
             if !page.is_truncated() {
                 break;
             }
