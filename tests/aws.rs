@@ -511,10 +511,20 @@ fn apply_behind(behaviour: &str) -> Cluster {
     c
 }
 
-/// EC2 answers `Invalid…ID.NotFound` right after a create.
+/// EC2 answers `Invalid…ID.NotFound` right after a create, and the load
+/// balancer's and the private zone's creates cannot see new subnets, groups
+/// or VPCs at once either.
 #[test]
 fn ids_a_run_created_are_waited_for() {
-    apply_behind("notfound");
+    let c = apply_behind("notfound");
+    let text = std::fs::read_to_string(&c.aws.log).unwrap_or_default();
+    let elsewhere: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["strict"] == "notfound" && v["service"] != "ec2")
+        .map(|v| format!("{} {}", v["service"], v["action"]))
+        .collect();
+    assert!(!elsewhere.is_empty(), "no other service was made to wait for an EC2 id");
 }
 
 /// A new instance profile is not usable by EC2 at once.
