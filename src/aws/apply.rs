@@ -102,8 +102,10 @@ enum Replay<T> {
     Dead(String),
 }
 
-/// How many replayed dead resources a create steps over before giving up.
-const REPLAYS: usize = 8;
+/// How many replayed dead resources a create steps over before giving up:
+/// each incarnation of a resource in the last day (EC2 remembers a token
+/// that long) costs one step.
+const REPLAYS: usize = 32;
 
 /// How long a new resource may take to become ready (NAT gateways take
 /// minutes).
@@ -133,7 +135,8 @@ impl From<bool> for Probe<()> {
 fn replayed(dead: &mut Vec<String>, id: String, call: &str) -> Result<()> {
     if dead.len() >= REPLAYS {
         bail!(
-            "{call} answered {REPLAYS} times with a resource that is gone ({}); run the apply again later",
+            "{call} answered {REPLAYS} times with a resource that is gone ({}): more incarnations in a day than kaws \
+             steps over; replace the resource by hand or wait a day for EC2 to forget the client tokens",
             dead.join(", ")
         );
     }
