@@ -701,16 +701,22 @@ fn a_public_record_kaws_did_not_make_is_left_alone() {
     };
     assert!(records(&c).contains("192.0.2.1"), "{}", records(&c));
 
-    // Its owner deletes it: kaws makes its own, with its marker.
+    // Its owner deletes it, and keeps a TXT record of theirs at that name:
+    // kaws makes its own, adds its marker beside their value, and at
+    // destroy takes away only what it added.
     c.aws.by_hand(&format!(
         "r53.change_resource_record_sets(HostedZoneId='{zone}', ChangeBatch={{'Changes':[{{'Action':'DELETE','ResourceRecordSet':\
-         {{'Name':'api.prod.example.com.','Type':'A','TTL':60,'ResourceRecords':[{{'Value':'192.0.2.1'}}]}}}}]}})\n"
+         {{'Name':'api.prod.example.com.','Type':'A','TTL':60,'ResourceRecords':[{{'Value':'192.0.2.1'}}]}}}},\
+         {{'Action':'CREATE','ResourceRecordSet':{{'Name':'api.prod.example.com.','Type':'TXT','TTL':60,\
+         'ResourceRecords':[{{'Value':'\"v=spf1 -all\"'}}]}}}}]}})\n"
     ));
     c.apply();
     let mine = records(&c);
     assert!(mine.contains("kaws-owner=eu-west-1/prod") && mine.contains("elb.amazonaws.com"), "{mine}");
+    assert!(mine.contains("v=spf1 -all"), "{mine}");
     c.destroy();
-    assert_eq!(records(&c), "[]");
+    let left = records(&c);
+    assert!(left.contains("v=spf1 -all") && !left.contains("kaws-owner") && !left.contains("'A'"), "{left}");
 }
 
 /// A network interface left detached in the VPC (a crashed instance's, one

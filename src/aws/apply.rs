@@ -1555,13 +1555,37 @@ impl Runner<'_> {
                             .build()?,
                     )
                     .build()?;
-                // With it, in the same batch, the marker that says kaws made it.
-                let marker = r53t::ResourceRecordSet::builder()
+                // With it, in the same batch, the marker that says kaws made
+                // it, added to any TXT values others keep at that name.
+                let txt = self
+                    .aws
+                    .r53
+                    .list_resource_record_sets()
+                    .hosted_zone_id(&zone)
+                    .start_record_name(naming::api_record(spec))
+                    .start_record_type(r53t::RrType::Txt)
+                    .max_items(1)
+                    .send()
+                    .await
+                    .call("ListResourceRecordSets")?;
+                let existing = txt
+                    .resource_record_sets()
+                    .first()
+                    .filter(|r| r.name() == naming::api_record(spec) && r.r#type() == &r53t::RrType::Txt);
+                let mut values: Vec<String> = existing
+                    .map(|r| r.resource_records().iter().map(|v| v.value().to_owned()).collect())
+                    .unwrap_or_default();
+                if !values.contains(&naming::owner_marker(spec)) {
+                    values.push(naming::owner_marker(spec));
+                }
+                let mut marker = r53t::ResourceRecordSet::builder()
                     .name(naming::api_record(spec))
                     .r#type(r53t::RrType::Txt)
-                    .ttl(300)
-                    .resource_records(r53t::ResourceRecord::builder().value(naming::owner_marker(spec)).build()?)
-                    .build()?;
+                    .ttl(existing.and_then(|r| r.ttl()).unwrap_or(300));
+                for v in values {
+                    marker = marker.resource_records(r53t::ResourceRecord::builder().value(v).build()?);
+                }
+                let marker = marker.build()?;
                 // The private zone is kaws' own, and so is a public record
                 // found with its marker: upserted. A new public record is
                 // created, and Route 53 refuses if someone made one meanwhile.
@@ -1570,12 +1594,15 @@ impl Runner<'_> {
                 } else {
                     r53t::ChangeAction::Upsert
                 };
-                let mut batch = r53t::ChangeBatch::builder();
-                for set in [record.clone(), marker.clone()] {
-                    batch =
-                        batch.changes(r53t::Change::builder().action(action.clone()).resource_record_set(set).build()?);
-                }
-                let batch = batch.build()?;
+                let batch = r53t::ChangeBatch::builder()
+                    .changes(r53t::Change::builder().action(action).resource_record_set(record.clone()).build()?)
+                    .changes(
+                        r53t::Change::builder()
+                            .action(r53t::ChangeAction::Upsert)
+                            .resource_record_set(marker.clone())
+                            .build()?,
+                    )
+                    .build()?;
                 self.aws
                     .r53
                     .change_resource_record_sets()

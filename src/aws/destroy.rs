@@ -293,7 +293,35 @@ pub async fn delete(aws: &Aws, key: &str, f: &Found, force: bool) -> Result<()> 
         // The API's record and its marker, exactly as found (never a
         // record kaws did not make: those are not deleted).
         "dns" if f.state.as_deref() == Some(super::world::FOREIGN) => {}
-        "dns" => delete_records(aws, id, &f.records, &what).await?,
+        "dns" => {
+            // Others' TXT values beside the marker stay: only the marker goes.
+            use aws_sdk_route53::types as r53t;
+            let is_marker = |v: &r53t::ResourceRecord| v.value().starts_with("\"kaws-owner=");
+            let (shared, alone): (Vec<_>, Vec<_>) =
+                f.records.iter().cloned().partition(|r| {
+                    r.r#type() == &r53t::RrType::Txt && r.resource_records().iter().any(|v| !is_marker(v))
+                });
+            for r in shared {
+                let kept: Vec<r53t::ResourceRecord> =
+                    r.resource_records().iter().filter(|v| !is_marker(v)).cloned().collect();
+                let set = r53t::ResourceRecordSet::builder()
+                    .name(r.name())
+                    .r#type(r53t::RrType::Txt)
+                    .set_ttl(r.ttl())
+                    .set_resource_records(Some(kept))
+                    .build()?;
+                let batch = r53t::ChangeBatch::builder()
+                    .changes(
+                        r53t::Change::builder().action(r53t::ChangeAction::Upsert).resource_record_set(set).build()?,
+                    )
+                    .build()?;
+                del(aws, Svc::Other, "ChangeResourceRecordSets", &what, Retry::NONE, || {
+                    aws.r53.change_resource_record_sets().hosted_zone_id(id).change_batch(batch.clone()).send()
+                })
+                .await?;
+            }
+            delete_records(aws, id, &alone, &what).await?
+        }
         other => bail!("{what}: kaws does not know how to delete a resource of kind {other:?}; delete it by hand"),
     }
     Ok(())
