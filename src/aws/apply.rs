@@ -189,27 +189,16 @@ impl<'a> Runner<'a> {
         Retry::settling(ids.iter().any(|id| fresh.contains(*id)))
     }
 
-    /// One call to another service (not paced) naming EC2 `ids`, which it
-    /// may not see yet.
-    async fn other<T, E, R, F, Fut>(&self, call: &'static str, ids: &[&str], f: F) -> Result<T>
+    /// One mutating call of `svc` naming EC2 `ids`, which it (or, for
+    /// another service, that service) may not see yet.
+    async fn named<T, E, R, F, Fut>(&self, svc: Svc, call: &'static str, ids: &[&str], f: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, aws_sdk_ec2::error::SdkError<E, R>>>,
         E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata + 'static,
         R: std::fmt::Debug + 'static,
     {
-        Ok(self.aws.send(Svc::Other, call, self.settle(ids), f).await?)
-    }
-
-    /// One mutating EC2 call naming `ids`.
-    async fn ec2<T, E, R, F, Fut>(&self, call: &'static str, ids: &[&str], f: F) -> Result<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, aws_sdk_ec2::error::SdkError<E, R>>>,
-        E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata + 'static,
-        R: std::fmt::Debug + 'static,
-    {
-        Ok(self.aws.send(Svc::Ec2, call, self.settle(ids), f).await?)
+        Ok(self.aws.send(svc, call, self.settle(ids), f).await?)
     }
 }
 
@@ -427,7 +416,7 @@ impl Runner<'_> {
                     ResourceType::Vpc,
                     &[],
                 ));
-                let out = self.ec2("CreateVpc", &[], || call.clone().send()).await?;
+                let out = self.named(Svc::Ec2, "CreateVpc", &[], || call.clone().send()).await?;
                 found.id = out.vpc().and_then(|v| v.vpc_id()).context("CreateVpc returned no id")?.to_owned();
                 self.made(&found.id);
                 self.fix(node, &Fix::VpcDns, snap, &mut found).await?;
@@ -440,7 +429,7 @@ impl Runner<'_> {
                     ResourceType::InternetGateway,
                     &[],
                 ));
-                let out = self.ec2("CreateInternetGateway", &[], || call.clone().send()).await?;
+                let out = self.named(Svc::Ec2, "CreateInternetGateway", &[], || call.clone().send()).await?;
                 found.id = out.internet_gateway().and_then(|g| g.internet_gateway_id()).context("no IGW id")?.into();
                 self.made(&found.id);
                 self.fix(node, &Fix::Attach, snap, &mut found).await?;
@@ -456,7 +445,7 @@ impl Runner<'_> {
                     .cidr_block(cidr.to_string())
                     .availability_zone(az)
                     .tag_specifications(ec2_tags(spec, node, ResourceType::Subnet, &[]));
-                let out = self.ec2("CreateSubnet", &[&vpc], || call.clone().send()).await?;
+                let out = self.named(Svc::Ec2, "CreateSubnet", &[&vpc], || call.clone().send()).await?;
                 found.id = out.subnet().and_then(|s| s.subnet_id()).context("no subnet id")?.into();
                 self.made(&found.id);
                 found.cidr = Some(cidr.to_string());
@@ -473,7 +462,7 @@ impl Runner<'_> {
                     ResourceType::ElasticIp,
                     &[],
                 ));
-                let out = self.ec2("AllocateAddress", &[], || call.clone().send()).await?;
+                let out = self.named(Svc::Ec2, "AllocateAddress", &[], || call.clone().send()).await?;
                 found.id = out.allocation_id().context("no allocation id")?.into();
                 self.made(&found.id);
                 found.public_ip = out.public_ip().map(String::from);
@@ -490,7 +479,7 @@ impl Runner<'_> {
                     let salt: Vec<&str> = dead.iter().map(String::as_str).collect();
                     let call = request.clone().client_token(token(spec, &node.key, request.as_input(), &salt));
                     let started = std::time::SystemTime::now();
-                    let out = self.ec2("CreateNatGateway", &[&sid, &aid], || call.clone().send()).await?;
+                    let out = self.named(Svc::Ec2, "CreateNatGateway", &[&sid, &aid], || call.clone().send()).await?;
                     let nat = out.nat_gateway().context("no NAT gateway")?;
                     let id = nat.nat_gateway_id().context("no NAT gateway id")?.to_owned();
                     self.made(&id);
@@ -513,7 +502,7 @@ impl Runner<'_> {
                 found.id = loop {
                     let salt: Vec<&str> = dead.iter().map(String::as_str).collect();
                     let call = request.clone().client_token(token(spec, &node.key, request.as_input(), &salt));
-                    let out = self.ec2("CreateRouteTable", &[&vpc], || call.clone().send()).await?;
+                    let out = self.named(Svc::Ec2, "CreateRouteTable", &[&vpc], || call.clone().send()).await?;
                     let id =
                         out.route_table().and_then(|t| t.route_table_id()).context("no route table id")?.to_owned();
                     self.made(&id);
@@ -543,7 +532,7 @@ impl Runner<'_> {
                     .description(format!("kaws {} {}", spec.name, role.as_str()))
                     .vpc_id(&vpc)
                     .tag_specifications(ec2_tags(spec, node, ResourceType::SecurityGroup, &[]));
-                found.id = match self.ec2("CreateSecurityGroup", &[&vpc], || call.clone().send()).await {
+                found.id = match self.named(Svc::Ec2, "CreateSecurityGroup", &[&vpc], || call.clone().send()).await {
                     Ok(out) => out.group_id().context("no group id")?.into(),
                     // Made by a killed run, and not yet visible to discovery
                     // (EC2 is eventually consistent): the same name in the VPC.
@@ -662,7 +651,10 @@ impl Runner<'_> {
                     let salt: Vec<&str> = dead.iter().map(String::as_str).collect();
                     let call = request.clone().client_token(token(spec, &node.key, request.as_input(), &salt));
                     let started = std::time::SystemTime::now();
-                    let (id, age) = match self.ec2("CreateLaunchTemplate", &[&sg], || call.clone().send()).await {
+                    let (id, age) = match self
+                        .named(Svc::Ec2, "CreateLaunchTemplate", &[&sg], || call.clone().send())
+                        .await
+                    {
                         Ok(out) => {
                             let t = out.launch_template().context("no template")?;
                             let id = t.launch_template_id().context("no template id")?.to_owned();
@@ -767,7 +759,7 @@ impl Runner<'_> {
                 let ids: Vec<String> =
                     subnets.iter().map(|s| snap.id(s)).chain([snap.id("sg/api")]).collect::<Result<_>>()?;
                 let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-                let out = self.other("CreateLoadBalancer", &ids, || call.clone().send()).await?;
+                let out = self.named(Svc::Other, "CreateLoadBalancer", &ids, || call.clone().send()).await?;
                 let lb = out.load_balancers().first().context("no load balancer")?;
                 let arn = lb.load_balancer_arn().context("no ARN")?.to_owned();
                 found.dns = lb.dns_name().zip(lb.canonical_hosted_zone_id()).map(|(d, z)| (d.to_owned(), z.to_owned()));
@@ -792,7 +784,7 @@ impl Runner<'_> {
                     .set_tags(Some(elb_tags(spec, node)));
                 let ids: Vec<String> = vec![snap.id("vpc")?];
                 let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-                let out = self.other("CreateTargetGroup", &ids, || call.clone().send()).await?;
+                let out = self.named(Svc::Other, "CreateTargetGroup", &ids, || call.clone().send()).await?;
                 found.id =
                     out.target_groups().first().and_then(|t| t.target_group_arn()).context("no target group")?.into();
             }
@@ -813,7 +805,7 @@ impl Runner<'_> {
                     );
                 let ids: Vec<String> = vec![snap.id("lb/api")?, snap.id("tg/api")?];
                 let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-                let out = self.other("CreateListener", &ids, || call.clone().send()).await?;
+                let out = self.named(Svc::Other, "CreateListener", &ids, || call.clone().send()).await?;
                 found.id = out.listeners().first().and_then(|l| l.listener_arn()).context("no listener")?.into();
                 let (elb, arn) = (&self.aws.elb, snap.id("lb/api")?);
                 wait_for("the load balancer to be active", self.poll(), Duration::from_secs(600), || async {
@@ -874,7 +866,7 @@ impl Runner<'_> {
                 let id = match adopted {
                     Some(id) => id,
                     None => {
-                        let out = self.other("CreateHostedZone", &[&vpc], || create.clone().send()).await?;
+                        let out = self.named(Svc::Other, "CreateHostedZone", &[&vpc], || create.clone().send()).await?;
                         out.hosted_zone().context("no zone")?.id().trim_start_matches("/hostedzone/").to_owned()
                     }
                 };
@@ -1260,7 +1252,8 @@ impl Runner<'_> {
                         .cidr(cidr)
                         .reservation_type(ec2t::SubnetCidrReservationType::Explicit)
                         .description("kaws: the masters' fixed addresses");
-                    let out = self.ec2("CreateSubnetCidrReservation", &[subnet], || call.clone().send()).await?;
+                    let out =
+                        self.named(Svc::Ec2, "CreateSubnetCidrReservation", &[subnet], || call.clone().send()).await?;
                     let id = out.subnet_cidr_reservation().and_then(|r| r.subnet_cidr_reservation_id());
                     Ok::<_, anyhow::Error>((id.unwrap_or_default().to_owned(), cidr.clone()))
                 }))
@@ -1274,7 +1267,7 @@ impl Runner<'_> {
                     let on = ec2t::AttributeBooleanValue::builder().value(true).build();
                     let call = ec2.modify_vpc_attribute().vpc_id(vpc);
                     let call = if support { call.enable_dns_support(on) } else { call.enable_dns_hostnames(on) };
-                    self.ec2("ModifyVpcAttribute", &[vpc], || call.clone().send()).await
+                    self.named(Svc::Ec2, "ModifyVpcAttribute", &[vpc], || call.clone().send()).await
                 };
                 tokio::try_join!(turn_on(true), turn_on(false))?;
                 found.state = Some("dns".into());
@@ -1282,7 +1275,7 @@ impl Runner<'_> {
             (Fix::Attach, _) => {
                 let vpc = snap.id("vpc")?;
                 let call = ec2.attach_internet_gateway().internet_gateway_id(&found.id).vpc_id(&vpc);
-                self.ec2("AttachInternetGateway", &[&found.id, &vpc], || call.clone().send()).await?;
+                self.named(Svc::Ec2, "AttachInternetGateway", &[&found.id, &vpc], || call.clone().send()).await?;
                 found.links = vec![vpc];
             }
             (Fix::Route { dest, target }, _) => {
@@ -1300,7 +1293,7 @@ impl Runner<'_> {
                     ($call:expr, $name:literal) => {{
                         let call = $call.route_table_id(&found.id).destination_cidr_block(dest);
                         let call = if nat { call.nat_gateway_id(&target_id) } else { call.gateway_id(&target_id) };
-                        self.ec2($name, &ids, || call.clone().send()).await?;
+                        self.named(Svc::Ec2, $name, &ids, || call.clone().send()).await?;
                     }};
                 }
                 if exists {
@@ -1314,7 +1307,7 @@ impl Runner<'_> {
             (Fix::Associate(subnet), _) => {
                 let sid = snap.id(subnet)?;
                 let call = ec2.associate_route_table().route_table_id(&found.id).subnet_id(&sid);
-                let out = self.ec2("AssociateRouteTable", &[&found.id, &sid], || call.clone().send()).await;
+                let out = self.named(Svc::Ec2, "AssociateRouteTable", &[&found.id, &sid], || call.clone().send()).await;
                 let assoc = match out {
                     Ok(o) => o.association_id().unwrap_or_default().to_owned(),
                     // The subnet is in another of the cluster's tables (drift): move it.
@@ -1363,7 +1356,7 @@ impl Runner<'_> {
                 macro_rules! send {
                     ($op:ident, $name:literal) => {{
                         let call = ec2.$op().group_id(&group).set_ip_permissions(Some(perms));
-                        self.ec2($name, &ids, || call.clone().send()).await?
+                        self.named(Svc::Ec2, $name, &ids, || call.clone().send()).await?
                     }};
                 }
                 match (matches!(fix, Fix::Authorize { .. }), egress) {
@@ -1466,7 +1459,7 @@ impl Runner<'_> {
             }
             (Fix::Start, _) => {
                 let call = ec2.start_instances().instance_ids(&found.id);
-                self.ec2("StartInstances", &[&found.id], || call.clone().send()).await?;
+                self.named(Svc::Ec2, "StartInstances", &[&found.id], || call.clone().send()).await?;
             }
             (Fix::Register(keys), _) => {
                 use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
@@ -1483,7 +1476,7 @@ impl Runner<'_> {
                     self.aws.elb.register_targets().target_group_arn(snap.id("tg/api")?).set_targets(Some(targets));
                 // ELB's view of EC2 lags: InvalidTarget for an instance that runs.
                 let named: Vec<&str> = ids.iter().map(String::as_str).collect();
-                self.other("RegisterTargets", &named, || call.clone().send()).await?;
+                self.named(Svc::Other, "RegisterTargets", &named, || call.clone().send()).await?;
                 found.id = snap.id("tg/api")?;
                 found.links.extend(ids);
                 found.links.sort();
@@ -1514,7 +1507,7 @@ impl Runner<'_> {
                     .desired_capacity(n)
                     .vpc_zone_identifier(ids.join(","));
                 let named: Vec<&str> = ids.iter().map(String::as_str).collect();
-                self.other("UpdateAutoScalingGroup", &named, || call.clone().send()).await?;
+                self.named(Svc::Other, "UpdateAutoScalingGroup", &named, || call.clone().send()).await?;
                 found.size = Some((n, n, n));
                 found.links = ids;
                 found.links.sort();
@@ -1529,7 +1522,8 @@ impl Runner<'_> {
                     .client_token(token(spec, &node.key, &(), &[&found.id, &latest, &config]))
                     .launch_template_data(self.template_data(node, snap, iam)?);
                 let call = call.version_description(&config);
-                let out = self.ec2("CreateLaunchTemplateVersion", &[&found.id], || call.clone().send()).await?;
+                let out =
+                    self.named(Svc::Ec2, "CreateLaunchTemplateVersion", &[&found.id], || call.clone().send()).await?;
                 found.state = out.launch_template_version().and_then(|v| v.version_number()).map(|v| v.to_string());
                 found.config = Some(config);
             }
