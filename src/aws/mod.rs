@@ -2,19 +2,24 @@
 //! come from the spec alone (`model`), the actual ones are found by their
 //! `kaws:cluster` tag (`world`), their difference is the plan (`plan`), and
 //! `apply` runs every change whose dependencies are done, concurrently.
-//! `destroy` deletes everything tagged for the cluster and checks that
-//! nothing is left.
+//! `destroy` deletes everything tagged for the cluster, in the graph's
+//! reverse order, and checks that nothing is left. What each kind of
+//! resource is, and how it is found, diffed, made and deleted, is in its
+//! own module under `resources`; every name kaws gives is in `naming`.
 //!
 //! Settings come from aws-config's standard chain (profiles, SSO, the
 //! environment, IMDS, `AWS_ENDPOINT_URL`); the region is always the spec's.
 
 pub mod apply;
 pub mod destroy;
-pub mod details;
 pub mod error;
+pub mod image;
+pub mod key;
 pub mod model;
 pub mod naming;
+pub mod outputs;
 pub mod plan;
+pub mod resources;
 pub mod world;
 
 use std::sync::{Arc, Mutex};

@@ -9,9 +9,10 @@ mod render;
 mod renew;
 mod sealed;
 
+pub use crate::aws::outputs::{Outputs, OUTPUTS_FILE};
 pub use certs::certs;
 pub use init::init;
-pub use provision::{apply, destroy, plan, Outputs, OUTPUTS_FILE};
+pub use provision::{apply, destroy, plan};
 pub use reencrypt::{reencrypt, Mode};
 pub use render::{render, token};
 pub use renew::renew;

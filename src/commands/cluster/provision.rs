@@ -1,137 +1,50 @@
 //! `kaws cluster plan / apply / destroy`: the AWS footprint of a cluster.
-//! Inputs come from HEAD of an authenticated repository; secrets are
-//! decrypted (by a primary, in memory) only when a parameter must be
-//! written; the outputs (load balancer, bastion, ids) are committed.
+//! This module resolves the inputs (from HEAD of an authenticated
+//! repository: the user-data of each host; secrets are decrypted, by a
+//! primary, in memory, only when a parameter must be written), asks for
+//! confirmation, prints, and commits what apply made (`outputs.toml`, and
+//! the pinned image and zones). What AWS is asked is in `crate::aws`.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
 
 use anyhow::{Context as _, Result};
-use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{open_cluster, primary_operator, Loaded};
-use crate::aws::apply::{Inputs, Runner};
-use crate::aws::model::{self, Kind};
-use crate::aws::plan::{self, Action, Fix, Wanted};
+use crate::aws::apply::Done;
+use crate::aws::image::{self, Image};
+use crate::aws::key::{Host, Key};
+use crate::aws::model::{self, Node};
+use crate::aws::outputs::{Outputs, OUTPUTS_FILE};
+use crate::aws::plan::{self, Change};
+use crate::aws::resources::{launch, Action, Ctx as AwsCtx, Desired, Inputs, Wanted};
 use crate::aws::world::{self, World};
-use crate::aws::{self as cloud, Aws, Call};
+use crate::aws::{self as cloud, Aws};
 use crate::cli::Output;
 use crate::commands::Opened;
 use crate::context::Ctx;
 use crate::error::{failed, UserError};
 use crate::render::{self, Context, Role};
-use crate::repo::{Change, Repo};
-
-pub const OUTPUTS_FILE: &str = "outputs.toml";
-
-/// What `apply` records for `admin install` and people: committed.
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "kebab-case")]
-pub struct Outputs {
-    pub region: String,
-    /// The load balancer's DNS name; kubeconfigs use it with
-    /// `tls-server-name: api.CLUSTER.DOMAIN` when there is no public zone.
-    pub api_endpoint: String,
-    pub api_name: String,
-    pub bastion: Option<String>,
-    pub ids: std::collections::BTreeMap<String, String>,
-}
-
-impl crate::tomlfile::TomlFile for Outputs {
-    const HEADER: &'static str = "What `kaws cluster apply` made (read by `kaws admin install`). Written by kaws.";
-}
+use crate::repo::{Change as RepoChange, Repo};
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
 }
 
-/// Where AWS publishes the latest Amazon Linux 2023 image id, per architecture.
-const AL2023: &str = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-";
-
-/// The image instances run: the one the spec pins, or (none pinned yet, or
-/// `--update-image`) the latest Amazon Linux 2023, which apply then pins in
-/// `cluster.toml`, so a new release does not re-template every instance.
-struct Image {
-    id: String,
-    root_device: String,
-    /// The image to pin in the spec (the spec pins none, or is updated).
-    pin: Option<String>,
-    /// A newer Amazon Linux 2023 than the pinned one, for the plan to say.
-    newer: Option<String>,
-}
-
-/// The one architecture of the spec's instance types.
-async fn architecture(aws: &Aws, spec: &crate::cluster::ClusterSpec) -> Result<String> {
-    use aws_sdk_ec2::types::{ArchitectureType, InstanceType};
-    let mut types = vec![&spec.aws.master_type, &spec.aws.node_type, &spec.aws.bastion_type];
-    types.sort();
-    types.dedup();
-    let call = aws
-        .ec2
-        .describe_instance_types()
-        .set_instance_types(Some(types.iter().map(|t| InstanceType::from(t.as_str())).collect()));
-    let out = call.send().await.call("DescribeInstanceTypes")?;
-    let mut archs: Vec<(&str, &str)> = out
-        .instance_types()
-        .iter()
-        .map(|t| {
-            let arm =
-                t.processor_info().is_some_and(|p| p.supported_architectures().contains(&ArchitectureType::Arm64));
-            (t.instance_type().map_or("?", |t| t.as_str()), if arm { "arm64" } else { "x86_64" })
-        })
-        .collect();
-    archs.sort();
-    if archs.len() != types.len() {
-        return Err(
-            failed(format!("{} does not offer every instance type of the spec ({types:?})", spec.region)).into()
-        );
-    }
-    if archs.windows(2).any(|w| w[0].1 != w[1].1) {
-        return Err(failed(format!("the spec's instance types differ in architecture: {archs:?}"))
-            .hint("choose bastion, master and node types of one architecture")
-            .into());
-    }
-    Ok(archs[0].1.to_owned())
-}
-
-async fn image(aws: &Aws, spec: &crate::cluster::ClusterSpec, update: bool) -> Result<Image> {
-    let arch = architecture(aws, spec).await?;
-    let name = format!("{AL2023}{arch}");
-    let out = aws.ssm.get_parameter().name(&name).send().await.call("GetParameter")?;
-    let latest = out.parameter().and_then(|p| p.value()).context("no latest Amazon Linux 2023 image")?.to_owned();
-    let (id, pin) = match (&spec.aws.image, update) {
-        (Some(id), false) => (id.clone(), None),
-        _ => (latest.clone(), Some(latest.clone())),
-    };
-    let out = aws.ec2.describe_images().image_ids(&id).send().await.call("DescribeImages")?;
-    let found = out.images().first().ok_or_else(|| {
-        failed(format!("the image {id} does not exist in {}", spec.region))
-            .hint("pin another with `kaws cluster apply --update-image` (the latest Amazon Linux 2023)")
-    })?;
-    let image_arch = found.architecture().map_or("?", |a| a.as_str());
-    if image_arch != arch {
-        return Err(failed(format!("the image {id} is {image_arch}; the instance types are {arch}")).into());
-    }
-    let newer =
-        (pin.is_none() && found.name().is_some_and(|n| n.starts_with("al2023-ami-")) && latest != id).then_some(latest);
-    let root_device = found.root_device_name().unwrap_or("/dev/xvda").to_owned();
-    Ok(Image { id, root_device, pin, newer })
-}
-
 /// Everything but the secrets: user-data per instance, digests, markers.
-fn inputs(ctx: &Ctx, repo: &Repo, loaded: &Loaded, graph: &[model::Node], image: &Image) -> Result<Inputs> {
+fn inputs(ctx: &Ctx, repo: &Repo, loaded: &Loaded, graph: &[Node], image: &Image) -> Result<Inputs> {
     let spec = &loaded.spec;
     let public = super::render::public_inputs(ctx, repo, loaded)?;
     let endpoint: crate::name::DnsName = spec.api_name().parse().expect("a valid spec's API name");
     let mut user_data = HashMap::new();
     let mut wanted = Wanted::default();
     for node in graph {
-        let (role, itype, iam) = match &node.kind {
-            Kind::Instance { index: Some(i), iam, .. } => (Role::Master(*i), &spec.aws.master_type, iam),
-            Kind::Instance { index: None, iam, .. } => (Role::Bastion, &spec.aws.bastion_type, iam),
-            Kind::LaunchTemplate { iam } => (Role::Node, &spec.aws.node_type, iam),
-            Kind::Parameter { source, .. } => {
+        let host = match &node.want {
+            Desired::Instance(w) => w.host,
+            Desired::Lt(_) => Host::Node,
+            Desired::Param(p) => {
+                let source = &p.source;
                 let bytes = repo.read_head(&loaded.path(source))?.with_context(|| format!("{source} is missing"))?;
                 // Which sealed file, and which key encrypts it: a change of
                 // either rewrites the parameter.
@@ -141,6 +54,11 @@ fn inputs(ctx: &Ctx, repo: &Repo, loaded: &Loaded, graph: &[model::Node], image:
                 continue;
             }
             _ => continue,
+        };
+        let role = match host {
+            Host::Bastion => Role::Bastion,
+            Host::Master(i) => Role::Master(i),
+            Host::Node => Role::Node,
         };
         let context = Context::new(spec, role, &endpoint, &public).map_err(|e| e.into_user())?;
         let bytes = render::encode(&render::user_data(&context).context("rendering user-data")?)?;
@@ -153,16 +71,7 @@ fn inputs(ctx: &Ctx, repo: &Repo, loaded: &Loaded, graph: &[model::Node], image:
             ))
             .into());
         }
-        let size = spec.aws.root_volume_gib.to_string();
-        let config = cloud::digest(&[
-            &bytes,
-            itype.as_bytes(),
-            image.id.as_bytes(),
-            image.root_device.as_bytes(),
-            size.as_bytes(),
-            iam.as_bytes(),
-        ]);
-        wanted.config.insert(node.key.clone(), config);
+        wanted.config.insert(node.key.clone(), launch::config(spec, host, &bytes, &image.id, &image.root_device));
         user_data.insert(node.key.clone(), bytes);
     }
     wanted.image = Some(image.id.clone());
@@ -180,21 +89,14 @@ fn secrets(
     ctx: &Ctx,
     opened: &Opened,
     loaded: &Loaded,
-    graph: &[model::Node],
-    changes: &[plan::Change],
-) -> Result<HashMap<String, Zeroizing<String>>> {
-    let needed: Vec<&model::Node> = graph
+    graph: &[Node],
+    changes: &[Change],
+) -> Result<HashMap<Key, Zeroizing<String>>> {
+    let needed: Vec<(&Key, &crate::aws::resources::ssm::Want)> = graph
         .iter()
-        .filter(|n| matches!(n.kind, Kind::Parameter { .. }))
-        .filter(|n| {
-            changes.iter().any(|c| {
-                c.key == n.key
-                    && match &c.action {
-                        Action::Create => true,
-                        Action::Update(fixes) => fixes.contains(&Fix::Value),
-                        _ => false,
-                    }
-            })
+        .filter_map(|n| match &n.want {
+            Desired::Param(p) if changes.iter().any(|c| c.key == n.key && c.writes_value()) => Some((&n.key, p)),
+            _ => None,
         })
         .collect();
     let mut out = HashMap::new();
@@ -202,19 +104,21 @@ fn secrets(
         return Ok(out);
     }
     let op = primary_operator(ctx, &opened.repo, &opened.admins, loaded)?;
-    for n in needed {
-        let Kind::Parameter { source, name } = &n.kind else { continue };
-        let plain = super::open_checked(ctx, &opened.repo, loaded, &op, source)?;
+    for (key, p) in needed {
+        let plain = super::open_checked(ctx, &opened.repo, loaded, &op, &p.source)?;
         // Copied once into zeroizing memory; no plain copy outlives this loop.
         let text = Zeroizing::new(
-            std::str::from_utf8(&plain).map_err(|_| failed(format!("{source} is not text")))?.to_owned(),
+            std::str::from_utf8(&plain).map_err(|_| failed(format!("{} is not text", p.source)))?.to_owned(),
         );
         if text.len() > 4096 {
-            return Err(
-                failed(format!("{name}: {} bytes is over SSM's 4 KiB standard parameter limit", text.len())).into()
-            );
+            return Err(failed(format!(
+                "{}: {} bytes is over SSM's 4 KiB standard parameter limit",
+                p.name,
+                text.len()
+            ))
+            .into());
         }
-        out.insert(n.key.clone(), text);
+        out.insert(key.clone(), text);
     }
     Ok(out)
 }
@@ -239,10 +143,10 @@ fn confirm(question: &str, yes: bool) -> Result<()> {
 
 struct Prepared {
     aws: Aws,
-    graph: Vec<model::Node>,
+    graph: Vec<Node>,
     world: World,
     inputs: Inputs,
-    changes: Vec<plan::Change>,
+    changes: Vec<Change>,
     /// The spec's AWS choices with the image and zones pinned, when that
     /// changes `cluster.toml`.
     pin: Option<crate::cluster::spec::AwsSpec>,
@@ -252,7 +156,7 @@ async fn prepare(ctx: &Ctx, repo: &Repo, loaded: &Loaded, update_image: bool) ->
     let spec = &loaded.spec;
     let aws = Aws::connect(spec).await?;
     let graph = model::graph(spec);
-    let (mut world, image) = tokio::try_join!(world::discover(&aws, spec), image(&aws, spec, update_image))?;
+    let (mut world, image) = tokio::try_join!(world::discover(&aws, spec), image::resolve(&aws, spec, update_image))?;
     // The zones: the pinned ones (each still offered), or the first of the
     // region's Availability Zones, pinned by this apply.
     let zones: Vec<String> = if spec.aws.zones.is_empty() {
@@ -286,23 +190,23 @@ async fn prepare(ctx: &Ctx, repo: &Repo, loaded: &Loaded, update_image: bool) ->
     if let Some(p) = &pin {
         if p.image != spec.aws.image {
             let (now, was) = (p.image.as_deref().unwrap_or("none"), spec.aws.image.as_deref().unwrap_or("none"));
-            changes.push(plan::Change::new(
-                "spec/image",
+            changes.push(Change::new(
+                Key::Other("spec/image".into()),
                 Action::Note(format!(
                     "apply pins {now}, the latest Amazon Linux 2023, in cluster.toml (pinned: {was})"
                 )),
             ));
         }
         if p.zones != spec.aws.zones {
-            changes.push(plan::Change::new(
-                "spec/zones",
+            changes.push(Change::new(
+                Key::Other("spec/zones".into()),
                 Action::Note(format!("apply pins the zones {} in cluster.toml", p.zones.join(", "))),
             ));
         }
     }
     if let Some(newer) = image.newer {
-        changes.push(plan::Change::new(
-            "spec/image",
+        changes.push(Change::new(
+            Key::Other("spec/image".into()),
             Action::Note(format!(
                 "a newer Amazon Linux 2023 image exists ({newer}; cluster.toml pins {}): \
                  `kaws cluster apply --update-image` pins it; running instances keep theirs until replaced",
@@ -313,7 +217,7 @@ async fn prepare(ctx: &Ctx, repo: &Repo, loaded: &Loaded, update_image: bool) ->
     Ok(Prepared { aws, graph, world, inputs, changes, pin })
 }
 
-fn show(ctx: &Ctx, changes: &[plan::Change]) {
+fn show(ctx: &Ctx, changes: &[Change]) {
     match ctx.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&plan::to_json(changes)).expect("json")),
         Output::Text => print!("{}", plan::to_text(changes, std::io::stdout().is_terminal())),
@@ -355,50 +259,24 @@ pub fn apply(ctx: &Ctx, raw: &str, yes: bool, parallelism: u16, update_image: bo
     if !tty {
         progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let runner = Runner::new(&p.aws, &loaded.spec, &p.inputs, parallelism.into());
-    let surplus: Vec<plan::Change> =
-        p.changes.iter().filter(|c| matches!(c.action, Action::Delete { .. })).cloned().collect();
-    let made = rt.block_on(async {
-        let made = crate::aws::apply::run(&runner, &p.graph, &p.world, |d| {
-            progress.inc(1);
-            progress.set_message(d.key.clone());
-            if tty {
-                progress.println(format!("  done {}", d.key));
-            } else {
-                eprintln!("  done {}", d.key);
+    let cx = AwsCtx::new(&p.aws, &loaded.spec, &p.inputs);
+    let state = rt.block_on(crate::aws::apply::run(&cx, &p.graph, &p.world, &p.changes, parallelism.into(), |d| {
+        let line = match d {
+            Done::Changed(key) => {
+                progress.set_message(key.to_string());
+                format!("  done {key}")
             }
-        })
-        .await?;
-        // Surplus last: duplicates and resources the spec no longer has.
-        for c in &surplus {
-            if let Action::Delete { found, why } = &c.action {
-                crate::aws::destroy::delete(&p.aws, &c.key, found, false)
-                    .await
-                    .with_context(|| format!("{}: delete ({why})", c.key))?;
-                progress.inc(1);
-                eprintln!("  deleted {} ({})", c.key, found.id);
-            }
+            Done::Deleted(key, found) => format!("  deleted {key} ({})", found.id),
+        };
+        progress.inc(1);
+        if tty {
+            progress.println(line);
+        } else {
+            eprintln!("{line}");
         }
-        anyhow::Ok(made)
-    })?;
+    }))?;
     progress.finish_and_clear();
-    // The outputs, from the state after the run.
-    let mut state: HashMap<String, world::Found> =
-        p.world.found.iter().filter_map(|(k, v)| Some((k.clone(), v.first()?.clone()))).collect();
-    state.extend(made);
-    let lb = state.get("lb/api").and_then(|l| l.dns.clone()).map(|(d, _)| d).context("the load balancer is missing")?;
-    let outputs = Outputs {
-        region: loaded.spec.region.clone(),
-        api_endpoint: lb,
-        api_name: loaded.spec.api_name(),
-        bastion: state.get("instance/bastion").and_then(|b| b.public_ip.clone()),
-        ids: p
-            .graph
-            .iter()
-            .filter(|n| !matches!(n.kind, Kind::Rules(_) | Kind::Targets { .. } | Kind::Parameter { .. }))
-            .filter_map(|n| Some((n.key.clone(), state.get(&n.key)?.id.clone())))
-            .collect(),
-    };
+    let outputs = Outputs::of(&loaded.spec, &p.graph, &state).context("the load balancer is missing")?;
     let spec = p.pin.map(|aws| crate::cluster::ClusterSpec { aws, ..loaded.spec.clone() });
     record(ctx, &opened, &loaded, Some(&outputs), spec.as_ref(), "apply")?;
     println!("{}: applied.", loaded.name);
@@ -427,7 +305,7 @@ fn record(
     }
     let op = ctx.operator(&opened.repo, &opened.admins)?;
     let actor = op.name().cloned().context("the operator is an administrator")?;
-    let mut change = Change::default();
+    let mut change = RepoChange::default();
     match outputs {
         Some(o) => change.write(path, o.to_toml()),
         None => change.remove(path),
@@ -452,7 +330,7 @@ pub fn destroy(ctx: &Ctx, raw: &str, yes: bool, force: bool) -> Result<()> {
     let items: Vec<String> = world
         .found
         .iter()
-        .filter(|(k, _)| !k.starts_with("targets/"))
+        .filter(|(k, _)| **k != Key::Targets)
         .flat_map(|(k, v)| v.iter().map(move |f| format!("  - {k} ({})", f.id)))
         .collect();
     if items.is_empty() {
@@ -463,7 +341,7 @@ pub fn destroy(ctx: &Ctx, raw: &str, yes: bool, force: bool) -> Result<()> {
             &format!("Delete these {} resources of cluster {} in {}?", items.len(), loaded.name, spec.region),
             yes,
         )?;
-        let n = rt.block_on(crate::aws::destroy::destroy(&aws, &world, force, |k, f| {
+        let n = rt.block_on(crate::aws::destroy::destroy(&aws, spec, &world, force, |k, f| {
             eprintln!("  deleted {k} ({})", f.id)
         }))?;
         eprintln!("{}: deleted {n} resources", loaded.name);

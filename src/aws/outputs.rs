@@ -1,0 +1,47 @@
+//! What `apply` records for `admin install` and people (`outputs.toml`,
+//! committed): the API's endpoint and name, the bastion's address, and the
+//! id of every resource of the graph.
+
+use serde::{Deserialize, Serialize};
+
+use super::key::Key;
+use super::model::Node;
+use super::resources::{instance, lb, Kind, State};
+use crate::cluster::ClusterSpec;
+
+pub const OUTPUTS_FILE: &str = "outputs.toml";
+
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub struct Outputs {
+    pub region: String,
+    /// The load balancer's DNS name; kubeconfigs use it with
+    /// `tls-server-name: api.CLUSTER.DOMAIN` when there is no public zone.
+    pub api_endpoint: String,
+    pub api_name: String,
+    pub bastion: Option<String>,
+    pub ids: std::collections::BTreeMap<String, String>,
+}
+
+impl crate::tomlfile::TomlFile for Outputs {
+    const HEADER: &'static str = "What `kaws cluster apply` made (read by `kaws admin install`). Written by kaws.";
+}
+
+impl Outputs {
+    /// The outputs of the state after an apply: `None` without a load balancer.
+    pub fn of(spec: &ClusterSpec, graph: &[Node], state: &State) -> Option<Outputs> {
+        let (_, lb) = state.get::<lb::Found>(&Key::Lb)?;
+        let bastion = state.get::<instance::Found>(&Key::Instance(super::key::Host::Bastion));
+        Some(Outputs {
+            region: spec.region.clone(),
+            api_endpoint: lb.dns.clone()?.0,
+            api_name: spec.api_name(),
+            bastion: bastion.and_then(|(_, b)| b.public_ip.clone()),
+            ids: graph
+                .iter()
+                .filter(|n| !matches!(n.want.kind(), Kind::Rules | Kind::Targets | Kind::Param))
+                .filter_map(|n| Some((n.key.to_string(), state.id(&n.key)?.to_owned())))
+                .collect(),
+        })
+    }
+}

@@ -1,0 +1,187 @@
+//! SSM SecureString parameters: each secret an instance fetches at boot,
+//! its value decrypted from a sealed file of the repository, encrypted
+//! under the cluster's KMS key. Its description is a marker of which
+//! sealed file and which key: a change of either writes it again.
+
+use anyhow::{Context as _, Result};
+use aws_sdk_ssm::types::{ParameterStringFilter, ParameterType};
+
+use super::ctx::{del, Ctx};
+use super::{arrow, kms, kv, update, Action, Fix, State, View};
+use crate::aws::key::Key;
+use crate::aws::model::Node;
+use crate::aws::naming;
+use crate::aws::{aws_error, Aws, Retry, Svc};
+use crate::cluster::ClusterSpec;
+use crate::render::context::SHARED_MASTER_KEYS;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Want {
+    pub name: String,
+    /// The sealed file (under the cluster directory) its value comes from.
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Found {
+    /// The description: the source marker it was written with.
+    pub marker: Option<String>,
+    /// The KMS key that encrypts it, as SSM reports it.
+    pub key: Option<String>,
+}
+
+/// Every SSM parameter and the sealed file (under the cluster directory) it comes from.
+pub fn parameters(spec: &ClusterSpec) -> Vec<(String, String)> {
+    let prefix = naming::ssm_prefix(spec);
+    let token = crate::cluster::token::SEALED_FILE.to_owned();
+    let mut out: Vec<(String, String)> =
+        SHARED_MASTER_KEYS.iter().map(|k| (format!("{prefix}/master/shared/{k}"), format!("pki/{k}.pgp"))).collect();
+    out.push((format!("{prefix}/master/shared/bootstrap-token"), token.clone()));
+    for i in 0..spec.masters {
+        for kind in ["server", "peer"] {
+            out.push((format!("{prefix}/master/{i}/etcd/{kind}.key"), format!("pki/etcd/{kind}-{i}.key.pgp")));
+        }
+    }
+    out.push((format!("{prefix}/node/bootstrap-token"), token));
+    out
+}
+
+/// The key of the parameter `name` (under the cluster's prefix).
+pub fn key(spec: &ClusterSpec, name: &str) -> Option<Key> {
+    let below = name.strip_prefix(&naming::ssm_prefix(spec))?;
+    match Key::from_tag(Some(&format!("ssm{below}"))) {
+        k @ Key::Param(_) => Some(k),
+        _ => None,
+    }
+}
+
+pub async fn discover(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(Key, super::Found)>> {
+    let prefix = naming::ssm_prefix(spec);
+    let filter = ParameterStringFilter::builder().key("Path").option("Recursive").values(&prefix).build()?;
+    let pages = crate::pages!(aws.ssm.describe_parameters().parameter_filters(filter), "DescribeParameters")?;
+    Ok(pages
+        .iter()
+        .flat_map(|p| p.parameters())
+        .filter_map(|p| {
+            let name = p.name()?;
+            // A name kaws would not give is not the cluster's key: surplus.
+            let key = key(spec, name).unwrap_or_else(|| Key::Other(format!("ssm {name}")));
+            let found = Found { marker: p.description().map(String::from), key: p.key_id().map(String::from) };
+            Some((key, super::Found::new(name, found)))
+        })
+        .collect())
+}
+
+/// Whether `have` (a key id, ARN or alias as SSM reports it) is the key
+/// whose ARN is `arn`. An alias is not: it can be moved to another key.
+fn same_key(have: &str, arn: &str) -> bool {
+    have == arn || arn.rsplit_once('/').is_some_and(|(_, id)| id == have)
+}
+
+/// The cluster's key, when it is one kaws may use.
+fn cluster_key(st: &State) -> Option<&str> {
+    st.get::<kms::Found>(&Key::Kms).filter(|(_, k)| !k.foreign).map(|(id, _)| id)
+}
+
+pub fn diff(v: &View, key: &Key, found: Option<(&str, &Found)>) -> Option<Action> {
+    let Some((_, f)) = found else { return Some(Action::Create) };
+    // Encrypted under the cluster's key as it is now (an alias can move; a
+    // key made anew needs every value written again).
+    let under_key = cluster_key(v.state).is_some_and(|arn| f.key.as_deref().is_some_and(|have| same_key(have, arn)));
+    update(if f.marker.as_ref() != v.wanted.markers.get(key) || !under_key { vec![Fix::Value] } else { vec![] })
+}
+
+pub fn attributes(v: &View, want: &Want) -> Vec<String> {
+    vec![kv("name", want.name.clone()), kv("from", want.source.clone()), kv("key", naming::kms_alias(v.spec))]
+}
+
+pub fn change(v: &View, key: &Key, found: &Found) -> Option<String> {
+    arrow("source", found.marker.as_deref().unwrap_or("none"), v.wanted.markers.get(key).map_or("?", String::as_str))
+}
+
+/// Writes the value: `overwrite` for one that exists.
+async fn put(cx: &Ctx<'_>, node: &Node, want: &Want, st: &State, overwrite: bool) -> Result<super::Found> {
+    let value =
+        cx.inputs.secrets.get(&node.key).with_context(|| format!("the value of {} was not decrypted", want.name))?;
+    let marker = cx.inputs.wanted.markers.get(&node.key).context("no source marker")?;
+    let key = st.need(&Key::Kms)?;
+    let mut call = cx
+        .aws
+        .ssm
+        .put_parameter()
+        .name(&want.name)
+        .value(value.as_str())
+        .r#type(ParameterType::SecureString)
+        .key_id(&key)
+        .description(marker);
+    if overwrite {
+        call = call.overwrite(true);
+    } else {
+        // Tags only on a create: SSM refuses them with Overwrite.
+        let tags = cx.tags(node).into_iter().map(|(k, v)| aws_sdk_ssm::types::Tag::builder().key(k).value(v).build());
+        call = call.set_tags(Some(tags.collect::<Result<_, _>>()?));
+    }
+    cx.aws.send(Svc::Other, "PutParameter", Retry::NONE, || call.clone().send()).await?;
+    Ok(super::Found::new(&want.name, Found { marker: Some(marker.clone()), key: Some(key) }))
+}
+
+pub async fn create(cx: &Ctx<'_>, node: &Node, want: &Want, st: &State) -> Result<super::Found> {
+    match put(cx, node, want, st, false).await {
+        // A killed run wrote it: written again.
+        Err(e) if aws_error(&e).is_some_and(|a| a.code() == "ParameterAlreadyExists") => {
+            put(cx, node, want, st, true).await
+        }
+        other => other,
+    }
+}
+
+pub async fn fix(
+    cx: &Ctx<'_>,
+    node: &Node,
+    want: &Want,
+    fixes: &[Fix],
+    st: &State,
+    found: super::Found,
+) -> Result<super::Found> {
+    if !fixes.contains(&Fix::Value) {
+        return Ok(found);
+    }
+    put(cx, node, want, st, true).await
+}
+
+pub async fn delete(aws: &Aws, what: &str, id: &str) -> Result<()> {
+    del(aws, Svc::Other, "DeleteParameter", what, Retry::IN_USE, || aws.ssm.delete_parameter().name(id).send()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::resources::Wanted;
+
+    #[test]
+    fn a_value_is_written_again_when_its_source_or_key_changes() {
+        let spec = crate::cluster::spec::tests::spec();
+        let mut state = State::default();
+        let arn = "arn:aws:kms:eu-west-1:123456789012:key/1234";
+        state.found.insert(Key::Kms, super::super::Found::new(arn, kms::Found::default()));
+        let key = key(&spec, &format!("{}/node/bootstrap-token", naming::ssm_prefix(&spec))).unwrap();
+        let mut wanted = Wanted::default();
+        wanted.markers.insert(key.clone(), "kaws source A".into());
+        let v = View { spec: &spec, state: &state, wanted: &wanted };
+        let current = Found { marker: Some("kaws source A".into()), key: Some("1234".into()) };
+        assert!(diff(&v, &key, Some(("p", &current))).is_none());
+        let older = Found { marker: Some("kaws source B".into()), ..current.clone() };
+        assert!(matches!(diff(&v, &key, Some(("p", &older))), Some(Action::Update(f)) if f == [Fix::Value]));
+        let by_alias = Found { key: Some("alias/kaws/x".into()), ..current };
+        assert!(matches!(diff(&v, &key, Some(("p", &by_alias))), Some(Action::Update(_))), "an alias can move");
+    }
+
+    #[test]
+    fn only_names_under_the_prefix_are_keys() {
+        let spec = crate::cluster::spec::tests::spec();
+        for (name, _) in parameters(&spec) {
+            assert!(matches!(key(&spec, &name), Some(Key::Param(_))), "{name}");
+        }
+        assert_eq!(key(&spec, "/elsewhere/x"), None);
+    }
+}
