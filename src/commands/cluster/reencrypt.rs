@@ -15,14 +15,13 @@ use anyhow::{Context as _, Result};
 use super::{open_cluster, primaries_from, primary_certs, primary_operator, Loaded};
 use crate::cluster::admins::{cert_file, csr_file, rbac_file, sig_file};
 use crate::cluster::rotation::{Exposure, Record, RetiredCa, Rotation, State, ROTATION_FILE};
-use crate::cluster::{token, PRIMARIES_FILE};
+use crate::cluster::{rotate, token, PRIMARIES_FILE};
 use crate::commands::Opened;
 use crate::context::{parse_name, Ctx};
 use crate::error::refused;
-use crate::identity::{cert, verify, Admins, Fingerprint};
+use crate::identity::{Admins, Fingerprint};
 use crate::name::AdminName;
 use crate::operator::Operator;
-use crate::pki::{self, csr, inspect, table::CaId};
 use crate::repo::{Change, Repo};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +71,7 @@ pub fn reencrypt(ctx: &Ctx, raw: &str, names: &[String], mode: Mode) -> Result<(
     change.write(loaded.path(PRIMARIES_FILE), new.to_toml());
     let job = Job { ctx, repo: &repo, loaded: &loaded, admins: &admins, readers: &readers };
     let summary = if mode == Mode::Rotate {
-        job.rotate(&mut change)?;
+        let retired_ca = job.rotate(&mut change)?;
         record.generation += 1;
         record.state = State::InTransition;
         record.rotations.push(Rotation {
@@ -80,7 +79,7 @@ pub fn reencrypt(ctx: &Ctx, raw: &str, names: &[String], mode: Mode) -> Result<(
             date: crate::context::rfc3339(ctx.now),
             by: actor.clone(),
             removed: removed.clone(),
-            retired_ca: retired_cas(&repo, &loaded)?,
+            retired_ca,
             finished: None,
         });
         format!("rotated every key (generation {})", record.generation)
@@ -170,52 +169,37 @@ impl Job<'_> {
         Ok(())
     }
 
-    /// Fresh CAs, leaves and service-account key; bundles of new and retired
-    /// trust; administrators' certificates re-issued from their verified CSRs.
-    fn rotate(&self, change: &mut Change) -> Result<()> {
+    /// A new generation of every key (see `cluster::rotate`), sealed to
+    /// the new primaries; administrators' certificates re-issued from their
+    /// verified CSRs. Returns the CAs it retires.
+    fn rotate(&self, change: &mut Change) -> Result<Vec<RetiredCa>> {
         let (ctx, repo, loaded, readers) = (self.ctx, self.repo, self.loaded, self.readers);
-        let spec = &loaded.spec;
-        let material = pki::issue_cluster(spec, ctx.now).context("issuing the new certificate set")?;
-        for id in CaId::ALL {
-            let old = read_text(repo, loaded, &format!("pki/{}.crt", id.path()))?;
-            let new = &material.certs.iter().find(|(p, _)| p == id.path()).expect("every CA is issued").1;
-            change.write(loaded.path(&format!("pki/{}.crt", id.bundle_path())), format!("{new}{old}"));
+        let staged = rotate::stage(&loaded.spec, ctx.now, |rel| read_text(repo, loaded, rel))?;
+        for (path, text) in &staged.public {
+            change.write(loaded.path(path), text.as_bytes());
         }
-        let old_sa = read_text(repo, loaded, "pki/sa.pub")?;
-        change.write(loaded.path("pki/sa-bundle.pub"), format!("{}{old_sa}", material.sa_pub));
-        for (path, pem) in &material.certs {
-            change.write(loaded.path(&format!("pki/{path}.crt")), pem.as_bytes());
-        }
-        change.write(loaded.path("pki/sa.pub"), material.sa_pub.as_bytes());
-        let new_token = token::generate();
-        let mut plains: Vec<&[u8]> = material.keys.iter().map(|k| k.pem.as_bytes()).collect();
-        plains.push(new_token.as_bytes());
+        let mut plains: Vec<&[u8]> = staged.keys.iter().map(|(_, pem)| pem.as_bytes()).collect();
+        plains.push(staged.token.as_bytes());
         let mut sealed = crate::vault::seal_all(&plains, readers, &ctx.policy, ctx.now)?;
         change.write(loaded.path(token::SEALED_FILE), sealed.pop().expect("the token is sealed"));
         let record = super::init::token_record(ctx, token::DEFAULT_TTL_HOURS)?;
         change.write(loaded.path(token::RECORD_FILE), record.to_toml());
-        for (key, armored) in material.keys.iter().zip(sealed) {
-            change.write(loaded.path(&format!("pki/{}.key.pgp", key.path)), armored);
+        for ((path, _), armored) in staged.keys.iter().zip(sealed) {
+            change.write(loaded.path(&format!("pki/{path}.key.pgp")), armored);
         }
         // Anything sealed that the new set does not cover is not carried over.
-        let mut fresh: BTreeSet<String> = material.keys.iter().map(|k| format!("pki/{}.key.pgp", k.path)).collect();
-        fresh.insert(token::SEALED_FILE.to_owned());
+        let fresh: BTreeSet<String> = staged.sealed_paths().into_iter().collect();
         for (path, _) in sealed_files(repo, loaded)? {
             if !fresh.contains(&path) {
                 change.remove(loaded.path(&path));
             }
         }
-
-        let ca_cert = &material.certs.iter().find(|(p, _)| p == "ca").expect("ca").1;
-        let ca_key = &material.keys.iter().find(|k| k.path == "ca").expect("ca key").pem;
-        let ca = pki::authority(spec.key_algorithm, ca_cert.clone(), ca_key)?;
-        let now = ctx.unix_now();
         for (file, bytes) in repo.list_head(&loaded.path("admins"))? {
             let Some(raw) = file.strip_suffix(".crt") else {
                 continue;
             };
             let name: AdminName = parse_name(raw, "administrator file")?;
-            match self.reissue(&name, &bytes, &ca, now) {
+            match self.reissue(&name, &bytes, &staged) {
                 Ok(pem) => {
                     change.write(loaded.path(&cert_file(&name)), pem);
                 }
@@ -226,26 +210,19 @@ impl Job<'_> {
                 }
             }
         }
-        Ok(())
+        Ok(staged.retired)
     }
 
-    /// Re-issues `name`'s certificate under the new CA from the CSR on file,
-    /// after verifying its OpenPGP signature again; same expiry as before.
-    fn reissue(&self, name: &AdminName, old_cert: &[u8], ca: &pki::issue::Authority, now: i64) -> Result<String> {
+    /// `name`'s certificate under the new CA, from the files on record.
+    fn reissue(&self, name: &AdminName, old_cert: &[u8], staged: &rotate::Staged) -> Result<String> {
         let (ctx, repo, loaded) = (self.ctx, self.repo, self.loaded);
         let admin = self.admins.get(name).context("no longer an administrator")?;
-        cert::check_usable(&admin.cert, &ctx.policy, ctx.now)
-            .map_err(|e| anyhow::anyhow!("their OpenPGP key is not usable: {e}"))?;
-        let csr_pem = read_text(repo, loaded, &csr_file(name))?;
+        let csr = read_text(repo, loaded, &csr_file(name))?;
         let sig = repo.read_head(&loaded.path(&sig_file(name)))?.context("no CSR signature")?;
-        verify::detached(csr_pem.as_bytes(), &sig, &admin.cert, &ctx.policy, ctx.now)?;
-        let spki = csr::check_request(&csr_pem, name.as_str())?;
-        let old = inspect::facts(&String::from_utf8_lossy(old_cert))?;
-        // Re-issued for the same key only: a CSR swapped in since (say by
-        // someone who took over the name) waits for a primary's `admin sign`.
-        anyhow::ensure!(spki == old.spki, "the CSR on file is not for the key of the certificate being re-issued");
-        let days = ((old.not_after - now).max(0) as u64).div_ceil(86_400).clamp(1, u64::from(csr::MAX_DAYS)) as u32;
-        Ok(csr::issue_admin(&csr_pem, name.as_str(), loaded.spec.key_algorithm, ca, ctx.now, days)?)
+        let cert = String::from_utf8_lossy(old_cert);
+        let files =
+            rotate::AdminFiles { name: name.as_str(), openpgp: &admin.cert, csr: &csr, csr_sig: &sig, cert: &cert };
+        rotate::reissue(&files, &loaded.spec, &staged.ca, &ctx.policy, ctx.now)
     }
 }
 
@@ -256,11 +233,9 @@ fn finish(ctx: &Ctx, repo: &Repo, loaded: &Loaded, op: &Operator, actor: &AdminN
             .into());
     }
     let mut change = Change::default();
-    for id in CaId::ALL {
-        let current = read_text(repo, loaded, &format!("pki/{}.crt", id.path()))?;
-        change.write(loaded.path(&format!("pki/{}.crt", id.bundle_path())), current);
+    for (path, text) in rotate::finish(|rel| read_text(repo, loaded, rel))? {
+        change.write(loaded.path(&path), text);
     }
-    change.write(loaded.path("pki/sa-bundle.pub"), read_text(repo, loaded, "pki/sa.pub")?);
     record.state = State::Settled;
     if let Some(last) = record.rotations.last_mut() {
         last.finished = Some(crate::context::rfc3339(ctx.now));
@@ -278,18 +253,6 @@ fn finish(ctx: &Ctx, repo: &Repo, loaded: &Loaded, op: &Operator, actor: &AdminN
         loaded.name, record.generation
     );
     Ok(())
-}
-
-/// The current CAs, as they will be retired.
-fn retired_cas(repo: &Repo, loaded: &Loaded) -> Result<Vec<RetiredCa>> {
-    CaId::ALL
-        .iter()
-        .map(|id| {
-            let pem = read_text(repo, loaded, &format!("pki/{}.crt", id.path()))?;
-            let f = inspect::facts(&pem)?;
-            Ok(RetiredCa { path: id.path().to_owned(), serial: f.serial, sha256: f.sha256 })
-        })
-        .collect()
 }
 
 fn read_text(repo: &Repo, loaded: &Loaded, rel: &str) -> Result<String> {
