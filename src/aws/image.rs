@@ -55,17 +55,43 @@ async fn architecture(aws: &Aws, spec: &ClusterSpec) -> Result<String> {
     Ok(archs[0].1.to_owned())
 }
 
+/// The latest Amazon Linux 2023 image of each architecture, in one call
+/// (a name AWS does not know is left out of the answer, not an error).
+async fn latest(aws: &Aws) -> Result<Vec<(String, String)>> {
+    let names = ["x86_64", "arm64"].map(|arch| format!("{AL2023}{arch}"));
+    let out = aws.ssm.get_parameters().set_names(Some(names.to_vec())).send().await.call("GetParameters")?;
+    Ok(out
+        .parameters()
+        .iter()
+        .filter_map(|p| Some((p.name()?.strip_prefix(AL2023)?.to_owned(), p.value()?.to_owned())))
+        .collect())
+}
+
+async fn describe(aws: &Aws, id: &str) -> Result<Option<aws_sdk_ec2::types::Image>> {
+    let out = aws.ec2.describe_images().image_ids(id).send().await.call("DescribeImages")?;
+    Ok(out.images().first().cloned())
+}
+
+/// The architecture, both latest images and the pinned image's description
+/// are asked at once; the latest image is described after, when it is used.
 pub async fn resolve(aws: &Aws, spec: &ClusterSpec, update: bool) -> Result<Image> {
-    let arch = architecture(aws, spec).await?;
-    let name = format!("{AL2023}{arch}");
-    let out = aws.ssm.get_parameter().name(&name).send().await.call("GetParameter")?;
-    let latest = out.parameter().and_then(|p| p.value()).context("no latest Amazon Linux 2023 image")?.to_owned();
-    let (id, pin) = match (&spec.aws.image, update) {
-        (Some(id), false) => (id.clone(), None),
-        _ => (latest.clone(), Some(latest.clone())),
+    let pinned = spec.aws.image.as_deref().filter(|_| !update);
+    let (arch, latest, described) = tokio::try_join!(architecture(aws, spec), latest(aws), async {
+        match pinned {
+            Some(id) => describe(aws, id).await,
+            None => Ok(None),
+        }
+    })?;
+    let latest = latest
+        .into_iter()
+        .find(|(a, _)| *a == arch)
+        .map(|(_, id)| id)
+        .with_context(|| format!("AWS publishes no latest Amazon Linux 2023 image for {arch} ({AL2023}{arch})"))?;
+    let (id, pin, found) = match pinned {
+        Some(id) => (id.to_owned(), None, described),
+        None => (latest.clone(), Some(latest.clone()), describe(aws, &latest).await?),
     };
-    let out = aws.ec2.describe_images().image_ids(&id).send().await.call("DescribeImages")?;
-    let found = out.images().first().ok_or_else(|| {
+    let found = found.ok_or_else(|| {
         failed(format!("the image {id} does not exist in {}", spec.region))
             .hint("pin another with `kaws cluster apply --update-image` (the latest Amazon Linux 2023)")
     })?;

@@ -157,8 +157,9 @@ pub async fn fix(cx: &Ctx<'_>, fixes: &[Fix], st: &State, mut found: super::Foun
 async fn route(cx: &Ctx<'_>, st: &State, table: &str, f: &Found, dest: &str, target: &Key) -> Result<(String, String)> {
     let target_id = st.need(target)?;
     let nat = matches!(target, Key::Nat(_));
-    // A killed run may have left the NAT gateway pending.
-    if nat {
+    // A killed run may have left the NAT gateway pending (one this run
+    // made was waited for when it was made).
+    if nat && !cx.created(&target_id) {
         if let Replay::Dead(id) = nat::available(cx, &target_id, Age::Old).await? {
             bail!("NAT gateway {id} is gone; run `kaws cluster apply` again to replace it");
         }
