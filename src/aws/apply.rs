@@ -96,14 +96,21 @@ pub async fn run<'a>(
             format!("{} change(s) failed ({skipped} resources waiting on them were not started)", errors.len());
         return Err(super::error::many(headline, &errors));
     }
-    // Surplus last: duplicates and resources the spec no longer has.
-    for c in changes {
-        if let Action::Delete { found, why } = &c.action {
-            resources::delete(cx.aws, &c.key, found, false)
-                .await
-                .with_context(|| format!("{}: delete ({why})", c.key))?;
-            report(Done::Deleted(&c.key, found));
-        }
+    // Surplus last: duplicates and resources the spec no longer has, in
+    // destroy's order (a resource before what it depends on).
+    let waves = super::destroy::waves(graph);
+    let wave = |f: &Found| waves.iter().position(|w| w.contains(&f.kind())).unwrap_or(0);
+    let mut surplus: Vec<(&Key, &Found, &String)> = changes
+        .iter()
+        .filter_map(|c| match &c.action {
+            Action::Delete { found, why } => Some((&c.key, found.as_ref(), why)),
+            _ => None,
+        })
+        .collect();
+    surplus.sort_by_key(|(_, f, _)| wave(f));
+    for (key, found, why) in surplus {
+        resources::delete(cx.aws, key, found, false).await.with_context(|| format!("{key}: delete ({why})"))?;
+        report(Done::Deleted(key, found));
     }
     Ok(state)
 }

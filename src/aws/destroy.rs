@@ -59,8 +59,7 @@ pub async fn destroy(
     force: bool,
     mut report: impl FnMut(&Key, &Found),
 ) -> Result<usize> {
-    let all: Vec<(&Key, &Found)> =
-        world.found.iter().flat_map(|(k, v)| v.iter().map(move |f| (k, f))).filter(|(_, f)| !f.foreign()).collect();
+    let all: Vec<(&Key, &Found)> = doomed(world).collect();
     // Rules that name other groups keep those groups alive: revoke them all first.
     let groups = all.iter().filter(|(_, f)| f.kind() == Kind::Group);
     for r in join_all(groups.map(|(_, f)| sg::revoke_all(aws, &f.id))).await {
@@ -101,6 +100,16 @@ pub async fn destroy(
         }
     }
     Ok(count)
+}
+
+/// What destroy deletes: everything found but others' records and keys,
+/// and target registrations (they go with their target group).
+pub fn doomed(world: &World) -> impl Iterator<Item = (&Key, &Found)> {
+    world
+        .found
+        .iter()
+        .flat_map(|(k, v)| v.iter().map(move |f| (k, f)))
+        .filter(|(_, f)| !f.foreign() && !resources::derived(f.kind()))
 }
 
 /// What is left for the cluster after a destroy: must be nothing. Network
@@ -161,7 +170,7 @@ mod tests {
         assert!(at(Kind::Asg) < at(Kind::Managed));
         assert!(at(Kind::Managed) < at(Kind::Subnet) && at(Kind::Managed) < at(Kind::Group));
         assert_eq!(at(Kind::Vpc), waves.len() - 1);
-        // Every kind discovery can find has a wave.
+        // Every kind has a wave.
         use Kind::*;
         for k in [
             Vpc, Igw, Subnet, Eip, Nat, Rtb, Group, Rules, Iam, Kms, Param, Lb, Tg, Listener, Targets, Zone, Record,

@@ -168,7 +168,8 @@ fn param_path(p: &str) -> bool {
 
 impl FromStr for Key {
     type Err = ();
-    /// Exactly the spellings `Display` writes; anything else is `Err`.
+    /// Exactly the spellings `Display` writes for the graph's keys; anything
+    /// else (`Managed` and `Other` included) is `Err`.
     fn from_str(s: &str) -> Result<Key, ()> {
         let zone = |t: &str, prefix: &str| t.strip_prefix(prefix).and_then(number::<usize>);
         let key = match s {

@@ -8,13 +8,13 @@ use ipnet::Ipv4Net;
 
 use super::key::{Host, Key, Role};
 use super::naming::{iam_name, ssm_prefix};
-use super::resources::{asg, dns, iam, instance, kms, lb, lt, nat, rtb, ssm, subnet, vpc, Desired, Kind};
+use super::resources::{asg, dns, iam, instance, kms, lb, nat, rtb, ssm, subnet, vpc, Desired, Kind};
 use crate::cluster::ClusterSpec;
 
 #[derive(Clone, Debug)]
 pub struct Node {
     pub key: Key,
-    /// The `kaws:role` tag: a group role, or `network`, `iam`, `secrets`.
+    /// The `kaws:role` tag: a group role, or `network` or `secrets`.
     pub role: &'static str,
     pub deps: Vec<Key>,
     pub want: Desired,
@@ -137,7 +137,7 @@ pub fn graph(spec: &ClusterSpec) -> Vec<Node> {
     }
     let deps = [vec![Key::Tg], masters.clone()].concat();
     add(Key::Targets, "api", deps, Desired::Targets(lb::TargetsWant { instances: masters }));
-    add(Key::Lt, "node", vec![Key::Iam(Host::Node), Key::Group(Role::Node)], Desired::Lt(lt::Want));
+    add(Key::Lt, "node", vec![Key::Iam(Host::Node), Key::Group(Role::Node)], Desired::Lt);
     let deps = [boot_k8s, vec![Key::Lt], privates.clone()].concat();
     add(Key::Asg, "node", deps, Desired::Asg(asg::Want { subnets: privates, size: spec.nodes }));
     g

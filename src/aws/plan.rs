@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::key::Key;
 use super::model::Node;
-use super::resources::{self, Action, Fix, State, View, Wanted};
+use super::resources::{self, Action, Fix, Found, State, View, Wanted};
 use super::world::World;
 use crate::cluster::ClusterSpec;
 
@@ -49,17 +49,36 @@ pub fn surplus(graph: &[Node], world: &World) -> Vec<Change> {
         if matches!(key, Key::Managed(_)) {
             continue;
         }
-        for (i, f) in found.iter().enumerate() {
+        // Resources tagged for the cluster that kaws cannot tell as its own
+        // (a tag it does not know, or a key naming another kind) are
+        // neither used nor deleted: tags are anyone's to write.
+        let (ours, theirs): (Vec<&Found>, Vec<&Found>) =
+            found.iter().partition(|f| resources::of_kind(key, f) && !matches!(key, Key::Other(_)));
+        for f in theirs {
+            let why = match key {
+                Key::Other(_) => format!("its kaws:key tag ({key}) names nothing kaws makes"),
+                _ => format!("it is a {:?}, which the key {key} never names", f.kind()),
+            };
+            out.push(Change::new(
+                key.clone(),
+                Action::Note(format!(
+                    "{} is tagged for the cluster, but {why}; kaws leaves it alone (`destroy` deletes it): \
+                     delete it or remove its kaws:cluster tag",
+                    f.id
+                )),
+            ));
+        }
+        for (i, f) in ours.iter().enumerate() {
             // Target registrations are reached through their group.
             let derived = resources::derived(f.kind());
             let why = if !keys.contains(key) {
                 "not in the spec".to_owned()
             } else if i > 0 && !derived {
-                format!("a duplicate of {}", found[0].id)
+                format!("a duplicate of {}", ours[0].id)
             } else {
                 continue;
             };
-            out.push(Change::new(key.clone(), Action::Delete { found: Box::new(f.clone()), why }));
+            out.push(Change::new(key.clone(), Action::Delete { found: Box::new((*f).clone()), why }));
         }
     }
     out
@@ -167,4 +186,39 @@ pub fn to_text(changes: &[Change], color: bool) -> String {
         counts[0], counts[1], counts[2], counts[3], counts[4]
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::resources::{kms, vpc};
+
+    #[test]
+    fn resources_kaws_cannot_tell_as_its_own_are_left_alone() {
+        let spec = crate::cluster::spec::tests::spec();
+        let graph = crate::aws::model::graph(&spec);
+        let mut world = World::default();
+        // Someone tags a VPC as the cluster's key, listed before the real key.
+        world.found.insert(
+            Key::Kms,
+            vec![Found::new("vpc-impostor", vpc::Found::default()), Found::new("arn:key", kms::Found::default())],
+        );
+        world.found.insert(Key::Other("unknown".into()), vec![Found::new("i-stranger", vpc::Found::default())]);
+        world.found.insert(
+            Key::Vpc,
+            vec![Found::new("vpc-1", vpc::Found::default()), Found::new("vpc-2", vpc::Found::default())],
+        );
+        assert_eq!(State::of(&world).id(&Key::Kms), Some("arn:key"));
+        let changes = surplus(&graph, &world);
+        let deleted: Vec<&str> = changes
+            .iter()
+            .filter_map(|c| match &c.action {
+                Action::Delete { found, .. } => Some(found.id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deleted, ["vpc-2"], "only a duplicate of the key's own kind is deleted");
+        let notes = changes.iter().filter(|c| matches!(c.action, Action::Note(_))).count();
+        assert_eq!(notes, 2, "{changes:?}");
+    }
 }

@@ -59,7 +59,9 @@ impl<'a> Ctx<'a> {
         self.created.lock().expect("the created-id lock").insert(id.to_owned());
     }
 
-    /// Whether this run created `id` (and so has seen it live already).
+    /// Whether this run created `id`. A create returns only once what it
+    /// made is live (or replaced a replayed dead one), and nodes that use
+    /// it start only after that.
     pub fn created(&self, id: &str) -> bool {
         self.created.lock().expect("the created-id lock").contains(id)
     }

@@ -15,9 +15,6 @@ use crate::aws::naming::{TAG_CLUSTER, TAG_ROLE};
 use crate::aws::{aws_error, Aws, Call, Retry, Svc};
 use crate::cluster::ClusterSpec;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Want;
-
 #[derive(Clone, Debug, Default)]
 pub struct Found {
     /// Its latest version's number and description.
@@ -95,7 +92,7 @@ fn data(cx: &Ctx<'_>, node: &Node, st: &State) -> Result<ec2t::RequestLaunchTemp
     Ok(Launch::of(cx, &node.key, Host::Node, st)?.template(tags))
 }
 
-pub async fn create(cx: &Ctx<'_>, node: &Node, _: &Want, st: &State) -> Result<super::Found> {
+pub async fn create(cx: &Ctx<'_>, node: &Node, st: &State) -> Result<super::Found> {
     let (ec2, name) = (&cx.aws.ec2, name(cx.spec));
     let sg = st.need(&Key::Group(Role::Node))?;
     let config = template_config(cx.config(&node.key)?, &sg);
@@ -148,7 +145,7 @@ pub async fn create(cx: &Ctx<'_>, node: &Node, _: &Want, st: &State) -> Result<s
         Made::New(id) => Ok(super::Found::new(id, Found { latest: Some("1".into()), config: Some(config) })),
         Made::Adopted(id, latest) => {
             let found = super::Found::new(id, Found { latest, config: None });
-            fix(cx, node, &Want, &[Fix::Version], st, found).await
+            fix(cx, node, &[Fix::Version], st, found).await
         }
     }
 }
@@ -180,7 +177,6 @@ async fn adopt(cx: &Ctx<'_>, name: &str) -> Result<(String, Option<String>)> {
 pub async fn fix(
     cx: &Ctx<'_>,
     node: &Node,
-    _: &Want,
     fixes: &[Fix],
     st: &State,
     mut found: super::Found,

@@ -5,7 +5,8 @@
 //! list it once in the enums below.
 //!
 //! The rest of the engine only dispatches: `world` runs every `discover`,
-//! `plan` every `diff`, `apply` every `create`/`fix`, `destroy` every `delete`.
+//! `plan` every `diff`, `apply` every `create`/`fix` (and `delete` for a
+//! replaced or surplus resource), `destroy` every `delete`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -61,7 +62,7 @@ pub enum Desired {
     Zone,
     Record(dns::Want),
     Instance(instance::Want),
-    Lt(lt::Want),
+    Lt,
     Asg(asg::Want),
 }
 
@@ -114,7 +115,7 @@ impl Desired {
             Desired::Zone => Kind::Zone,
             Desired::Record(_) => Kind::Record,
             Desired::Instance(_) => Kind::Instance,
-            Desired::Lt(_) => Kind::Lt,
+            Desired::Lt => Kind::Lt,
             Desired::Asg(_) => Kind::Asg,
         }
     }
@@ -226,8 +227,14 @@ pub struct State {
 }
 
 impl State {
+    /// The first resource found under each key that is of the key's kind
+    /// (one of another kind, tagged so by someone, is never used).
     pub fn of(world: &super::world::World) -> State {
-        let found = world.found.iter().filter_map(|(k, v)| Some((k.clone(), v.first()?.clone()))).collect();
+        let found = world
+            .found
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.iter().find(|f| of_kind(k, f))?.clone())))
+            .collect();
         State { found, zones: world.zones.clone() }
     }
 
@@ -373,23 +380,42 @@ pub fn immutable(what: &str, have: &str, want: &str) -> Option<Action> {
     })
 }
 
+/// The kind of resource a key names (`None`: `Managed` and `Other`).
+pub fn key_kind(key: &Key) -> Option<Kind> {
+    Some(match key {
+        Key::Vpc => Kind::Vpc,
+        Key::Igw => Kind::Igw,
+        Key::Subnet { .. } => Kind::Subnet,
+        Key::Eip(_) => Kind::Eip,
+        Key::Nat(_) => Kind::Nat,
+        Key::PublicRoutes | Key::PrivateRoutes(_) => Kind::Rtb,
+        Key::Group(_) => Kind::Group,
+        Key::Rules(_) => Kind::Rules,
+        Key::Iam(_) => Kind::Iam,
+        Key::Kms => Kind::Kms,
+        Key::Param(_) => Kind::Param,
+        Key::Lb => Kind::Lb,
+        Key::Tg => Kind::Tg,
+        Key::Listener => Kind::Listener,
+        Key::Targets => Kind::Targets,
+        Key::Zone => Kind::Zone,
+        Key::Record { .. } => Kind::Record,
+        Key::Instance(_) => Kind::Instance,
+        Key::Lt => Kind::Lt,
+        Key::Asg => Kind::Asg,
+        Key::Managed(_) | Key::Other(_) => return None,
+    })
+}
+
+/// Whether `f` is of the kind its key names (any kind, for keys that name none).
+pub fn of_kind(key: &Key, f: &Found) -> bool {
+    key_kind(key).is_none_or(|k| k == f.kind())
+}
+
 /// The change one node needs, if any.
 pub fn diff(v: &View, node: &Node) -> Option<Action> {
     use Desired as D;
     let found = v.state.found.get(&node.key);
-    // A resource under this key that is not of the key's kind: someone
-    // tagged it so. kaws neither uses nor deletes it.
-    if let Some(f) = found {
-        if f.kind() != node.want.kind() && !matches!(node.want, D::Rules(_)) {
-            return Some(Action::Blocked(format!(
-                "{} carries the tag kaws:key={} but is a {:?}, not a {:?}; kaws does not use it: remove the tag",
-                f.id,
-                node.key,
-                f.kind(),
-                node.want.kind()
-            )));
-        }
-    }
     fn typed<T: Typed>(found: Option<&Found>) -> Option<(&str, &T)> {
         found.and_then(|f| Some((f.id.as_str(), f.get::<T>()?)))
     }
@@ -410,7 +436,7 @@ pub fn diff(v: &View, node: &Node) -> Option<Action> {
         D::Targets(w) => lb::diff_targets(v, w, typed(found)),
         D::Record(_) => dns::diff(v, typed(found)),
         D::Instance(_) => instance::diff(v, &node.key, typed(found)),
-        D::Lt(_) => lt::diff(v, &node.key, typed(found)),
+        D::Lt => lt::diff(v, &node.key, typed(found)),
         D::Asg(w) => asg::diff(v, w, typed(found)),
     }
 }
@@ -435,7 +461,7 @@ pub fn details(v: &View, node: &Node, action: &Action) -> Vec<String> {
                 D::Kms(w) => kms::attributes(v, w),
                 D::Param(w) => ssm::attributes(v, w),
                 D::Instance(w) => instance::attributes(v, w),
-                D::Lt(_) => lt::attributes(v),
+                D::Lt => lt::attributes(v),
                 D::Asg(w) => asg::attributes(v, w),
                 D::Lb(w) => lb::attributes(v, w),
                 D::Tg => lb::tg_attributes(v),
@@ -452,7 +478,7 @@ pub fn details(v: &View, node: &Node, action: &Action) -> Vec<String> {
                 .filter_map(|fix| match (&node.want, fix) {
                     (_, Fix::VpcDns) => arrow("dns support and hostnames", "off", "on"),
                     (D::Asg(w), Fix::Size) => asg::change(v, w, found.get()?),
-                    (D::Lt(_), Fix::Version) => lt::change(v, &node.key, found.get()?),
+                    (D::Lt, Fix::Version) => lt::change(v, &node.key, found.get()?),
                     (D::Param(_), Fix::Value) => ssm::change(v, &node.key, found.get()?),
                     (D::Rtb(_), Fix::Route { dest, target }) => rtb::change(v, found.get()?, dest, target),
                     (D::Lb(_), Fix::SecurityGroups) => lb::change(v, found.get()?),
@@ -491,7 +517,7 @@ pub async fn create(cx: &Ctx<'_>, node: &Node, st: &State) -> Result<Found> {
         D::Kms(w) => kms::create(cx, node, w, st).await,
         D::Param(w) => ssm::create(cx, node, w, st).await,
         D::Instance(w) => instance::create(cx, node, w, st).await,
-        D::Lt(w) => lt::create(cx, node, w, st).await,
+        D::Lt => lt::create(cx, node, st).await,
         D::Asg(w) => asg::create(cx, node, w, st).await,
         D::Lb(w) => lb::create(cx, node, w, st).await,
         D::Tg => lb::create_tg(cx, node, st).await,
@@ -518,7 +544,7 @@ pub async fn fix(cx: &Ctx<'_>, node: &Node, fixes: &[Fix], st: &State) -> Result
         D::Kms(w) => kms::fix(cx, w, fixes, st, mine()?).await.map(Some),
         D::Param(w) => ssm::fix(cx, node, w, fixes, st, mine()?).await.map(Some),
         D::Instance(_) => instance::fix(cx, fixes, mine()?).await.map(Some),
-        D::Lt(w) => lt::fix(cx, node, w, fixes, st, mine()?).await.map(Some),
+        D::Lt => lt::fix(cx, node, fixes, st, mine()?).await.map(Some),
         D::Asg(w) => asg::fix(cx, w, fixes, st, mine()?).await.map(Some),
         D::Lb(_) => lb::fix(cx, fixes, st, mine()?).await.map(Some),
         D::Record(w) => dns::fix(cx, w, fixes, st, mine()?).await.map(Some),
@@ -558,9 +584,10 @@ pub async fn delete(aws: &Aws, key: &Key, f: &Found, force: bool) -> Result<()> 
     }
 }
 
-/// The kinds that are found on other kinds' records, never on their own.
+/// The kinds found on another kind's record (target registrations, on
+/// their target group's), never on their own.
 pub fn derived(kind: Kind) -> bool {
-    matches!(kind, Kind::Rules | Kind::Targets)
+    kind == Kind::Targets
 }
 
 /// The set of keys of a graph.

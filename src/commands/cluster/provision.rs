@@ -42,7 +42,7 @@ fn inputs(ctx: &Ctx, repo: &Repo, loaded: &Loaded, graph: &[Node], image: &Image
     for node in graph {
         let host = match &node.want {
             Desired::Instance(w) => w.host,
-            Desired::Lt(_) => Host::Node,
+            Desired::Lt => Host::Node,
             Desired::Param(p) => {
                 let source = &p.source;
                 let bytes = repo.read_head(&loaded.path(source))?.with_context(|| format!("{source} is missing"))?;
@@ -327,12 +327,7 @@ pub fn destroy(ctx: &Ctx, raw: &str, yes: bool, force: bool) -> Result<()> {
     let spec = &loaded.spec;
     let aws = rt.block_on(Aws::connect(spec))?;
     let world = rt.block_on(world::discover(&aws, spec))?;
-    let items: Vec<String> = world
-        .found
-        .iter()
-        .filter(|(k, _)| **k != Key::Targets)
-        .flat_map(|(k, v)| v.iter().map(move |f| format!("  - {k} ({})", f.id)))
-        .collect();
+    let items: Vec<String> = crate::aws::destroy::doomed(&world).map(|(k, f)| format!("  - {k} ({})", f.id)).collect();
     if items.is_empty() {
         eprintln!("{}: nothing tagged kaws:cluster={} exists in {}.", loaded.name, loaded.name, spec.region);
     } else {
