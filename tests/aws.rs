@@ -124,6 +124,7 @@ impl Emulator {
         let prelude = format!(
             "import boto3\nkw=dict(endpoint_url='{}', region_name='eu-west-1', aws_access_key_id='t', aws_secret_access_key='t')\n\
              ec2=boto3.client('ec2', **kw); ssm=boto3.client('ssm', **kw); r53=boto3.client('route53', **kw)\n\
+             elb=boto3.client('elbv2', **kw)\n\
              T=[{{'Name':'tag:kaws:cluster','Values':['prod']}}]\n\
              def key(k, items): return [x for x in items if {{t['Key']:t['Value'] for t in x.get('Tags',[])}}.get('kaws:key')==k]\n",
             self.url()
@@ -333,7 +334,9 @@ const DRIFT: &str = "node = key('sg/node', ec2.describe_security_groups(Filters=
      ssm.delete_parameter(Name='/kaws/prod/node/bootstrap-token')\n\
      s2 = key('subnet/private-2', ec2.describe_subnets(Filters=T)['Subnets'])[0]\n\
      for r in ec2.get_subnet_cidr_reservations(SubnetId=s2['SubnetId'])['SubnetIpv4CidrReservations']:\n\
-     \x20   ec2.delete_subnet_cidr_reservation(SubnetCidrReservationId=r['SubnetCidrReservationId'])\n";
+     \x20   ec2.delete_subnet_cidr_reservation(SubnetCidrReservationId=r['SubnetCidrReservationId'])\n\
+     tg = [t for t in elb.describe_target_groups()['TargetGroups'] if t['Port'] == 6443][0]\n\
+     elb.modify_target_group(TargetGroupArn=tg['TargetGroupArn'], HealthCheckProtocol='TCP')\n";
 
 #[test]
 fn drift_shows_in_the_plan_and_apply_repairs_it() {
@@ -349,6 +352,8 @@ fn drift_shows_in_the_plan_and_apply_repairs_it() {
         "+ ssm/node/bootstrap-token",
         "register instance/master-1",
         "reserve 10.0.64.10/32 for the masters",
+        "health check: TCP",
+        "check /readyz over HTTPS",
     ] {
         assert!(plan.contains(want), "the plan misses {want:?}:\n{plan}");
     }

@@ -107,7 +107,10 @@ fn openssl_accepts_every_leaf_and_sees_what_the_table_promises() {
     }
     assert!(api.contains("TLS Web Server Authentication") && !api.contains("Client Authentication"));
     let etcd = text(&t.p("etcd/server-1.crt"));
-    assert!(etcd.contains("DNS:prod-master-1") && etcd.contains("IP Address:10.0.32.10"), "{etcd}");
+    assert!(
+        etcd.contains("DNS:ip-10-0-32-10.eu-west-1.compute.internal") && etcd.contains("IP Address:10.0.32.10"),
+        "{etcd}"
+    );
     assert!(!etcd.contains("10.0.0.10"), "a master's etcd certificate names another master");
     assert!(etcd.contains("TLS Web Server Authentication, TLS Web Client Authentication"));
     let client = text(&t.p("apiserver-kubelet-client.crt"));

@@ -255,6 +255,66 @@ fn the_bootstrap_token_is_sealed_and_renewable() {
     assert!(f.alice(&["cluster", "token", "prod"]).stdout.contains("(72 hours left)"));
     let node = render(&f, "prod", &["node"]);
     assert!(!node.contains(&token[7..]));
+    // The kubeadm token expires when the record says, as an absolute time:
+    // the user-data does not change as the hours pass.
+    let record = std::fs::read_to_string(f.repo().join("clusters/prod/bootstrap-token.toml")).unwrap();
+    let expires: i64 = record
+        .lines()
+        .find_map(|l| l.strip_prefix("expires = "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{record}"));
+    let date = Command::new("date").args(["-u", "-d", &format!("@{expires}"), "+%Y-%m-%dT%H:%M:%SZ"]).output().unwrap();
+    let date = String::from_utf8(date.stdout).unwrap();
     let master = render(&f, "prod", &["master", "--index", "0"]);
-    assert!(master.contains("ttl: \"72h0m0s\""), "the kubeadm token TTL follows the record");
+    assert!(master.contains(&format!("expires: \"{}\"", date.trim())), "the kubeadm token follows the record");
+    assert_eq!(master, render(&f, "prod", &["master", "--index", "0"]));
+}
+
+/// Runs tests/fixtures/kubeadm_certs.py (kubeadm's checks of pre-placed
+/// certificates, replicated) for master `index`: exit code and output.
+fn kubeadm_check(f: &Fixture, name: &str, index: u32, etcd_of: u32) -> (bool, String) {
+    let dir = f.tmp.path();
+    let own = dir.join(format!("kubeadm-{name}-{index}.yaml"));
+    let first = dir.join(format!("kubeadm-{name}-0.yaml"));
+    for (i, path) in [(index, &own), (0, &first)] {
+        let text = render(f, name, &["master", "--index", &i.to_string()]);
+        let (_, content) = files(&text).into_iter().find(|(p, _)| p == "/etc/kubernetes/kaws/kubeadm.yaml").unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    let pki = f.repo().join("clusters").join(name).join("pki");
+    let p = |rel: &str| pki.join(rel).to_str().unwrap().to_owned();
+    let pairs = [
+        format!("apiserver={}:{}", p("apiserver.crt"), p("ca.crt")),
+        format!("etcd/server={}:{}", p(&format!("etcd/server-{etcd_of}.crt")), p("etcd/ca.crt")),
+        format!("etcd/peer={}:{}", p(&format!("etcd/peer-{etcd_of}.crt")), p("etcd/ca.crt")),
+        format!("apiserver-kubelet-client={}:{}", p("apiserver-kubelet-client.crt"), p("ca.crt")),
+        format!("front-proxy-client={}:{}", p("front-proxy-client.crt"), p("front-proxy-ca.crt")),
+        format!("apiserver-etcd-client={}:{}", p("apiserver-etcd-client.crt"), p("etcd/ca.crt")),
+        format!("etcd/healthcheck-client={}:{}", p("etcd/healthcheck-client.crt"), p("etcd/ca.crt")),
+    ];
+    let out = Command::new(tool("kaws-python"))
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kubeadm_certs.py"))
+        .arg(&own)
+        .arg(&first)
+        .args(&pairs)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn kubeadm_accepts_every_masters_pre_placed_certificates() {
+    let f = Fixture::new();
+    cluster(&f, "prod", "3");
+    for i in 0..3 {
+        let (ok, out) = kubeadm_check(&f, "prod", i, i);
+        assert!(ok, "master {i}: {out}");
+    }
+    // The checker refuses what kubeadm refuses: another master's etcd certificate.
+    let (ok, out) = kubeadm_check(&f, "prod", 0, 1);
+    assert!(!ok && out.contains("etcd/server") && out.contains("10.0.0.10"), "{out}");
+    // Node names are the instances' private DNS names, as the AWS cloud provider expects.
+    let init = kubeadm_docs(&render(&f, "prod", &["master", "--index", "0"]));
+    assert_eq!(kind(&init, "InitConfiguration")["nodeRegistration"]["name"], "ip-10-0-0-10.eu-west-1.compute.internal");
 }

@@ -344,9 +344,17 @@ impl ClusterSpec {
         Ipv4Addr::from(u32::from(subnet.network()) + 10 + i / self.azs)
     }
 
-    /// Master `i`'s hostname (set by cloud-init; named in its etcd certificates).
-    pub fn master_hostname(&self, i: u32) -> String {
-        format!("{}-master-{i}", self.name)
+    /// Master `i`'s node name and hostname: its private DNS name as EC2
+    /// gives it (`ip-10-0-0-10.eu-west-1.compute.internal`, or
+    /// `….ec2.internal` in us-east-1), which the AWS cloud provider expects
+    /// of every node, and which kubeadm expects in the API server's and the
+    /// member's etcd certificates.
+    pub fn master_node_name(&self, i: u32) -> String {
+        let ip = self.master_ip(i).to_string().replace('.', "-");
+        match self.region.as_str() {
+            "us-east-1" => format!("ip-{ip}.ec2.internal"),
+            region => format!("ip-{ip}.{region}.compute.internal"),
+        }
     }
 
     pub fn master_ips(&self) -> Vec<IpAddr> {

@@ -65,7 +65,7 @@ pub enum SanSource {
     None,
     /// The API server's names and addresses.
     ApiServer,
-    /// One etcd member: that master's hostname and IP, and loopback.
+    /// One etcd member: that master's node name and IP, and loopback.
     EtcdMember(u32),
 }
 
@@ -131,7 +131,7 @@ pub fn leaves(spec: &ClusterSpec) -> Vec<Leaf> {
         leaf("etcd/healthcheck-client", Etcd, "kube-etcd-healthcheck-client", None, CLIENT, NoSans),
     ];
     for i in 0..spec.masters {
-        let host = spec.master_hostname(i);
+        let host = spec.master_node_name(i);
         for kind in ["server", "peer"] {
             let mut l = leaf(&format!("etcd/{kind}-{i}"), Etcd, &host, None, BOTH, SanSource::EtcdMember(i));
             l.master = Some(i);
@@ -161,12 +161,15 @@ pub fn sans(source: SanSource, spec: &ClusterSpec) -> Vec<San> {
             .into_iter()
             .map(San::Dns)
             .collect();
+            // Each master's node name and address: kubeadm checks the shared
+            // certificate against the one it runs on (GetAPIServerAltNames).
+            v.extend((0..spec.masters).map(|i| San::Dns(spec.master_node_name(i))));
             v.push(San::Ip(IpAddr::V4(spec.kubernetes_service_ip())));
             v.extend(spec.master_ips().into_iter().map(San::Ip));
             v
         }
         SanSource::EtcdMember(i) => {
-            vec![San::Dns(spec.master_hostname(i)), San::Ip(IpAddr::V4(spec.master_ip(i)))]
+            vec![San::Dns(spec.master_node_name(i)), San::Ip(IpAddr::V4(spec.master_ip(i)))]
         }
     };
     out.extend(loopback);
@@ -196,5 +199,11 @@ mod tests {
         assert!(api.contains(&San::Dns("api.prod.example.com".into())));
         assert!(api.contains(&San::Ip("10.96.0.1".parse().unwrap())));
         assert!(api.contains(&San::Ip("10.0.64.10".parse().unwrap())));
+        for i in 0..spec.masters {
+            assert!(api.contains(&San::Dns(spec.master_node_name(i))), "master {i}'s node name");
+        }
+        let virginia = ClusterSpec { region: "us-east-1".into(), ..spec.clone() };
+        assert_eq!(virginia.master_node_name(1), "ip-10-0-32-10.ec2.internal");
+        assert_eq!(spec.master_node_name(0), "ip-10-0-0-10.eu-west-1.compute.internal");
     }
 }

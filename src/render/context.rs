@@ -75,7 +75,7 @@ pub struct Context {
     service_cidr: String,
     pod_cidr: String,
     cluster_domain: String,
-    token_ttl: String,
+    token_expires: String,
     cni_version: &'static str,
     cni_url: &'static str,
     cni_sha256: &'static str,
@@ -96,8 +96,9 @@ pub struct Public {
     pub admins: Vec<crate::name::AdminName>,
     /// SHA-256 (hex) of the cluster CA's DER SubjectPublicKeyInfo.
     pub ca_hash: String,
-    /// Hours the bootstrap token has left.
-    pub token_hours: u64,
+    /// When the bootstrap token expires (Unix seconds): an absolute time,
+    /// so that the user-data does not change as the hours pass.
+    pub token_expires: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,12 +177,12 @@ impl Context {
             service_cidr: spec.service_cidr.to_string(),
             pod_cidr: spec.pod_cidr.to_string(),
             cluster_domain: spec.cluster_domain.to_string(),
-            token_ttl: format!("{}h0m0s", public.token_hours.max(1)),
+            token_expires: crate::context::rfc3339_unix(public.token_expires),
             cni_version: super::CNI_VERSION,
             cni_url: super::CNI_URL,
             cni_sha256: super::CNI_SHA256,
             index,
-            hostname: spec.master_hostname(index),
+            hostname: spec.master_node_name(index),
             master_ip: spec.master_ip(index).to_string(),
             shared_keys: SHARED_MASTER_KEYS,
             public_files,

@@ -35,7 +35,42 @@ pub struct Found {
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct TgFound;
+pub struct TgFound {
+    /// Its health check as found: protocol, path, interval (seconds).
+    pub health: HealthCheck,
+}
+
+/// The target group's health check. The API's `/readyz` over HTTPS, not a
+/// TCP connect: a master whose API server listens but whose etcd is gone
+/// answers 500 there and stops receiving traffic. `/readyz` is open to
+/// anonymous requests (the system:public-info-viewer role); NLB health
+/// checks do not verify the certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub protocol: String,
+    pub path: Option<String>,
+    pub interval: Option<i32>,
+}
+
+impl HealthCheck {
+    fn wanted() -> HealthCheck {
+        HealthCheck { protocol: "HTTPS".into(), path: Some("/readyz".into()), interval: Some(10) }
+    }
+
+    fn of(tg: &elbt::TargetGroup) -> HealthCheck {
+        HealthCheck {
+            protocol: tg.health_check_protocol().map_or("", |p| p.as_str()).to_owned(),
+            path: tg.health_check_path().map(String::from),
+            interval: tg.health_check_interval_seconds(),
+        }
+    }
+}
+
+impl std::fmt::Display for HealthCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{} {} every {}s", self.protocol, self.path.as_deref().unwrap_or("-"), self.interval.unwrap_or(0))
+    }
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct ListenerFound;
@@ -95,9 +130,14 @@ pub async fn discover(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(Key, super::
             ids.sort();
             out.push((Key::Targets, super::Found::new(arn, TargetsFound { ids })));
         }
-        out.push((k.clone(), super::Found::new(arn, TgFound)));
+        out.push((k.clone(), super::Found::new(arn, TgFound { health: HealthCheck::of(tg) })));
     }
     Ok(out)
+}
+
+pub fn diff_tg(found: Option<(&str, &TgFound)>) -> Option<Action> {
+    let Some((_, f)) = found else { return Some(Action::Create) };
+    update(if f.health == HealthCheck::wanted() { vec![] } else { vec![Fix::HealthCheck] })
 }
 
 pub fn diff(v: &View, found: Option<(&str, &Found)>) -> Option<Action> {
@@ -136,7 +176,15 @@ pub fn attributes(v: &View, want: &Want) -> Vec<String> {
 }
 
 pub fn tg_attributes(v: &View) -> Vec<String> {
-    vec![kv("port", format!("{API_PORT}/tcp")), kv("vpc", v.state.refer(&Key::Vpc))]
+    vec![
+        kv("port", format!("{API_PORT}/tcp")),
+        kv("health check", HealthCheck::wanted().to_string()),
+        kv("vpc", v.state.refer(&Key::Vpc)),
+    ]
+}
+
+pub fn tg_change(f: &TgFound) -> Option<String> {
+    arrow("health check", &f.health.to_string(), &HealthCheck::wanted().to_string())
 }
 
 pub fn listener_attributes(v: &View) -> Vec<String> {
@@ -188,12 +236,17 @@ pub async fn create_tg(cx: &Ctx<'_>, node: &Node, st: &State) -> Result<super::F
         .port(API_PORT.into())
         .vpc_id(&vpc)
         .target_type(elbt::TargetTypeEnum::Instance)
-        .health_check_protocol(elbt::ProtocolEnum::Tcp)
+        .health_check_protocol(elbt::ProtocolEnum::Https)
         .health_check_port(API_PORT.to_string())
+        .health_check_path("/readyz")
+        .health_check_interval_seconds(10)
+        .healthy_threshold_count(2)
+        .unhealthy_threshold_count(2)
+        .matcher(elbt::Matcher::builder().http_code("200").build())
         .set_tags(Some(tags(cx, node)));
     let out = cx.named(Svc::Other, "CreateTargetGroup", &[&vpc], || call.clone().send()).await?;
     let arn = out.target_groups().first().and_then(|t| t.target_group_arn()).context("no target group")?;
-    Ok(super::Found::new(arn, TgFound))
+    Ok(super::Found::new(arn, TgFound { health: HealthCheck::wanted() }))
 }
 
 pub async fn create_listener(cx: &Ctx<'_>, _: &Node, st: &State) -> Result<super::Found> {
@@ -234,6 +287,27 @@ pub async fn fix(cx: &Ctx<'_>, fixes: &[Fix], st: &State, mut found: super::Foun
         if let Some(f) = found.get_mut::<Found>() {
             f.groups = vec![sg];
         }
+    }
+    Ok(found)
+}
+
+/// Puts the health check back to `/readyz` over HTTPS.
+pub async fn fix_tg(cx: &Ctx<'_>, fixes: &[Fix], mut found: super::Found) -> Result<super::Found> {
+    if fixes.contains(&Fix::HealthCheck) {
+        let call = cx
+            .aws
+            .elb
+            .modify_target_group()
+            .target_group_arn(&found.id)
+            .health_check_protocol(elbt::ProtocolEnum::Https)
+            .health_check_port(API_PORT.to_string())
+            .health_check_path("/readyz")
+            .health_check_interval_seconds(10)
+            .healthy_threshold_count(2)
+            .unhealthy_threshold_count(2)
+            .matcher(elbt::Matcher::builder().http_code("200").build());
+        call.send().await.call("ModifyTargetGroup")?;
+        found.is = TgFound { health: HealthCheck::wanted() }.into();
     }
     Ok(found)
 }
@@ -304,6 +378,14 @@ mod tests {
     use super::*;
     use crate::aws::key::Host;
     use crate::aws::resources::Wanted;
+
+    #[test]
+    fn the_health_check_is_readyz_over_https() {
+        assert!(matches!(diff_tg(None), Some(Action::Create)));
+        let tcp = TgFound { health: HealthCheck { protocol: "TCP".into(), path: None, interval: Some(30) } };
+        assert!(matches!(diff_tg(Some(("tg", &tcp))), Some(Action::Update(f)) if f == [Fix::HealthCheck]));
+        assert!(diff_tg(Some(("tg", &TgFound { health: HealthCheck::wanted() }))).is_none());
+    }
 
     #[test]
     fn exactly_the_masters_are_targets() {

@@ -314,6 +314,7 @@ pub enum Fix {
     Version,
     Alias,
     SecurityGroups,
+    HealthCheck,
 }
 
 impl fmt::Display for Fix {
@@ -342,6 +343,7 @@ impl fmt::Display for Fix {
             Fix::Version => write!(f, "new launch template version (configuration changed)"),
             Fix::Alias => write!(f, "point the alias at the load balancer (missing or elsewhere)"),
             Fix::SecurityGroups => write!(f, "set the security group (differs)"),
+            Fix::HealthCheck => write!(f, "check /readyz over HTTPS (differs)"),
         }
     }
 }
@@ -424,7 +426,8 @@ pub fn diff(v: &View, node: &Node) -> Option<Action> {
         D::Vpc(w) => vpc::diff(w, typed(found)),
         D::Igw => igw::diff(v, typed(found)),
         D::Subnet(w) => subnet::diff(v, w, typed(found)),
-        D::Eip | D::Tg | D::Listener | D::Zone => simple(found),
+        D::Eip | D::Listener | D::Zone => simple(found),
+        D::Tg => lb::diff_tg(typed(found)),
         D::Group(_) => simple(found),
         D::Nat(_) => nat::diff(typed(found)),
         D::Rtb(w) => rtb::diff(v, w, typed(found)),
@@ -482,6 +485,7 @@ pub fn details(v: &View, node: &Node, action: &Action) -> Vec<String> {
                     (D::Param(_), Fix::Value) => ssm::change(v, &node.key, found.get()?),
                     (D::Rtb(_), Fix::Route { dest, target }) => rtb::change(v, found.get()?, dest, target),
                     (D::Lb(_), Fix::SecurityGroups) => lb::change(v, found.get()?),
+                    (D::Tg, Fix::HealthCheck) => lb::tg_change(found.get()?),
                     (D::Record(_), Fix::Alias) => dns::change(v, found.get()?),
                     (D::Iam(w), Fix::Policy) => iam::change(v, w),
                     _ => None,
@@ -548,7 +552,8 @@ pub async fn fix(cx: &Ctx<'_>, node: &Node, fixes: &[Fix], st: &State) -> Result
         D::Asg(w) => asg::fix(cx, w, fixes, st, mine()?).await.map(Some),
         D::Lb(_) => lb::fix(cx, fixes, st, mine()?).await.map(Some),
         D::Record(w) => dns::fix(cx, w, fixes, st, mine()?).await.map(Some),
-        D::Eip | D::Tg | D::Listener | D::Zone | D::Group(_) | D::Nat(_) => {
+        D::Tg => lb::fix_tg(cx, fixes, mine()?).await.map(Some),
+        D::Eip | D::Listener | D::Zone | D::Group(_) | D::Nat(_) => {
             Err(anyhow!("internal: {} has no fixes ({fixes:?})", node.key))
         }
     }

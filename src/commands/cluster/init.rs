@@ -134,7 +134,7 @@ pub fn init(ctx: &Ctx, args: ClusterInitArgs) -> Result<()> {
         primary_list.join(", ")
     );
     for i in 0..spec.masters {
-        println!("  master {i}: {} ({})", spec.master_hostname(i), spec.master_ip(i));
+        println!("  master {i}: {} ({})", spec.master_node_name(i), spec.master_ip(i));
     }
     if spec.admin_cidrs.is_empty() {
         eprintln!(

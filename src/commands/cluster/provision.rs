@@ -33,9 +33,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// Everything but the secrets: user-data per instance, digests, markers.
-fn inputs(ctx: &Ctx, repo: &Repo, loaded: &Loaded, graph: &[Node], image: &Image) -> Result<Inputs> {
+fn inputs(repo: &Repo, loaded: &Loaded, graph: &[Node], image: &Image) -> Result<Inputs> {
     let spec = &loaded.spec;
-    let public = super::render::public_inputs(ctx, repo, loaded)?;
+    let public = super::render::public_inputs(repo, loaded)?;
     let endpoint: crate::name::DnsName = spec.api_name().parse().expect("a valid spec's API name");
     let mut user_data = HashMap::new();
     let mut wanted = Wanted::default();
@@ -152,7 +152,7 @@ struct Prepared {
     pin: Option<crate::cluster::spec::AwsSpec>,
 }
 
-async fn prepare(ctx: &Ctx, repo: &Repo, loaded: &Loaded, update_image: bool) -> Result<Prepared> {
+async fn prepare(repo: &Repo, loaded: &Loaded, update_image: bool) -> Result<Prepared> {
     let spec = &loaded.spec;
     let aws = Aws::connect(spec).await?;
     let graph = model::graph(spec);
@@ -179,7 +179,7 @@ async fn prepare(ctx: &Ctx, repo: &Repo, loaded: &Loaded, update_image: bool) ->
         .into());
     }
     world.zones = zones.clone();
-    let inputs = inputs(ctx, repo, loaded, &graph, &image)?;
+    let inputs = inputs(repo, loaded, &graph, &image)?;
     let mut changes = plan::plan(spec, &graph, &world, &inputs.wanted);
     let pinned = crate::cluster::spec::AwsSpec {
         image: image.pin.clone().or_else(|| spec.aws.image.clone()),
@@ -226,7 +226,7 @@ fn show(ctx: &Ctx, changes: &[Change]) {
 
 pub fn plan(ctx: &Ctx, raw: &str) -> Result<()> {
     let (Opened { repo, .. }, loaded) = open_cluster(ctx, raw, false)?;
-    let p = runtime()?.block_on(prepare(ctx, &repo, &loaded, false))?;
+    let p = runtime()?.block_on(prepare(&repo, &loaded, false))?;
     show(ctx, &p.changes);
     Ok(())
 }
@@ -234,7 +234,7 @@ pub fn plan(ctx: &Ctx, raw: &str) -> Result<()> {
 pub fn apply(ctx: &Ctx, raw: &str, yes: bool, parallelism: u16, update_image: bool) -> Result<()> {
     let (opened, loaded) = open_cluster(ctx, raw, true)?;
     let rt = runtime()?;
-    let mut p = rt.block_on(prepare(ctx, &opened.repo, &loaded, update_image))?;
+    let mut p = rt.block_on(prepare(&opened.repo, &loaded, update_image))?;
     // Only a primary changes the spec: refused before anything changes.
     if p.pin.is_some() {
         primary_operator(ctx, &opened.repo, &opened.admins, &loaded)?;

@@ -18,7 +18,7 @@ use crate::render::{self, Context, Role};
 use crate::repo::{Change, Repo};
 
 /// The public inputs of a render, from HEAD.
-pub(crate) fn public_inputs(ctx: &Ctx, repo: &Repo, loaded: &Loaded) -> Result<render::context::Public> {
+pub(crate) fn public_inputs(repo: &Repo, loaded: &Loaded) -> Result<render::context::Public> {
     let mut pki = Vec::new();
     for (path, bytes) in repo.walk_head(&loaded.path("pki"))? {
         if path.ends_with(".crt") || path.ends_with(".pub") {
@@ -39,8 +39,7 @@ pub(crate) fn public_inputs(ctx: &Ctx, repo: &Repo, loaded: &Loaded) -> Result<r
     let ca_hash = openssl::sha::sha256(&spki).iter().map(|b| format!("{b:02x}")).collect();
     let record: token::Record =
         repo.read_toml(&loaded.path(token::RECORD_FILE))?.context("bootstrap-token.toml is missing")?;
-    let now = ctx.unix_now();
-    Ok(render::context::Public { pki, admins, ca_hash, token_hours: record.hours_left(now) })
+    Ok(render::context::Public { pki, admins, ca_hash, token_expires: record.expires })
 }
 
 pub fn render(
@@ -63,7 +62,7 @@ pub fn render(
         Some(e) => e.parse().map_err(|e| UserError::usage(format!("--endpoint: {e}")))?,
         None => loaded.spec.api_name().parse().expect("the API name of a valid spec is a DNS name"),
     };
-    let public = public_inputs(ctx, &repo, &loaded)?;
+    let public = public_inputs(&repo, &loaded)?;
     let context = Context::new(&loaded.spec, role, &endpoint, &public).map_err(|e| e.into_user())?;
     let text = render::user_data(&context).context("rendering the user-data")?;
     match out {
