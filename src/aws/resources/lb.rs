@@ -52,6 +52,20 @@ pub struct HealthCheck {
     pub interval: Option<i32>,
 }
 
+/// Sets the health check on a create or modify call (one definition for both).
+macro_rules! readyz {
+    ($call:expr) => {
+        $call
+            .health_check_protocol(elbt::ProtocolEnum::Https)
+            .health_check_port(API_PORT.to_string())
+            .health_check_path("/readyz")
+            .health_check_interval_seconds(10)
+            .healthy_threshold_count(2)
+            .unhealthy_threshold_count(2)
+            .matcher(elbt::Matcher::builder().http_code("200").build())
+    };
+}
+
 impl HealthCheck {
     fn wanted() -> HealthCheck {
         HealthCheck { protocol: "HTTPS".into(), path: Some("/readyz".into()), interval: Some(10) }
@@ -236,14 +250,8 @@ pub async fn create_tg(cx: &Ctx<'_>, node: &Node, st: &State) -> Result<super::F
         .port(API_PORT.into())
         .vpc_id(&vpc)
         .target_type(elbt::TargetTypeEnum::Instance)
-        .health_check_protocol(elbt::ProtocolEnum::Https)
-        .health_check_port(API_PORT.to_string())
-        .health_check_path("/readyz")
-        .health_check_interval_seconds(10)
-        .healthy_threshold_count(2)
-        .unhealthy_threshold_count(2)
-        .matcher(elbt::Matcher::builder().http_code("200").build())
         .set_tags(Some(tags(cx, node)));
+    let call = readyz!(call);
     let out = cx.named(Svc::Other, "CreateTargetGroup", &[&vpc], || call.clone().send()).await?;
     let arn = out.target_groups().first().and_then(|t| t.target_group_arn()).context("no target group")?;
     Ok(super::Found::new(arn, TgFound { health: HealthCheck::wanted() }))
@@ -294,18 +302,8 @@ pub async fn fix(cx: &Ctx<'_>, fixes: &[Fix], st: &State, mut found: super::Foun
 /// Puts the health check back to `/readyz` over HTTPS.
 pub async fn fix_tg(cx: &Ctx<'_>, fixes: &[Fix], mut found: super::Found) -> Result<super::Found> {
     if fixes.contains(&Fix::HealthCheck) {
-        let call = cx
-            .aws
-            .elb
-            .modify_target_group()
-            .target_group_arn(&found.id)
-            .health_check_protocol(elbt::ProtocolEnum::Https)
-            .health_check_port(API_PORT.to_string())
-            .health_check_path("/readyz")
-            .health_check_interval_seconds(10)
-            .healthy_threshold_count(2)
-            .unhealthy_threshold_count(2)
-            .matcher(elbt::Matcher::builder().http_code("200").build());
+        let call = cx.aws.elb.modify_target_group().target_group_arn(&found.id);
+        let call = readyz!(call);
         call.send().await.call("ModifyTargetGroup")?;
         found.is = TgFound { health: HealthCheck::wanted() }.into();
     }
