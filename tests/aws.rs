@@ -258,7 +258,7 @@ impl Cluster {
 
 fn expected_counts() -> serde_json::Value {
     serde_json::json!({"eip": 3, "igw": 1, "instance": 4, "kms": 1, "lb": 1, "lt": 1, "nat": 3, "rtb": 4, "sg": 4,
-                       "subnet": 6, "tg": 1, "vpc": 1, "zone": 1})
+                       "subnet": 6, "tg": 1, "volume": 3, "vpc": 1, "zone": 1})
 }
 
 const NOTHING: &str = "Plan: 0 to create, 0 to update, 0 to delete, 0 blocked, 0 notes.";
@@ -342,6 +342,9 @@ const DRIFT: &str = "node = key('sg/node', ec2.describe_security_groups(Filters=
 fn drift_shows_in_the_plan_and_apply_repairs_it() {
     let c = Cluster::new();
     c.apply();
+    const ETCD_1: &str = "v = key('volume/etcd-1', ec2.describe_volumes(Filters=T)['Volumes'])[0]\n\
+         print(v['VolumeId'], *[a['InstanceId'] for a in v['Attachments']])";
+    let before = c.aws.by_hand(ETCD_1);
     c.aws.by_hand(DRIFT);
     let plan = c.plan();
     for want in [
@@ -367,6 +370,12 @@ fn drift_shows_in_the_plan_and_apply_repairs_it() {
     c.assert_design();
     assert_eq!(c.counts(), expected_counts());
     assert!(c.plan().contains(NOTHING));
+    // The replaced master has its predecessor's etcd volume, and with it its data.
+    let after = c.aws.by_hand(ETCD_1);
+    let (b, a): (Vec<&str>, Vec<&str>) = (before.split(' ').collect(), after.split(' ').collect());
+    assert_eq!((a.len(), b.len()), (2, 2), "{before} / {after}");
+    assert_eq!(a[0], b[0], "the volume was replaced");
+    assert_ne!(a[1], b[1], "the volume is not attached to the new master");
 }
 
 #[test]

@@ -174,7 +174,7 @@ mod tests {
         use Kind::*;
         for k in [
             Vpc, Igw, Subnet, Eip, Nat, Rtb, Group, Rules, Iam, Kms, Param, Lb, Tg, Listener, Targets, Zone, Record,
-            Instance, Lt, Asg, Managed, KeyPair,
+            Instance, Volume, Lt, Asg, Managed, KeyPair,
         ] {
             at(k);
         }

@@ -114,6 +114,8 @@ pub enum Key {
         public: bool,
     },
     Instance(Host),
+    /// Master `i`'s etcd data volume.
+    Volume(u32),
     Lt,
     Asg,
     /// An instance an Auto Scaling group launched (`managed/GROUP`).
@@ -145,6 +147,7 @@ impl fmt::Display for Key {
             Key::Zone => f.write_str("zone/private"),
             Key::Record { public } => write!(f, "dns/{}", tier(*public)),
             Key::Instance(h) => write!(f, "instance/{h}"),
+            Key::Volume(i) => write!(f, "volume/etcd-{i}"),
             Key::Lt => f.write_str("lt/node"),
             Key::Asg => f.write_str("asg/node"),
             Key::Managed(g) => write!(f, "managed/{g}"),
@@ -204,6 +207,7 @@ impl FromStr for Key {
                         Host::Node => return Err(()),
                         h => Key::Instance(h),
                     },
+                    "volume" => Key::Volume(rest.strip_prefix("etcd-").and_then(number).ok_or(())?),
                     "ssm" if param_path(&s[3..]) => Key::Param(s[3..].to_owned()),
                     _ => return Err(()),
                 }
@@ -252,6 +256,8 @@ mod tests {
     fn other_spellings_are_not_keys() {
         for bad in [
             "subnet/public-01",
+            "volume/etcd-",
+            "volume/master-0",
             "subnet/public-",
             "nat/-1",
             "sg/admin",

@@ -8,7 +8,7 @@ use ipnet::Ipv4Net;
 
 use super::key::{Host, Key, Role};
 use super::naming::{iam_name, ssm_prefix};
-use super::resources::{asg, dns, iam, instance, kms, lb, nat, rtb, ssm, subnet, vpc, Desired, Kind};
+use super::resources::{asg, dns, iam, instance, kms, lb, nat, rtb, ssm, subnet, volume, vpc, Desired, Kind};
 use crate::cluster::ClusterSpec;
 
 #[derive(Clone, Debug)]
@@ -121,7 +121,7 @@ pub fn graph(spec: &ClusterSpec) -> Vec<Node> {
         Key::Instance(bastion),
         "bastion",
         vec![Key::Rules(Role::Bastion), Key::PublicRoutes, Key::Iam(bastion), Key::Group(Role::Bastion)],
-        Desired::Instance(instance::Want { host: bastion, subnet: publics[0].clone(), ip: None }),
+        Desired::Instance(instance::Want { host: bastion, subnet: publics[0].clone(), ip: None, volume: None }),
     );
     let mut boot_k8s = boot;
     boot_k8s.extend(params);
@@ -129,9 +129,12 @@ pub fn graph(spec: &ClusterSpec) -> Vec<Node> {
     let mut masters = Vec::new();
     for i in 0..spec.masters {
         let host = Host::Master(i);
-        let subnet = privates[(i % spec.azs) as usize].clone();
-        let deps = [boot_k8s.clone(), vec![Key::Iam(host), Key::Group(Role::Master)]].concat();
-        let want = instance::Want { host, subnet, ip: Some(spec.master_ip(i)) };
+        let zone = (i % spec.azs) as usize;
+        let subnet = privates[zone].clone();
+        // Its etcd data outlives the instance (see `resources::volume`).
+        add(Key::Volume(i), "master", vec![], Desired::Volume(volume::Want { zone }));
+        let deps = [boot_k8s.clone(), vec![Key::Iam(host), Key::Group(Role::Master), Key::Volume(i)]].concat();
+        let want = instance::Want { host, subnet, ip: Some(spec.master_ip(i)), volume: Some(Key::Volume(i)) };
         add(Key::Instance(host), "master", deps, Desired::Instance(want));
         masters.push(Key::Instance(host));
     }

@@ -12,7 +12,9 @@ use aws_sdk_ec2::types::Filter;
 
 use super::key::Key;
 use super::resources::Found;
-use super::resources::{asg, dns, eip, iam, igw, instance, keypair, kms, lb, lt, nat, rtb, sg, ssm, subnet, vpc};
+use super::resources::{
+    asg, dns, eip, iam, igw, instance, keypair, kms, lb, lt, nat, rtb, sg, ssm, subnet, volume, vpc,
+};
 use super::{Aws, Call};
 use crate::cluster::ClusterSpec;
 
@@ -53,6 +55,7 @@ pub async fn discover(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
             rtb::discover(aws, spec),
             sg::discover(aws, spec),
             instance::discover(aws, spec),
+            volume::discover(aws, spec),
             lt::discover(aws, spec),
             keypair::discover(aws, spec),
             asg::discover(aws, spec),
@@ -62,10 +65,9 @@ pub async fn discover(aws: &Aws, spec: &ClusterSpec) -> Result<World> {
             dns::discover(aws, spec),
             kms::discover(aws, spec),
         )?;
-        let (a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p) = all;
-        Ok::<_, anyhow::Error>(
-            [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p].into_iter().flatten().collect::<Vec<_>>(),
-        )
+        let (a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p, q) = all;
+        let each = [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p, q];
+        Ok::<_, anyhow::Error>(each.into_iter().flatten().collect::<Vec<_>>())
     })?;
     let mut world = World { zones, found: BTreeMap::new() };
     for (key, f) in found {

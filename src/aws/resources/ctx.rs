@@ -113,8 +113,9 @@ impl<'a> Ctx<'a> {
     ///
     /// `age` says whether the answer is this call's own resource: a new one
     /// that dies is an error with AWS's reason (a new token would not help),
-    /// and a new one not found yet is only slow to appear; an old one (a
-    /// replay) that is dead or not found is stepped over at once.
+    /// and a new one not found yet is only slow to appear, for as long as
+    /// EC2's eventual consistency lasts; an old one (a replay) that is dead
+    /// or not found is stepped over at once.
     pub async fn confirm<T, F, Fut>(&self, what: &str, id: &str, age: Age, mut probe: F) -> Result<Replay<T>>
     where
         F: FnMut() -> Fut,
@@ -131,11 +132,15 @@ impl<'a> Ctx<'a> {
                 }
                 Ok(Probe::Dead) => return Ok(Replay::Dead(id.to_owned())),
                 Ok(Probe::Wait) => {}
-                Err(e) if aws_error(&e).is_some_and(AwsError::is_not_found) => match age {
-                    Age::Old => return Ok(Replay::Dead(id.to_owned())),
-                    Age::Unknown if start.elapsed() >= self.aws.settle => return Ok(Replay::Dead(id.to_owned())),
-                    _ => {}
-                },
+                // Not found past EC2's eventual consistency: gone. A replay
+                // minutes after the first call still looks new (its time is
+                // within the clock skew kaws allows), and a resource that is
+                // deleted outright (a volume) answers NotFound, not a state.
+                Err(e) if aws_error(&e).is_some_and(AwsError::is_not_found) => {
+                    if age == Age::Old || start.elapsed() >= self.aws.settle {
+                        return Ok(Replay::Dead(id.to_owned()));
+                    }
+                }
                 Err(e) => return Err(e),
             }
             if start.elapsed() >= READY {

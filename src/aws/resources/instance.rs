@@ -1,6 +1,7 @@
 //! Instances kaws launches itself: the bastion and each master (at its
-//! fixed address). A stopped one is started; one that runs an older
-//! configuration is noted, never replaced while it runs. Also found here:
+//! fixed address, with its etcd volume attached once it runs). A stopped
+//! one is started; one that runs an older configuration is noted, never
+//! replaced while it runs. Also found here:
 //! the nodes the Auto Scaling group launched (`managed/…`), which destroy
 //! terminates after their group.
 
@@ -25,6 +26,8 @@ pub struct Want {
     pub subnet: Key,
     /// A master's fixed address; the bastion takes any (and a public one).
     pub ip: Option<Ipv4Addr>,
+    /// A master's etcd volume, attached once it runs.
+    pub volume: Option<Key>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -35,6 +38,8 @@ pub struct Found {
     pub config: Option<String>,
     /// Launched by an Auto Scaling group.
     pub managed: bool,
+    /// The EBS volumes attached to it.
+    pub volumes: Vec<String>,
 }
 
 fn found(i: &aws_sdk_ec2::types::Instance) -> Found {
@@ -43,6 +48,7 @@ fn found(i: &aws_sdk_ec2::types::Instance) -> Found {
         public_ip: i.public_ip_address().map(String::from),
         config: tag(ec2_tags(i.tags()), TAG_CONFIG),
         managed: false,
+        volumes: i.block_device_mappings().iter().filter_map(|m| m.ebs()?.volume_id()).map(String::from).collect(),
     }
 }
 
@@ -69,10 +75,15 @@ pub async fn discover(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(Key, super::
     Ok(out)
 }
 
-pub fn diff(v: &View, key: &Key, found: Option<(&str, &Found)>) -> Option<Action> {
+pub fn diff(v: &View, key: &Key, want: &Want, found: Option<(&str, &Found)>) -> Option<Action> {
     let Some((id, f)) = found else { return Some(Action::Create) };
     if matches!(f.state.as_str(), "stopped" | "stopping") {
         return update(vec![Fix::Start]);
+    }
+    // Its volume, made anew or detached (a replaced master's, by AWS).
+    let volume = want.volume.as_ref().map(|k| v.state.id(k));
+    if volume.is_some_and(|vol| vol.is_none_or(|vol| !f.volumes.iter().any(|have| have == vol))) {
+        return update(vec![Fix::AttachVolume]);
     }
     (f.config.as_ref() != v.wanted.config.get(key)).then(|| {
         Action::Note(format!(
@@ -123,7 +134,30 @@ pub async fn create(cx: &Ctx<'_>, node: &Node, want: &Want, st: &State) -> Resul
     if let Some(i) = f.get_mut::<Found>() {
         i.config = Some(config);
     }
-    Ok(f)
+    match &want.volume {
+        Some(_) => fix(cx, want, &[Fix::AttachVolume], st, f).await,
+        None => Ok(f),
+    }
+}
+
+/// Attaches the master's volume. A volume AWS is still detaching from a
+/// replaced master (shutting down) is in use until it has let go.
+async fn attach(cx: &Ctx<'_>, instance: &str, volume: &str) -> Result<()> {
+    let call = cx.aws.ec2.attach_volume().instance_id(instance).volume_id(volume).device(super::volume::DEVICE);
+    let retry = Retry { long: true, ..cx.settle(&[instance, volume]).with_in_use() };
+    match cx.aws.send(Svc::Ec2, "AttachVolume", retry, || call.clone().send()).await {
+        Ok(_) => Ok(()),
+        // Attached by a run that was killed before it was recorded.
+        Err(e) if e.code() == "VolumeInUse" && attached_to(cx, volume).await?.as_deref() == Some(instance) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The instance a volume is attached to.
+async fn attached_to(cx: &Ctx<'_>, volume: &str) -> Result<Option<String>> {
+    let out = cx.aws.ec2.describe_volumes().volume_ids(volume).send().await.call("DescribeVolumes")?;
+    let v = out.volumes().first();
+    Ok(v.and_then(|v| v.attachments().first()).and_then(|a| a.instance_id()).map(String::from))
 }
 
 /// Waits until instance `id` runs (targets register only then).
@@ -158,10 +192,23 @@ pub async fn running(cx: &Ctx<'_>, id: &str, age: Age) -> Result<Replay<super::F
     .await
 }
 
-pub async fn fix(cx: &Ctx<'_>, fixes: &[Fix], found: super::Found) -> Result<super::Found> {
+pub async fn fix(
+    cx: &Ctx<'_>,
+    want: &Want,
+    fixes: &[Fix],
+    st: &State,
+    mut found: super::Found,
+) -> Result<super::Found> {
     if fixes.contains(&Fix::Start) {
         let call = cx.aws.ec2.start_instances().instance_ids(&found.id);
         cx.named(Svc::Ec2, "StartInstances", &[&found.id], || call.clone().send()).await?;
+    }
+    if let (true, Some(key)) = (fixes.contains(&Fix::AttachVolume), &want.volume) {
+        let volume = st.need(key)?;
+        attach(cx, &found.id, &volume).await?;
+        if let Some(i) = found.get_mut::<Found>() {
+            i.volumes.push(volume);
+        }
     }
     Ok(found)
 }
@@ -193,11 +240,22 @@ mod tests {
         let mut wanted = Wanted::default();
         wanted.config.insert(key.clone(), "abc".into());
         let v = View { spec: &spec, state: &state, wanted: &wanted };
+        let want = Want { host: Host::Master(0), subnet: Key::Vpc, ip: None, volume: None };
         let current = Found { state: "running".into(), config: Some("abc".into()), ..Found::default() };
-        assert!(diff(&v, &key, Some(("i-1", &current))).is_none());
+        assert!(diff(&v, &key, &want, Some(("i-1", &current))).is_none());
         let stopped = Found { state: "stopped".into(), ..current.clone() };
-        assert!(matches!(diff(&v, &key, Some(("i-1", &stopped))), Some(Action::Update(f)) if f == [Fix::Start]));
-        let old = Found { config: Some("xyz".into()), ..current };
-        assert!(matches!(diff(&v, &key, Some(("i-1", &old))), Some(Action::Note(n)) if n.contains("i-1")));
+        assert!(matches!(diff(&v, &key, &want, Some(("i-1", &stopped))), Some(Action::Update(f)) if f == [Fix::Start]));
+        let old = Found { config: Some("xyz".into()), ..current.clone() };
+        assert!(matches!(diff(&v, &key, &want, Some(("i-1", &old))), Some(Action::Note(n)) if n.contains("i-1")));
+        // A master without its etcd volume (a replacement) gets it attached.
+        let mut state = State::default();
+        let volume = super::super::volume::Found::default();
+        state.found.insert(Key::Volume(0), super::super::Found::new("vol-1", volume));
+        let v = View { spec: &spec, state: &state, wanted: &wanted };
+        let want = Want { volume: Some(Key::Volume(0)), ..want };
+        let attach = Some(Action::Update(vec![Fix::AttachVolume]));
+        assert_eq!(format!("{:?}", diff(&v, &key, &want, Some(("i-1", &current)))), format!("{attach:?}"));
+        let attached = Found { volumes: vec!["vol-0".into(), "vol-1".into()], ..current };
+        assert!(diff(&v, &key, &want, Some(("i-1", &attached))).is_none());
     }
 }

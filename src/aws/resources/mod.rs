@@ -37,6 +37,7 @@ pub mod rules;
 pub mod sg;
 pub mod ssm;
 pub mod subnet;
+pub mod volume;
 pub mod vpc;
 
 pub use ctx::{Ctx, Inputs};
@@ -62,6 +63,7 @@ pub enum Desired {
     Zone,
     Record(dns::Want),
     Instance(instance::Want),
+    Volume(volume::Want),
     Lt,
     Asg(asg::Want),
 }
@@ -87,6 +89,7 @@ pub enum Kind {
     Zone,
     Record,
     Instance,
+    Volume,
     Lt,
     Asg,
     /// Instances an Auto Scaling group launched.
@@ -115,6 +118,7 @@ impl Desired {
             Desired::Zone => Kind::Zone,
             Desired::Record(_) => Kind::Record,
             Desired::Instance(_) => Kind::Instance,
+            Desired::Volume(_) => Kind::Volume,
             Desired::Lt => Kind::Lt,
             Desired::Asg(_) => Kind::Asg,
         }
@@ -167,6 +171,7 @@ actual! {
     Zone(dns::ZoneFound) => Zone,
     Record(dns::Found) => Record,
     Instance(instance::Found) => Instance,
+    Volume(volume::Found) => Volume,
     Lt(lt::Found) => Lt,
     Asg(asg::Found) => Asg,
     KeyPair(keypair::Found) => KeyPair,
@@ -315,6 +320,7 @@ pub enum Fix {
     Alias,
     SecurityGroups,
     HealthCheck,
+    AttachVolume,
 }
 
 impl fmt::Display for Fix {
@@ -344,6 +350,7 @@ impl fmt::Display for Fix {
             Fix::Alias => write!(f, "point the alias at the load balancer (missing or elsewhere)"),
             Fix::SecurityGroups => write!(f, "set the security group (differs)"),
             Fix::HealthCheck => write!(f, "check /readyz over HTTPS (differs)"),
+            Fix::AttachVolume => write!(f, "attach its etcd volume (not attached)"),
         }
     }
 }
@@ -403,6 +410,7 @@ pub fn key_kind(key: &Key) -> Option<Kind> {
         Key::Zone => Kind::Zone,
         Key::Record { .. } => Kind::Record,
         Key::Instance(_) => Kind::Instance,
+        Key::Volume(_) => Kind::Volume,
         Key::Lt => Kind::Lt,
         Key::Asg => Kind::Asg,
         Key::Managed(_) | Key::Other(_) => return None,
@@ -438,7 +446,8 @@ pub fn diff(v: &View, node: &Node) -> Option<Action> {
         D::Lb(_) => lb::diff(v, typed(found)),
         D::Targets(w) => lb::diff_targets(v, w, typed(found)),
         D::Record(_) => dns::diff(v, typed(found)),
-        D::Instance(_) => instance::diff(v, &node.key, typed(found)),
+        D::Instance(w) => instance::diff(v, &node.key, w, typed(found)),
+        D::Volume(w) => volume::diff(v, w, typed(found)),
         D::Lt => lt::diff(v, &node.key, typed(found)),
         D::Asg(w) => asg::diff(v, w, typed(found)),
     }
@@ -464,6 +473,7 @@ pub fn details(v: &View, node: &Node, action: &Action) -> Vec<String> {
                 D::Kms(w) => kms::attributes(v, w),
                 D::Param(w) => ssm::attributes(v, w),
                 D::Instance(w) => instance::attributes(v, w),
+                D::Volume(w) => volume::attributes(v, w),
                 D::Lt => lt::attributes(v),
                 D::Asg(w) => asg::attributes(v, w),
                 D::Lb(w) => lb::attributes(v, w),
@@ -521,6 +531,7 @@ pub async fn create(cx: &Ctx<'_>, node: &Node, st: &State) -> Result<Found> {
         D::Kms(w) => kms::create(cx, node, w, st).await,
         D::Param(w) => ssm::create(cx, node, w, st).await,
         D::Instance(w) => instance::create(cx, node, w, st).await,
+        D::Volume(w) => volume::create(cx, node, w, st).await,
         D::Lt => lt::create(cx, node, st).await,
         D::Asg(w) => asg::create(cx, node, w, st).await,
         D::Lb(w) => lb::create(cx, node, w, st).await,
@@ -547,13 +558,13 @@ pub async fn fix(cx: &Ctx<'_>, node: &Node, fixes: &[Fix], st: &State) -> Result
         D::Iam(w) => iam::fix(cx, node, w, fixes, mine()?).await.map(Some),
         D::Kms(w) => kms::fix(cx, w, fixes, st, mine()?).await.map(Some),
         D::Param(w) => ssm::fix(cx, node, w, fixes, st, mine()?).await.map(Some),
-        D::Instance(_) => instance::fix(cx, fixes, mine()?).await.map(Some),
+        D::Instance(w) => instance::fix(cx, w, fixes, st, mine()?).await.map(Some),
         D::Lt => lt::fix(cx, node, fixes, st, mine()?).await.map(Some),
         D::Asg(w) => asg::fix(cx, w, fixes, st, mine()?).await.map(Some),
         D::Lb(_) => lb::fix(cx, fixes, st, mine()?).await.map(Some),
         D::Record(w) => dns::fix(cx, w, fixes, st, mine()?).await.map(Some),
         D::Tg => lb::fix_tg(cx, fixes, mine()?).await.map(Some),
-        D::Eip | D::Listener | D::Zone | D::Group(_) | D::Nat(_) => {
+        D::Eip | D::Listener | D::Zone | D::Group(_) | D::Nat(_) | D::Volume(_) => {
             Err(anyhow!("internal: {} has no fixes ({fixes:?})", node.key))
         }
     }
@@ -583,6 +594,7 @@ pub async fn delete(aws: &Aws, key: &Key, f: &Found, force: bool) -> Result<()> 
         Actual::Zone(x) => dns::delete_zone(aws, &what, id, x, force).await,
         Actual::Record(x) => dns::delete(aws, &what, id, x).await,
         Actual::Instance(_) => instance::delete(aws, &what, id).await,
+        Actual::Volume(_) => volume::delete(aws, &what, id).await,
         Actual::Lt(_) => lt::delete(aws, &what, id).await,
         Actual::Asg(_) => asg::delete(aws, &what, id).await,
         Actual::KeyPair(_) => keypair::delete(aws, &what, id).await,
