@@ -335,6 +335,7 @@ const DRIFT: &str = "node = key('sg/node', ec2.describe_security_groups(Filters=
      s2 = key('subnet/private-2', ec2.describe_subnets(Filters=T)['Subnets'])[0]\n\
      for r in ec2.get_subnet_cidr_reservations(SubnetId=s2['SubnetId'])['SubnetIpv4CidrReservations']:\n\
      \x20   ec2.delete_subnet_cidr_reservation(SubnetCidrReservationId=r['SubnetCidrReservationId'])\n\
+     ec2.delete_tags(Resources=[s2['SubnetId']], Tags=[{'Key':'kubernetes.io/role/internal-elb'}])\n\
      tg = [t for t in elb.describe_target_groups()['TargetGroups'] if t['Port'] == 6443][0]\n\
      elb.modify_target_group(TargetGroupArn=tg['TargetGroupArn'], HealthCheckProtocol='TCP')\n";
 
@@ -357,6 +358,7 @@ fn drift_shows_in_the_plan_and_apply_repairs_it() {
         "reserve 10.0.64.10/32 for the masters",
         "health check: TCP",
         "check /readyz over HTTPS",
+        "tag it for the Kubernetes cloud provider",
     ] {
         assert!(plan.contains(want), "the plan misses {want:?}:\n{plan}");
     }

@@ -56,6 +56,21 @@ pub fn tags(spec: &ClusterSpec, role: &str, key: &str) -> Vec<(String, String)> 
     ]
 }
 
+/// The tag by which the AWS cloud controller manager and the EBS CSI driver
+/// know the cluster's instances, subnets and volumes. Security groups do not
+/// get it: the cloud controller would add rules to a group so tagged, and
+/// the groups' rules are kaws' alone (see `docs/aws.md`).
+pub fn k8s_cluster_tag(spec: &ClusterSpec) -> (String, String) {
+    (format!("kubernetes.io/cluster/{}", spec.name), "owned".into())
+}
+
+/// The subnets a Service's load balancer goes to: public ones for an
+/// internet-facing one, private ones for an internal one.
+pub fn k8s_subnet_role_tag(public: bool) -> (String, String) {
+    let key = if public { "kubernetes.io/role/elb" } else { "kubernetes.io/role/internal-elb" };
+    (key.into(), "1".into())
+}
+
 /// The inline policy's name on every kaws role.
 pub const POLICY: &str = "kaws";
 

@@ -84,7 +84,8 @@ pub fn change(v: &View, want: &Want, f: &Found) -> Option<String> {
 pub async fn create(cx: &Ctx<'_>, node: &Node, want: &Want, st: &State) -> Result<super::Found> {
     let (spec, name) = (cx.spec, name(cx.spec));
     let ids: Vec<String> = want.subnets.iter().map(|s| st.need(s)).collect::<Result<_>>()?;
-    let tags = cx.tags(node).into_iter().map(|(k, v)| {
+    let k8s = crate::aws::naming::k8s_cluster_tag(spec);
+    let tags = cx.tags(node).into_iter().chain([k8s]).map(|(k, v)| {
         // Nodes get the cluster and role tags, not the group's key.
         let propagate = k != TAG_KEY;
         let v = if k == "Name" { format!("{}-node", spec.name) } else { v };

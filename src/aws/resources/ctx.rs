@@ -168,7 +168,9 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn ec2_tags(&self, node: &Node, rt: ResourceType, extra: &[(String, String)]) -> TagSpecification {
-        let tags = tags(self.spec, node.role, &node.key.to_string()).into_iter().chain(extra.iter().cloned());
+        let k8s = (rt != ResourceType::SecurityGroup).then(|| crate::aws::naming::k8s_cluster_tag(self.spec));
+        let tags =
+            tags(self.spec, node.role, &node.key.to_string()).into_iter().chain(k8s).chain(extra.iter().cloned());
         TagSpecification::builder()
             .resource_type(rt)
             .set_tags(Some(tags.map(|(k, v)| ec2t::Tag::builder().key(k).value(v).build()).collect()))

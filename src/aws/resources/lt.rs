@@ -85,10 +85,12 @@ pub fn change(v: &View, key: &Key, found: &Found) -> Option<String> {
 /// The template's data: its instances and volumes are tagged for the
 /// cluster and role (the group adds its own name).
 fn data(cx: &Ctx<'_>, node: &Node, st: &State) -> Result<ec2t::RequestLaunchTemplateData> {
-    let tags: Vec<ec2t::Tag> = [(TAG_CLUSTER, cx.spec.name.to_string()), (TAG_ROLE, "node".into())]
-        .into_iter()
-        .map(|(k, v)| ec2t::Tag::builder().key(k).value(v).build())
-        .collect();
+    let tags: Vec<ec2t::Tag> =
+        [(TAG_CLUSTER.to_owned(), cx.spec.name.to_string()), (TAG_ROLE.to_owned(), "node".into())]
+            .into_iter()
+            .chain([crate::aws::naming::k8s_cluster_tag(cx.spec)])
+            .map(|(k, v)| ec2t::Tag::builder().key(k).value(v).build())
+            .collect();
     Ok(Launch::of(cx, &node.key, Host::Node, st)?.template(tags))
 }
 

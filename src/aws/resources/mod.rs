@@ -321,6 +321,7 @@ pub enum Fix {
     SecurityGroups,
     HealthCheck,
     AttachVolume,
+    Tags,
 }
 
 impl fmt::Display for Fix {
@@ -351,6 +352,7 @@ impl fmt::Display for Fix {
             Fix::SecurityGroups => write!(f, "set the security group (differs)"),
             Fix::HealthCheck => write!(f, "check /readyz over HTTPS (differs)"),
             Fix::AttachVolume => write!(f, "attach its etcd volume (not attached)"),
+            Fix::Tags => write!(f, "tag it for the Kubernetes cloud provider (untagged)"),
         }
     }
 }
@@ -553,7 +555,7 @@ pub async fn fix(cx: &Ctx<'_>, node: &Node, fixes: &[Fix], st: &State) -> Result
         D::Targets(_) => lb::fix_targets(cx, fixes, st, found).await.map(Some),
         D::Vpc(_) => vpc::fix(cx, fixes, mine()?).await.map(Some),
         D::Igw => igw::fix(cx, fixes, st, mine()?).await.map(Some),
-        D::Subnet(_) => subnet::fix(cx, fixes, mine()?).await.map(Some),
+        D::Subnet(w) => subnet::fix(cx, w, fixes, mine()?).await.map(Some),
         D::Rtb(_) => rtb::fix(cx, fixes, st, mine()?).await.map(Some),
         D::Iam(w) => iam::fix(cx, node, w, fixes, mine()?).await.map(Some),
         D::Kms(w) => kms::fix(cx, w, fixes, st, mine()?).await.map(Some),

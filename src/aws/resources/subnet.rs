@@ -7,10 +7,11 @@ use anyhow::{Context as _, Result};
 use aws_sdk_ec2::types::{self as ec2t, ResourceType};
 use ipnet::Ipv4Net;
 
-use super::ctx::{by_cluster, del, ec2_key, Ctx};
+use super::ctx::{by_cluster, del, ec2_key, ec2_tags, Ctx};
 use super::{immutable, kv, update, Action, Fix, State, View};
 use crate::aws::key::Key;
 use crate::aws::model::Node;
+use crate::aws::naming;
 use crate::aws::{Aws, Call, Retry, Svc};
 use crate::cluster::ClusterSpec;
 
@@ -30,6 +31,13 @@ pub struct Found {
     pub zone: String,
     /// Its explicit CIDR reservations: (reservation id, CIDR).
     pub reserved: Vec<(String, String)>,
+    /// It carries the tags the Kubernetes cloud provider looks for.
+    pub k8s_tagged: bool,
+}
+
+/// The tags the Kubernetes cloud provider finds the cluster's subnets by.
+fn k8s_tags(spec: &ClusterSpec, public: bool) -> [(String, String); 2] {
+    [naming::k8s_cluster_tag(spec), naming::k8s_subnet_role_tag(public)]
 }
 
 pub async fn discover(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(Key, super::Found)>> {
@@ -61,10 +69,13 @@ pub async fn discover(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(Key, super::
         .iter()
         .zip(reservations)
         .filter_map(|(s, reserved)| {
+            let have: Vec<(&str, &str)> = ec2_tags(s.tags()).collect();
+            let public = matches!(ec2_key(s.tags()), Key::Subnet { public: true, .. });
             let found = Found {
                 cidr: s.cidr_block().unwrap_or_default().to_owned(),
                 zone: s.availability_zone().unwrap_or_default().to_owned(),
                 reserved: reserved?,
+                k8s_tagged: k8s_tags(spec, public).iter().all(|(k, v)| have.contains(&(k.as_str(), v.as_str()))),
             };
             Some((ec2_key(s.tags()), super::Found::new(s.subnet_id().unwrap_or_default(), found)))
         })
@@ -84,7 +95,11 @@ pub fn diff(v: &View, want: &Want, found: Option<(&str, &Found)>) -> Option<Acti
         return Some(b);
     }
     let missing = missing(&want.reserved, &f.reserved);
-    update(if missing.is_empty() { vec![] } else { vec![Fix::Reserve(missing)] })
+    let mut fixes = if missing.is_empty() { vec![] } else { vec![Fix::Reserve(missing)] };
+    if !f.k8s_tagged {
+        fixes.push(Fix::Tags);
+    }
+    update(fixes)
 }
 
 pub fn attributes(v: &View, want: &Want) -> Vec<String> {
@@ -109,18 +124,27 @@ pub async fn create(cx: &Ctx<'_>, node: &Node, want: &Want, st: &State) -> Resul
         .vpc_id(&vpc)
         .cidr_block(want.cidr.to_string())
         .availability_zone(az)
-        .tag_specifications(cx.ec2_tags(node, ResourceType::Subnet, &[]));
+        .tag_specifications(cx.ec2_tags(node, ResourceType::Subnet, &[naming::k8s_subnet_role_tag(want.public)]));
     let out = cx.named(Svc::Ec2, "CreateSubnet", &[&vpc], || call.clone().send()).await?;
     let id = out.subnet().and_then(|s| s.subnet_id()).context("no subnet id")?;
     cx.made(id);
-    let found = super::Found::new(id, Found { cidr: want.cidr.to_string(), zone: az.clone(), reserved: vec![] });
+    let found = Found { cidr: want.cidr.to_string(), zone: az.clone(), reserved: vec![], k8s_tagged: true };
+    let found = super::Found::new(id, found);
     if want.reserved.is_empty() {
         return Ok(found);
     }
-    fix(cx, &[Fix::Reserve(want.reserved.iter().map(|c| c.to_string()).collect())], found).await
+    fix(cx, want, &[Fix::Reserve(want.reserved.iter().map(|c| c.to_string()).collect())], found).await
 }
 
-pub async fn fix(cx: &Ctx<'_>, fixes: &[Fix], mut found: super::Found) -> Result<super::Found> {
+pub async fn fix(cx: &Ctx<'_>, want: &Want, fixes: &[Fix], mut found: super::Found) -> Result<super::Found> {
+    if fixes.contains(&Fix::Tags) {
+        let tags = k8s_tags(cx.spec, want.public).map(|(k, v)| ec2t::Tag::builder().key(k).value(v).build());
+        let call = cx.aws.ec2.create_tags().resources(&found.id).set_tags(Some(tags.to_vec()));
+        cx.named(Svc::Ec2, "CreateTags", &[&found.id], || call.clone().send()).await?;
+        if let Some(s) = found.get_mut::<Found>() {
+            s.k8s_tagged = true;
+        }
+    }
     for f in fixes {
         let Fix::Reserve(cidrs) = f else { continue };
         let subnet = found.id.as_str();
@@ -177,6 +201,7 @@ mod tests {
             cidr: cidr.into(),
             zone: zone.into(),
             reserved: reserved.iter().map(|c| ("r".to_owned(), c.to_string())).collect(),
+            k8s_tagged: true,
         };
         assert!(matches!(diff(&v, &want, None), Some(Action::Create)));
         assert!(diff(&v, &want, Some(("s", &found("10.0.0.0/19", "eu-west-1a", &["10.0.0.8/29"])))).is_none());
@@ -184,6 +209,8 @@ mod tests {
         assert!(
             matches!(diff(&v, &want, Some(("s", &none))), Some(Action::Update(f)) if f == [Fix::Reserve(vec!["10.0.0.10/32".into()])])
         );
+        let untagged = Found { k8s_tagged: false, ..found("10.0.0.0/19", "eu-west-1a", &["10.0.0.10/32"]) };
+        assert!(matches!(diff(&v, &want, Some(("s", &untagged))), Some(Action::Update(f)) if f == [Fix::Tags]));
         let moved = found("10.0.0.0/19", "eu-west-1b", &["10.0.0.10/32"]);
         assert!(matches!(diff(&v, &want, Some(("s", &moved))), Some(Action::Blocked(w)) if w.contains("zone")));
         let renumbered = found("10.0.32.0/19", "eu-west-1a", &["10.0.0.10/32"]);
