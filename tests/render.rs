@@ -314,6 +314,21 @@ fn kubeadm_accepts_every_masters_pre_placed_certificates() {
     // The checker refuses what kubeadm refuses: another master's etcd certificate.
     let (ok, out) = kubeadm_check(&f, "prod", 0, 1);
     assert!(!ok && out.contains("etcd/server") && out.contains("10.0.0.10"), "{out}");
+    // Master 0 joins when a cluster answers (it was replaced): its join
+    // configuration names it and its address exactly as its init one does.
+    let text = render(&f, "prod", &["master", "--index", "0"]);
+    let all = files(&text);
+    let join =
+        &all.iter().find(|(p, _)| p == "/etc/kubernetes/kaws/kubeadm-join.yaml").expect("a join configuration").1;
+    let docs: Vec<serde_yaml::Value> =
+        serde_yaml::Deserializer::from_str(join).map(|d| serde::Deserialize::deserialize(d).unwrap()).collect();
+    let jc = kind(&docs, "JoinConfiguration");
+    assert_eq!(jc["controlPlane"]["localAPIEndpoint"]["advertiseAddress"], "10.0.0.10");
+    assert_eq!(jc["nodeRegistration"]["name"], "ip-10-0-0-10.eu-west-1.compute.internal");
+    // The bootstrap is a unit that retries until it succeeds.
+    let unit = &all.iter().find(|(p, _)| p == "/etc/systemd/system/kaws-bootstrap.service").expect("the unit").1;
+    assert!(unit.contains("Restart=on-failure") && unit.contains("ExecStart=/usr/local/sbin/kaws-bootstrap.sh"));
+    assert!(text.contains("[systemctl, enable, --now, --no-block, kaws-bootstrap.service]"), "{text}");
     // Node names are the instances' private DNS names, as the AWS cloud provider expects.
     let init = kubeadm_docs(&render(&f, "prod", &["master", "--index", "0"]));
     assert_eq!(kind(&init, "InitConfiguration")["nodeRegistration"]["name"], "ip-10-0-0-10.eu-west-1.compute.internal");

@@ -82,6 +82,9 @@ pub struct Context {
     index: u32,
     hostname: String,
     master_ip: String,
+    /// The addresses of the masters before this one: a control-plane join
+    /// waits until each of their etcd members is healthy (one at a time).
+    earlier_masters: Vec<String>,
     shared_keys: &'static [&'static str],
     #[serde(skip)]
     public_files: Vec<File>,
@@ -184,6 +187,7 @@ impl Context {
             index,
             hostname: spec.master_node_name(index),
             master_ip: spec.master_ip(index).to_string(),
+            earlier_masters: (0..index).map(|i| spec.master_ip(i).to_string()).collect(),
             shared_keys: SHARED_MASTER_KEYS,
             public_files,
         })

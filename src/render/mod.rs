@@ -34,6 +34,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("kubeadm/master.yaml.j2", include_str!("../../templates/kubeadm/master.yaml.j2")),
     ("kubeadm/node.yaml.j2", include_str!("../../templates/kubeadm/node.yaml.j2")),
     ("kubeadm/kubelet.yaml.j2", include_str!("../../templates/kubeadm/kubelet.yaml.j2")),
+    ("systemd/kaws-bootstrap.service", include_str!("../../templates/systemd/kaws-bootstrap.service")),
     ("kubernetes/audit-policy.yaml", include_str!("../../templates/kubernetes/audit-policy.yaml")),
     ("kubernetes/default-deny.yaml.j2", include_str!("../../templates/kubernetes/default-deny.yaml.j2")),
 ];
@@ -65,6 +66,12 @@ pub fn user_data(ctx: &Context) -> Result<String, minijinja::Error> {
         common_sh => one(&env, "scripts/common.sh.j2", &base)?,
         role_sh => one(&env, script, &base)?,
         kubeadm => kubeadm.map(|k| one(&env, k, &base)).transpose()?.unwrap_or_default(),
+        // Master 0 joins too when a cluster already answers (it was replaced).
+        kubeadm_join => match ctx.role {
+            Role::Master(0) => one(&env, "kubeadm/master.yaml.j2", &minijinja::context! { join => true, ..base.clone() })?,
+            _ => String::new(),
+        },
+        bootstrap_unit => one(&env, "systemd/kaws-bootstrap.service", &base)?,
         audit_policy => one(&env, "kubernetes/audit-policy.yaml", &base)?,
         files => ctx.files(&one(&env, "kubernetes/default-deny.yaml.j2", &base)?),
         ..base
