@@ -197,6 +197,15 @@ pub enum ClusterCommand {
         #[arg(long)]
         update_image: bool,
     },
+    /// What runs: each instance (role, address, state, its etcd volume), and
+    /// the API endpoint's serving certificate seen through a TLS handshake
+    Status {
+        cluster: String,
+        /// Reach the API at HOST:PORT instead of the load balancer that
+        /// outputs.toml records (the TLS name checked stays the API's name)
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
     /// Delete every AWS resource tagged for the cluster, then check that none is left
     Destroy {
         cluster: String,

@@ -773,3 +773,83 @@ fn parameters_follow_a_new_key() {
     c.assert_design();
     assert!(c.plan().contains(NOTHING));
 }
+
+/// `kaws cluster status`: the instances as EC2 shows them, and the API
+/// endpoint's certificate through a real TLS handshake with `openssl
+/// s_server` serving what a master serves (the load balancer's name does
+/// not resolve here: `--endpoint` names the server).
+#[test]
+fn status_shows_the_instances_and_what_the_api_serves() {
+    let c = Cluster::new();
+    c.apply();
+    let pki = c.f.repo().join("clusters/prod/pki");
+    let key = c.f.tmp.path().join("apiserver.pem");
+    write_secret(&key, &c.f.gpg.decrypt(&pki.join("apiserver.key.pgp")).expect("a primary opens the key"));
+    let serve = |cert: &Path, key: &Path| {
+        let port = free_port();
+        let child = Child(
+            Command::new("openssl")
+                .args(["s_server", "-quiet", "-accept", &format!("127.0.0.1:{port}"), "-cert"])
+                .arg(cert)
+                .arg("-key")
+                .arg(key)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_port(port);
+        (child, port)
+    };
+    let status = |port: u16| -> serde_json::Value {
+        let endpoint = format!("127.0.0.1:{port}");
+        let r = c.run(&["--output", "json", "cluster", "status", "prod", "--endpoint", &endpoint]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        serde_json::from_str(&r.stdout).unwrap()
+    };
+    let (_server, port) = serve(&pki.join("apiserver.crt"), &key);
+    let s = status(port);
+    let instances = s["instances"].as_array().unwrap();
+    let masters: Vec<&serde_json::Value> =
+        instances.iter().filter(|i| i["key"].as_str().unwrap().starts_with("instance/master-")).collect();
+    assert_eq!(masters.len(), 3, "{s}");
+    for m in &masters {
+        assert!(m["etcd_volume"].as_str().unwrap().ends_with(" attached"), "{m}");
+        assert_eq!(m["state"], "running");
+    }
+    assert!(MASTER_IPS.iter().all(|ip| masters.iter().any(|m| m["private_ip"] == *ip)), "{s}");
+    assert!(instances.iter().any(|i| i["key"] == "instance/bastion" && i["public_ip"].is_string()), "{s}");
+    let api = &s["api"];
+    assert_eq!(api["verified"], true, "{api}");
+    assert_eq!((api["subject"].as_str(), api["issuer"].as_str()), (Some("kube-apiserver"), Some("kubernetes")));
+    let end = openssl(&["x509", "-noout", "-enddate", "-in", pki.join("apiserver.crt").to_str().unwrap()]).stdout;
+    assert_eq!(format!("notAfter={}", api["not_after"].as_str().unwrap()), String::from_utf8_lossy(&end).trim());
+
+    // A certificate from elsewhere, for the right name: shown, not verified.
+    let (other_cert, other_key) = (c.f.tmp.path().join("other.crt"), c.f.tmp.path().join("other.key"));
+    let made = openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=impostor",
+        "-addext",
+        "subjectAltName=DNS:api.prod.example.com",
+        "-keyout",
+        other_key.to_str().unwrap(),
+        "-out",
+        other_cert.to_str().unwrap(),
+    ]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let (_other, port) = serve(&other_cert, &other_key);
+    let api = status(port)["api"].clone();
+    assert_eq!((api["verified"].as_bool(), api["subject"].as_str()), (Some(false), Some("impostor")), "{api}");
+    assert!(api["error"].as_str().unwrap().contains("certificate verify failed"), "{api}");
+}

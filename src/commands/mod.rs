@@ -48,6 +48,9 @@ pub fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Cluster(ClusterCommand::Apply { cluster, yes, parallelism, update_image }) => {
             cluster::apply(ctx, &cluster, yes, parallelism, update_image)
         }
+        Command::Cluster(ClusterCommand::Status { cluster, endpoint }) => {
+            cluster::status(ctx, &cluster, endpoint.as_deref())
+        }
         Command::Cluster(ClusterCommand::Destroy { cluster, yes, force }) => {
             cluster::destroy(ctx, &cluster, yes, force)
         }

@@ -33,6 +33,7 @@ pub struct Want {
 #[derive(Clone, Debug, Default)]
 pub struct Found {
     pub state: String,
+    pub private_ip: Option<String>,
     pub public_ip: Option<String>,
     /// Its `kaws:config` tag.
     pub config: Option<String>,
@@ -45,6 +46,7 @@ pub struct Found {
 fn found(i: &aws_sdk_ec2::types::Instance) -> Found {
     Found {
         state: i.state().and_then(|s| s.name()).map_or("unknown", |n| n.as_str()).to_owned(),
+        private_ip: i.private_ip_address().map(String::from),
         public_ip: i.public_ip_address().map(String::from),
         config: tag(ec2_tags(i.tags()), TAG_CONFIG),
         managed: false,

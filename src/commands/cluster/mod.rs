@@ -8,6 +8,7 @@ mod reencrypt;
 mod render;
 mod renew;
 mod sealed;
+mod status;
 
 pub use crate::aws::outputs::{Outputs, OUTPUTS_FILE};
 pub use certs::certs;
@@ -17,6 +18,7 @@ pub use reencrypt::{reencrypt, Mode};
 pub use render::{render, token};
 pub use renew::renew;
 pub(crate) use sealed::{open_checked, public_key_holder};
+pub use status::status;
 
 use anyhow::{Context as _, Result};
 use sequoia_openpgp::Cert;

@@ -28,7 +28,7 @@ use crate::error::{failed, UserError};
 use crate::render::{self, Context, Role};
 use crate::repo::{Change as RepoChange, Repo};
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
 }
 

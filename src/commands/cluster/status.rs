@@ -1,0 +1,201 @@
+//! `kaws cluster status`: what runs, as AWS and the API endpoint show it.
+//! Each instance of the cluster (its key, id, state, addresses, and for a
+//! master whether its etcd volume is attached), and the certificate the
+//! API endpoint serves, seen through a real TLS handshake: verified against
+//! the cluster's CA bundle for the API's name, or what it presented and why
+//! it does not verify. Read-only: Describe calls and one TLS handshake.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use openssl::x509::X509;
+use serde::Serialize;
+
+use super::{open_cluster, provision::runtime};
+use crate::aws::key::Key;
+use crate::aws::outputs::{Outputs, OUTPUTS_FILE};
+use crate::aws::resources::{instance, volume};
+use crate::aws::{world, Aws};
+use crate::cli::Output;
+use crate::commands::Opened;
+use crate::context::Ctx;
+
+#[derive(Serialize)]
+struct Instance {
+    key: String,
+    id: String,
+    state: String,
+    private_ip: Option<String>,
+    public_ip: Option<String>,
+    /// A master's etcd volume: attached to it, or not.
+    etcd_volume: Option<String>,
+}
+
+#[derive(Serialize, Default)]
+struct Api {
+    endpoint: String,
+    name: String,
+    reachable: bool,
+    /// The chain verifies against the cluster's CA bundle, for the API's name.
+    verified: bool,
+    error: Option<String>,
+    subject: Option<String>,
+    issuer: Option<String>,
+    not_after: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Status {
+    cluster: String,
+    region: String,
+    instances: Vec<Instance>,
+    api: Option<Api>,
+}
+
+pub fn status(ctx: &Ctx, raw: &str, endpoint: Option<&str>) -> Result<()> {
+    let (Opened { repo, .. }, loaded) = open_cluster(ctx, raw, false)?;
+    let spec = &loaded.spec;
+    let rt = runtime()?;
+    let world = rt.block_on(async { world::discover(&Aws::connect(spec).await?, spec).await })?;
+    let volumes: Vec<(&Key, &str)> = world
+        .found
+        .iter()
+        .flat_map(|(k, v)| v.iter().map(move |f| (k, f)))
+        .filter(|(_, f)| f.get::<volume::Found>().is_some())
+        .map(|(k, f)| (k, f.id.as_str()))
+        .collect();
+    let mut instances = Vec::new();
+    for (key, found) in world.found.iter().flat_map(|(k, v)| v.iter().map(move |f| (k, f))) {
+        let Some(i) = found.get::<instance::Found>() else { continue };
+        let etcd_volume = match key {
+            Key::Instance(crate::aws::key::Host::Master(n)) => {
+                let vol = volumes.iter().find(|(k, _)| **k == Key::Volume(*n)).map(|(_, id)| *id);
+                Some(match vol {
+                    Some(v) if i.volumes.iter().any(|have| have == v) => format!("{v} attached"),
+                    Some(v) => format!("{v} not attached"),
+                    None => "missing".into(),
+                })
+            }
+            _ => None,
+        };
+        instances.push(Instance {
+            key: key.to_string(),
+            id: found.id.clone(),
+            state: i.state.clone(),
+            private_ip: i.private_ip.clone(),
+            public_ip: i.public_ip.clone(),
+            etcd_volume,
+        });
+    }
+    let outputs: Option<Outputs> = repo.read_toml(&loaded.path(OUTPUTS_FILE))?;
+    // The CAs the cluster trusts: the bundle during a rotation, else the CA.
+    let bundle = match repo.read_head(&loaded.path("pki/ca-bundle.crt"))? {
+        Some(b) => b,
+        None => repo.read_head(&loaded.path("pki/ca.crt"))?.context("pki/ca.crt is missing")?,
+    };
+    let api = outputs.map(|o| {
+        let target = endpoint.map_or_else(|| format!("{}:6443", o.api_endpoint), String::from);
+        probe(&target, &o.api_name, &bundle)
+    });
+    let status = Status { cluster: loaded.name.to_string(), region: spec.region.clone(), instances, api };
+    match ctx.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+        Output::Text => print!("{}", text(&status)),
+    }
+    Ok(())
+}
+
+/// One TLS handshake, verified against the cluster's CA bundle for the
+/// API's name; when that fails, a second one that only shows what the
+/// endpoint presents.
+fn probe(target: &str, name: &str, bundle: &[u8]) -> Api {
+    let mut api = Api { endpoint: target.to_owned(), name: name.to_owned(), ..Api::default() };
+    match handshake(target, name, Some(bundle)) {
+        Ok(cert) => {
+            api.reachable = true;
+            api.verified = true;
+            describe(&mut api, &cert);
+        }
+        Err(e) => {
+            api.error = Some(format!("{e:#}"));
+            if let Ok(cert) = handshake(target, name, None) {
+                api.reachable = true;
+                describe(&mut api, &cert);
+            }
+        }
+    }
+    api
+}
+
+fn describe(api: &mut Api, cert: &X509) {
+    let cn = |n: &openssl::x509::X509NameRef| {
+        n.entries_by_nid(openssl::nid::Nid::COMMONNAME).next().and_then(|e| e.data().to_string().ok())
+    };
+    api.subject = cn(cert.subject_name());
+    api.issuer = cn(cert.issuer_name());
+    api.not_after = Some(cert.not_after().to_string());
+}
+
+/// The certificate the endpoint presents; with `bundle`, only if it chains
+/// to it and is valid for `name`.
+fn handshake(target: &str, name: &str, bundle: Option<&[u8]>) -> Result<X509> {
+    let addr = target
+        .to_socket_addrs()
+        .with_context(|| format!("{target} does not resolve"))?
+        .next()
+        .with_context(|| format!("{target} has no address"))?;
+    let tcp =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).with_context(|| format!("connecting to {target}"))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    tcp.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut builder = SslConnector::builder(SslMethod::tls_client())?;
+    match bundle {
+        Some(pem) => {
+            let store = builder.cert_store_mut();
+            for ca in X509::stack_from_pem(pem).context("the CA bundle is not PEM")? {
+                store.add_cert(ca)?;
+            }
+        }
+        None => builder.set_verify(SslVerifyMode::NONE),
+    }
+    let mut config = builder.build().configure()?;
+    if bundle.is_none() {
+        config.set_verify_hostname(false);
+    }
+    let stream =
+        config.connect(name, tcp).map_err(|e| anyhow::anyhow!("TLS handshake with {target} as {name}: {e}"))?;
+    stream.ssl().peer_certificate().context("the endpoint presented no certificate")
+}
+
+fn text(s: &Status) -> String {
+    let mut out = format!("{} in {}\n", s.cluster, s.region);
+    out += &format!("  {:<22} {:<21} {:<13} {:<15} {}\n", "instance", "id", "state", "address", "etcd volume");
+    for i in &s.instances {
+        out += &format!(
+            "  {:<22} {:<21} {:<13} {:<15} {}\n",
+            i.key,
+            i.id,
+            i.state,
+            i.private_ip.as_deref().unwrap_or("-"),
+            i.etcd_volume.as_deref().unwrap_or("")
+        );
+    }
+    match &s.api {
+        None => out += "  API: not applied yet (no outputs.toml)\n",
+        Some(a) => {
+            let served = match (&a.subject, &a.issuer, &a.not_after) {
+                (Some(sub), Some(iss), Some(na)) => format!("{sub}, issued by {iss}, valid until {na}"),
+                _ => "nothing".into(),
+            };
+            let verdict = if a.verified {
+                "verified against the cluster's CA bundle".to_owned()
+            } else {
+                format!("NOT verified: {}", a.error.as_deref().unwrap_or("unknown"))
+            };
+            out += &format!("  API {} (as {}): serves {served}; {verdict}\n", a.endpoint, a.name);
+        }
+    }
+    out
+}
