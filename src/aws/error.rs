@@ -88,6 +88,7 @@ impl AwsError {
                 | "DeleteConflict"
                 | "ScalingActivityInProgress"
                 | "InvalidNetworkInterface.InUse"
+                | "VolumeInUse"
         )
     }
 

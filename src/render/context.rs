@@ -81,6 +81,8 @@ pub struct Context {
     cni_sha256: &'static str,
     index: u32,
     hostname: String,
+    /// The device name a master's etcd volume is attached as.
+    etcd_device: &'static str,
     master_ip: String,
     /// The addresses of the masters before this one: a control-plane join
     /// waits until each of their etcd members is healthy (one at a time).
@@ -150,11 +152,11 @@ impl Context {
                 Ok(pem)
             };
             for p in SHARED_MASTER_CERTS {
-                public_files.push(File::new(format!("/etc/kubernetes/pki/{p}"), &find(p)?));
+                public_files.push(File::new(format!("/etc/kubernetes/kaws/pki/{p}"), &find(p)?));
             }
             for kind in ["server", "peer"] {
                 public_files.push(File::new(
-                    format!("/etc/kubernetes/pki/etcd/{kind}.crt"),
+                    format!("/etc/kubernetes/kaws/pki/etcd/{kind}.crt"),
                     &find(&format!("etcd/{kind}-{i}.crt"))?,
                 ));
             }
@@ -186,6 +188,7 @@ impl Context {
             cni_sha256: super::CNI_SHA256,
             index,
             hostname: spec.master_node_name(index),
+            etcd_device: crate::aws::resources::volume::DEVICE,
             master_ip: spec.master_ip(index).to_string(),
             earlier_masters: (0..index).map(|i| spec.master_ip(i).to_string()).collect(),
             shared_keys: SHARED_MASTER_KEYS,

@@ -145,14 +145,15 @@ pub async fn create(cx: &Ctx<'_>, node: &Node, want: &Want, st: &State) -> Resul
 /// Attaches the master's volume. A volume AWS is still detaching from a
 /// replaced master (shutting down) is in use until it has let go.
 async fn attach(cx: &Ctx<'_>, instance: &str, volume: &str) -> Result<()> {
-    let call = cx.aws.ec2.attach_volume().instance_id(instance).volume_id(volume).device(super::volume::DEVICE);
-    let retry = Retry { long: true, ..cx.settle(&[instance, volume]).with_in_use() };
-    match cx.aws.send(Svc::Ec2, "AttachVolume", retry, || call.clone().send()).await {
-        Ok(_) => Ok(()),
-        // Attached by a run that was killed before it was recorded.
-        Err(e) if e.code() == "VolumeInUse" && attached_to(cx, volume).await?.as_deref() == Some(instance) => Ok(()),
-        Err(e) => Err(e.into()),
+    // Attached already, by a run that was killed before it was recorded.
+    if attached_to(cx, volume).await?.as_deref() == Some(instance) {
+        return Ok(());
     }
+    let call = cx.aws.ec2.attach_volume().instance_id(instance).volume_id(volume).device(super::volume::DEVICE);
+    // VolumeInUse while the predecessor shuts down is waited out, for long.
+    let retry = Retry { long: true, ..cx.settle(&[instance, volume]).with_in_use() };
+    cx.aws.send(Svc::Ec2, "AttachVolume", retry, || call.clone().send()).await?;
+    Ok(())
 }
 
 /// The instance a volume is attached to.

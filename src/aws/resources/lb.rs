@@ -60,6 +60,7 @@ macro_rules! readyz {
             .health_check_port(API_PORT.to_string())
             .health_check_path("/readyz")
             .health_check_interval_seconds(10)
+            .health_check_timeout_seconds(5)
             .healthy_threshold_count(2)
             .unhealthy_threshold_count(2)
             .matcher(elbt::Matcher::builder().http_code("200").build())

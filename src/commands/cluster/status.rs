@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::X509;
 use serde::Serialize;
 
@@ -152,11 +153,14 @@ fn handshake(target: &str, name: &str, bundle: Option<&[u8]>) -> Result<X509> {
     tcp.set_write_timeout(Some(Duration::from_secs(5)))?;
     let mut builder = SslConnector::builder(SslMethod::tls_client())?;
     match bundle {
+        // Only the cluster's CAs: a store of their own, not the system's
+        // (the builder starts from the default paths).
         Some(pem) => {
-            let store = builder.cert_store_mut();
+            let mut store = X509StoreBuilder::new()?;
             for ca in X509::stack_from_pem(pem).context("the CA bundle is not PEM")? {
                 store.add_cert(ca)?;
             }
+            builder.set_cert_store(store.build());
         }
         None => builder.set_verify(SslVerifyMode::NONE),
     }
