@@ -87,6 +87,9 @@ pub struct Context {
     /// The addresses of the masters before this one: a control-plane join
     /// waits until each of their etcd members is healthy (one at a time).
     earlier_masters: Vec<String>,
+    /// The addresses of the other masters: before master 0 makes a cluster,
+    /// it asks their etcd members (over mutual TLS) whether one exists.
+    other_masters: Vec<String>,
     shared_keys: &'static [&'static str],
     #[serde(skip)]
     public_files: Vec<File>,
@@ -191,6 +194,7 @@ impl Context {
             etcd_device: crate::aws::resources::volume::DEVICE,
             master_ip: spec.master_ip(index).to_string(),
             earlier_masters: (0..index).map(|i| spec.master_ip(i).to_string()).collect(),
+            other_masters: (0..spec.masters).filter(|i| *i != index).map(|i| spec.master_ip(i).to_string()).collect(),
             shared_keys: SHARED_MASTER_KEYS,
             public_files,
         })

@@ -204,6 +204,14 @@ async fn prepare(repo: &Repo, loaded: &Loaded, update_image: bool) -> Result<Pre
             ));
         }
     }
+    // Instances made now join with the repository's bootstrap token: one
+    // that has expired would leave them outside the cluster.
+    let record: Option<crate::cluster::token::Record> =
+        repo.read_toml(&loaded.path(crate::cluster::token::RECORD_FILE))?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    if let Some(c) = record.and_then(|r| expired_token(&r, now, &changes, &loaded.name.to_string())) {
+        changes.push(c);
+    }
     if let Some(newer) = image.newer {
         changes.push(Change::new(
             Key::Other("spec/image".into()),
@@ -215,6 +223,25 @@ async fn prepare(repo: &Repo, loaded: &Loaded, update_image: bool) -> Result<Pre
         ));
     }
     Ok(Prepared { aws, graph, world, inputs, changes, pin })
+}
+
+/// An expired bootstrap token: blocks an apply that makes masters or the
+/// node group (they could not join), and is a note otherwise.
+fn expired_token(r: &crate::cluster::token::Record, now: i64, changes: &[Change], name: &str) -> Option<Change> {
+    if r.expires > now {
+        return None;
+    }
+    let launches = changes.iter().any(|c| {
+        matches!(c.key, Key::Instance(Host::Master(_)) | Key::Asg)
+            && matches!(c.action, Action::Create | Action::Replace { .. })
+    });
+    let why = format!(
+        "the bootstrap token expired at {}: masters and nodes made now could not join; \
+         run `kaws cluster token {name} --renew`, then apply",
+        crate::context::rfc3339_unix(r.expires)
+    );
+    let action = if launches { Action::Blocked(why) } else { Action::Note(why) };
+    Some(Change::new(Key::Other("spec/token".into()), action))
 }
 
 fn show(ctx: &Ctx, changes: &[Change]) {
@@ -354,4 +381,21 @@ pub fn destroy(ctx: &Ctx, raw: &str, yes: bool, force: bool) -> Result<()> {
     record(ctx, &opened, &loaded, None, None, "destroy")?;
     println!("{}: destroyed; nothing tagged kaws:cluster={} remains in {}.", loaded.name, loaded.name, spec.region);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expired_token_blocks_only_an_apply_that_launches() {
+        let r = crate::cluster::token::Record { created: "2026-11-28T00:00:00Z".into(), expires: 1_000 };
+        assert!(expired_token(&r, 999, &[], "prod").is_none());
+        let quiet = expired_token(&r, 1_000, &[], "prod").unwrap();
+        assert!(matches!(&quiet.action, Action::Note(n) if n.contains("kaws cluster token prod --renew")));
+        let launch = [Change::new(Key::Instance(Host::Master(0)), Action::Create)];
+        assert!(matches!(expired_token(&r, 2_000, &launch, "prod").unwrap().action, Action::Blocked(_)));
+        let bastion = [Change::new(Key::Instance(Host::Bastion), Action::Create)];
+        assert!(matches!(expired_token(&r, 2_000, &bastion, "prod").unwrap().action, Action::Note(_)));
+    }
 }
