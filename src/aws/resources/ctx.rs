@@ -228,6 +228,16 @@ pub enum Replay<T> {
     Dead(String),
 }
 
+impl<T> Replay<T> {
+    /// The live answer made into another, a dead one kept as it is.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Replay<U> {
+        match self {
+            Replay::Live(v) => Replay::Live(f(v)),
+            Replay::Dead(id) => Replay::Dead(id),
+        }
+    }
+}
+
 /// How many replayed dead resources a create steps over before giving up:
 /// each incarnation of a resource in the last day (EC2 remembers a token
 /// that long) costs one step.

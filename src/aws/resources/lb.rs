@@ -52,14 +52,17 @@ pub struct HealthCheck {
     pub interval: Option<i32>,
 }
 
+const READYZ: &str = "/readyz";
+const INTERVAL: i32 = 10;
+
 /// Sets the health check on a create or modify call (one definition for both).
 macro_rules! readyz {
     ($call:expr) => {
         $call
             .health_check_protocol(elbt::ProtocolEnum::Https)
             .health_check_port(API_PORT.to_string())
-            .health_check_path("/readyz")
-            .health_check_interval_seconds(10)
+            .health_check_path(READYZ)
+            .health_check_interval_seconds(INTERVAL)
             .health_check_timeout_seconds(5)
             .healthy_threshold_count(2)
             .unhealthy_threshold_count(2)
@@ -69,7 +72,11 @@ macro_rules! readyz {
 
 impl HealthCheck {
     fn wanted() -> HealthCheck {
-        HealthCheck { protocol: "HTTPS".into(), path: Some("/readyz".into()), interval: Some(10) }
+        HealthCheck {
+            protocol: elbt::ProtocolEnum::Https.as_str().into(),
+            path: Some(READYZ.into()),
+            interval: Some(INTERVAL),
+        }
     }
 
     fn of(tg: &elbt::TargetGroup) -> HealthCheck {

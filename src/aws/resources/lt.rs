@@ -136,10 +136,7 @@ pub async fn create(cx: &Ctx<'_>, node: &Node, st: &State) -> Result<super::Foun
                     let out = cx.aws.ec2.describe_launch_templates().launch_template_ids(&id).send().await;
                     out.call("DescribeLaunchTemplates").map(|o| Probe::from(!o.launch_templates().is_empty()))
                 };
-                Ok(match cx.confirm("launch template", &id, age, probe).await? {
-                    Replay::Live(()) => Replay::Live(Made::New(id)),
-                    Replay::Dead(id) => Replay::Dead(id),
-                })
+                Ok(cx.confirm("launch template", &id, age, probe).await?.map(|()| Made::New(id)))
             }
         })
         .await?;

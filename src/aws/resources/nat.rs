@@ -90,10 +90,7 @@ pub async fn create(cx: &Ctx<'_>, node: &Node, want: &Want, st: &State) -> Resul
                 let id = nat.nat_gateway_id().context("no NAT gateway id")?.to_owned();
                 cx.made(&id);
                 // Routes to a NAT gateway that is not available yet go nowhere.
-                Ok(match available(cx, &id, Age::of(nat.create_time(), started)).await? {
-                    Replay::Live(()) => Replay::Live(id),
-                    Replay::Dead(id) => Replay::Dead(id),
-                })
+                Ok(available(cx, &id, Age::of(nat.create_time(), started)).await?.map(|()| id))
             }
         })
         .await?;

@@ -106,10 +106,7 @@ pub async fn create(cx: &Ctx<'_>, node: &Node, want: &Want, st: &State) -> Resul
                     let out = ec2.describe_route_tables().route_table_ids(&id).send().await;
                     out.call("DescribeRouteTables").map(|o| Probe::from(!o.route_tables().is_empty()))
                 };
-                Ok(match cx.confirm("route table", &id, Age::Unknown, probe).await? {
-                    Replay::Live(()) => Replay::Live(id),
-                    Replay::Dead(id) => Replay::Dead(id),
-                })
+                Ok(cx.confirm("route table", &id, Age::Unknown, probe).await?.map(|()| id))
             }
         })
         .await?;

@@ -9,7 +9,7 @@
 use anyhow::{Context as _, Result};
 use aws_sdk_ec2::types::{self as ec2t, Filter, ResourceType, VolumeState};
 
-use super::ctx::{by_cluster, del, ec2_key, Age, Ctx, Probe, Replay};
+use super::ctx::{by_cluster, del, ec2_key, Age, Ctx, Probe};
 use super::{immutable, kv, Action, State, View};
 use crate::aws::key::Key;
 use crate::aws::model::Node;
@@ -99,10 +99,7 @@ pub async fn create(cx: &Ctx<'_>, node: &Node, want: &Want, st: &State) -> Resul
                     _ => Probe::Wait,
                 })
             };
-            Ok(match cx.confirm("volume", &id, age, probe).await? {
-                Replay::Live(f) => Replay::Live(super::Found::new(id, f)),
-                Replay::Dead(id) => Replay::Dead(id),
-            })
+            Ok(cx.confirm("volume", &id, age, probe).await?.map(|f| super::Found::new(id, f)))
         }
     })
     .await
