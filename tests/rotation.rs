@@ -26,22 +26,7 @@ impl World {
             assert_eq!(f.alice(&["key", "add", n, f.file(&format!("{n}.asc")).to_str().unwrap()]).code, 0);
             keys.push(k);
         }
-        let r = f.alice(&[
-            "cluster",
-            "init",
-            "prod",
-            "--domain",
-            "example.com",
-            "--region",
-            "eu-west-1",
-            "--masters",
-            "1",
-            "--primary",
-            "alice",
-            "--primary",
-            "bob",
-        ]);
-        assert_eq!(r.code, 0, "{}", r.stderr);
+        init_cluster_with(&f, &["--masters", "1", "--primary", "alice", "--primary", "bob"]);
         let carol_secret = f.gpg.export_secret(&keys[1].fpr, "", &f.file("carol.sec"));
         let w = World { bob: keys.remove(0), carol: keys.remove(0), f, carol_secret };
         assert_eq!(w.carol(&["admin", "create", "prod", "carol"]).code, 0);

@@ -440,7 +440,14 @@ pub fn add_admin_key(f: &Fixture, name: &str, k: Key) -> Key {
 
 /// `kaws cluster init prod` (one master) as alice.
 pub fn init_cluster(f: &Fixture) {
-    let r = f.alice(&["cluster", "init", "prod", "--domain", "example.com", "--region", "eu-west-1", "--masters", "1"]);
+    init_cluster_with(f, &["--masters", "1"]);
+}
+
+/// `kaws cluster init prod` in eu-west-1 with `extra` options, as alice.
+pub fn init_cluster_with(f: &Fixture, extra: &[&str]) {
+    let mut args = vec!["cluster", "init", "prod", "--domain", "example.com", "--region", "eu-west-1"];
+    args.extend_from_slice(extra);
+    let r = f.alice(&args);
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
 

@@ -1,0 +1,67 @@
+//! The boot harness (tests/fixtures/boot/harness.py): the real user-data
+//! that `kaws cluster apply` gave each instance in the AWS emulator, run as
+//! it runs on the instances, each in its own network namespace with its
+//! real private IP on an isolated test bridge, with real etcd, real SSM and
+//! EC2 (moto) through the real AWS CLI and a loopback IMDSv2. What cannot
+//! run here is a SIMULATION, named so in sim/: kubeadm, the kubelet, the
+//! API server (backed by the real etcd), dnf, systemd, the disks, the
+//! load balancer, the VPC's DNS and the Internet. See the README.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// Runs `scenario` of the harness on a new cluster (3 masters, 2 nodes);
+/// returns its report, or fails with what the harness saw.
+fn boot(scenario: &str, extra: &[&str]) -> serde_json::Value {
+    let f = Fixture::new();
+    init_cluster_with(&f, &["--admin-cidr", "203.0.113.0/24", "--masters", "3", "--nodes", "2"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().to_path_buf();
+    // KAWS_BOOT_KEEP=1 keeps the harness's directory (instances' disks, logs) for a look.
+    if std::env::var_os("KAWS_BOOT_KEEP").is_some() {
+        eprintln!("boot harness directory kept: {}", tmp.keep().display());
+    }
+    let python = tool("kaws-python");
+    let cache = python.parent().and_then(|p| p.parent()).unwrap().to_path_buf();
+    let like = f.kaws_as_alice(&f.repo(), &[]);
+    let mut c = Command::new("unshare");
+    c.arg("--net")
+        .arg("--")
+        .arg(&python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/boot/harness.py"))
+        .arg(scenario)
+        .arg("--work")
+        .arg(&work)
+        .arg("--repo")
+        .arg(f.repo())
+        .arg("--kaws")
+        .arg(env!("CARGO_BIN_EXE_kaws"))
+        .arg("--secret-key")
+        .arg(&f.alice_secret)
+        .args(extra)
+        .env("KAWS_CACHE", &cache);
+    for (k, v) in like.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let out = c.output().expect("the harness runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: serde_json::Value = std::fs::read(work.join("report.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| panic!("the harness wrote no report:\n{stderr}"));
+    assert!(out.status.success() && report["ok"] == true, "{}\n{stderr}", report["failure"].as_str().unwrap_or(""));
+    report
+}
+
+#[test]
+fn all_instances_at_once_with_a_slow_first_master_make_one_cluster() {
+    let r = boot("concurrent", &[]);
+    assert_eq!(r["members"].as_array().unwrap().len(), 3, "{r}");
+    assert_eq!(r["nodes"].as_array().unwrap().len(), 5, "{r}");
+}
