@@ -65,3 +65,36 @@ fn all_instances_at_once_with_a_slow_first_master_make_one_cluster() {
     assert_eq!(r["members"].as_array().unwrap().len(), 3, "{r}");
     assert_eq!(r["nodes"].as_array().unwrap().len(), 5, "{r}");
 }
+
+#[test]
+fn a_reboot_mid_bootstrap_finishes_without_repeating_steps() {
+    let r = boot("reboot", &[]);
+    assert_eq!(r["reboots"]["instance/master-1"], 2, "{r}");
+}
+
+#[test]
+fn ssm_answering_5xx_heals() {
+    boot("ssm-faults", &["--ssm-faults", "2"]);
+}
+
+#[test]
+fn a_replaced_first_master_joins_and_makes_no_second_cluster() {
+    boot("replace-master-0", &[]);
+}
+
+#[test]
+fn a_replaced_master_rejoins_with_its_volume_and_is_re_added_when_its_data_is_lost() {
+    let r = boot("replace-master-1", &[]);
+    assert!(r["writes"].as_u64().unwrap() > 0, "{r}");
+}
+
+#[test]
+fn a_foreign_package_repository_key_is_refused() {
+    boot("wrong-repo-key", &["--wrong-repo-key", "0123456789ABCDEF0123456789ABCDEF01234567"]);
+}
+
+#[test]
+fn a_node_launched_25_hours_later_joins_with_a_token_the_masters_renewed() {
+    let r = boot("node-after-25h", &[]);
+    assert!(r["renewals"].as_u64().unwrap() >= 1, "{r}");
+}

@@ -76,17 +76,20 @@ pub fn graph(spec: &ClusterSpec) -> Vec<Node> {
         add(Key::Rules(role), role.as_str(), deps, Desired::Rules(role));
     }
     let prefix = ssm_prefix(spec);
-    let mut hosts = vec![(Host::Bastion, vec![])];
+    let token = ssm::node_token(spec);
+    let mut hosts = vec![(Host::Bastion, iam::Access::default())];
     for i in 0..spec.masters {
-        hosts.push((Host::Master(i), vec![format!("{prefix}/master/shared/*"), format!("{prefix}/master/{i}/*")]));
+        // Masters join with the node token too, and renew it (see ssm).
+        let reads = vec![format!("{prefix}/master/shared/*"), format!("{prefix}/master/{i}/*"), token.clone()];
+        hosts.push((Host::Master(i), iam::Access { reads, writes: vec![token.clone()] }));
     }
-    hosts.push((Host::Node, vec![format!("{prefix}/node/*")]));
+    hosts.push((Host::Node, iam::Access { reads: vec![format!("{prefix}/node/*")], writes: vec![] }));
     let mut readers = Vec::new();
-    for (host, ssm_paths) in hosts {
-        if !ssm_paths.is_empty() {
-            readers.push((Key::Iam(host), ssm_paths.clone()));
+    for (host, ssm) in hosts {
+        if !ssm.is_empty() {
+            readers.push((Key::Iam(host), ssm.clone()));
         }
-        let want = iam::Want { name: iam_name(spec, &host.to_string()), ssm_paths };
+        let want = iam::Want { name: iam_name(spec, &host.to_string()), ssm };
         add(Key::Iam(host), host.role().as_str(), vec![], Desired::Iam(want));
     }
     // The key policy names the reader roles, so they come first.

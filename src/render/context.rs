@@ -67,6 +67,10 @@ pub struct Context {
     cluster: String,
     region: String,
     ssm_prefix: String,
+    /// The cluster's KMS key, by alias, and the description of a token the
+    /// masters renew (see aws::resources::ssm).
+    kms_alias: String,
+    renewed_marker: &'static str,
     kubernetes_version: String,
     kubernetes_minor: String,
     repo_key_fingerprint: &'static str,
@@ -177,6 +181,8 @@ impl Context {
             cluster: spec.name.to_string(),
             region: spec.region.clone(),
             ssm_prefix: crate::aws::naming::ssm_prefix(spec),
+            kms_alias: crate::aws::naming::kms_alias(spec),
+            renewed_marker: crate::aws::resources::ssm::RENEWED,
             kubernetes_version: spec.kubernetes_version.clone(),
             kubernetes_minor: minor.to_owned(),
             repo_key_fingerprint: super::REPO_KEY_FINGERPRINT,

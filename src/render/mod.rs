@@ -35,6 +35,9 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("kubeadm/node.yaml.j2", include_str!("../../templates/kubeadm/node.yaml.j2")),
     ("kubeadm/kubelet.yaml.j2", include_str!("../../templates/kubeadm/kubelet.yaml.j2")),
     ("systemd/kaws-bootstrap.service", include_str!("../../templates/systemd/kaws-bootstrap.service")),
+    ("systemd/kaws-token.service", include_str!("../../templates/systemd/kaws-token.service")),
+    ("systemd/kaws-token.timer", include_str!("../../templates/systemd/kaws-token.timer")),
+    ("scripts/token.sh.j2", include_str!("../../templates/scripts/token.sh.j2")),
     ("kubernetes/audit-policy.yaml", include_str!("../../templates/kubernetes/audit-policy.yaml")),
     ("kubernetes/default-deny.yaml.j2", include_str!("../../templates/kubernetes/default-deny.yaml.j2")),
 ];
@@ -72,6 +75,9 @@ pub fn user_data(ctx: &Context) -> Result<String, minijinja::Error> {
             _ => String::new(),
         },
         bootstrap_unit => one(&env, "systemd/kaws-bootstrap.service", &base)?,
+        token_sh => one(&env, "scripts/token.sh.j2", &base)?,
+        token_service => one(&env, "systemd/kaws-token.service", &base)?,
+        token_timer => one(&env, "systemd/kaws-token.timer", &base)?,
         audit_policy => one(&env, "kubernetes/audit-policy.yaml", &base)?,
         files => ctx.files(&one(&env, "kubernetes/default-deny.yaml.j2", &base)?),
         ..base

@@ -18,8 +18,29 @@ use crate::cluster::ClusterSpec;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Want {
     pub name: String,
-    /// The SSM parameter paths its instances may read.
-    pub ssm_paths: Vec<String>,
+    /// The SSM parameters its instances may read and write.
+    pub ssm: Access,
+}
+
+/// SSM parameter paths a role's instances may read (GetParameter, and
+/// Decrypt through SSM) and write (PutParameter, and Encrypt through SSM).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    pub reads: Vec<String>,
+    pub writes: Vec<String>,
+}
+
+impl Access {
+    pub fn is_empty(&self) -> bool {
+        self.reads.is_empty() && self.writes.is_empty()
+    }
+}
+
+/// The ARNs of SSM parameter paths, in the account and partition of `arn`.
+pub fn parameter_arns(spec: &ClusterSpec, arn: &str, paths: &[String]) -> Vec<String> {
+    let (partition, account) = partition_account(arn).unwrap_or(("aws", "*"));
+    let region = &spec.region;
+    paths.iter().map(|p| format!("arn:{partition}:ssm:{region}:{account}:parameter{p}")).collect()
 }
 
 #[derive(Clone, Debug, Default)]
@@ -73,21 +94,26 @@ pub async fn discover(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(Key, super::
     Ok(map.into_iter().map(|(name, f)| (key(&name), super::Found::new(name, f))).collect())
 }
 
-/// The desired inline policy of an instance role: read its own parameters.
-pub fn policy(spec: &ClusterSpec, role_arn: &str, ssm_paths: &[String]) -> Option<serde_json::Value> {
-    if ssm_paths.is_empty() {
+/// The desired inline policy of an instance role: read its own parameters,
+/// and write those it renews (the masters, the node bootstrap token).
+pub fn policy(spec: &ClusterSpec, role_arn: &str, ssm: &Access) -> Option<serde_json::Value> {
+    if ssm.is_empty() {
         return None;
     }
-    let (partition, account) = partition_account(role_arn).unwrap_or(("aws", "*"));
-    let region = &spec.region;
-    let resources: Vec<String> =
-        ssm_paths.iter().map(|p| format!("arn:{partition}:ssm:{region}:{account}:parameter{p}")).collect();
-    Some(serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Sid": "ReadOwnSecrets", "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": resources}
-        ]
-    }))
+    let mut statements = Vec::new();
+    if !ssm.reads.is_empty() {
+        let resources = parameter_arns(spec, role_arn, &ssm.reads);
+        statements.push(
+            serde_json::json!({"Sid": "ReadOwnSecrets", "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": resources}),
+        );
+    }
+    if !ssm.writes.is_empty() {
+        let resources = parameter_arns(spec, role_arn, &ssm.writes);
+        statements.push(
+            serde_json::json!({"Sid": "RenewOwnSecrets", "Effect": "Allow", "Action": ["ssm:PutParameter"], "Resource": resources}),
+        );
+    }
+    Some(serde_json::json!({"Version": "2012-10-17", "Statement": statements}))
 }
 
 /// The partition and account of an ARN (`arn:PARTITION:SERVICE:REGION:ACCOUNT:…`).
@@ -117,7 +143,7 @@ pub fn normalized(v: &serde_json::Value) -> serde_json::Value {
 pub fn diff(v: &View, want: &Want, found: Option<(&str, &Found)>) -> Option<Action> {
     let Some((_, f)) = found else { return Some(Action::Create) };
     let mut fixes = Vec::new();
-    let wanted = f.arn.as_deref().and_then(|arn| policy(v.spec, arn, &want.ssm_paths));
+    let wanted = f.arn.as_deref().and_then(|arn| policy(v.spec, arn, &want.ssm));
     if f.arn.is_none() || f.policy.as_ref().map(normalized) != wanted.as_ref().map(normalized) {
         fixes.push(Fix::Policy);
     }
@@ -131,10 +157,12 @@ pub fn diff(v: &View, want: &Want, found: Option<(&str, &Found)>) -> Option<Acti
 }
 
 fn reads(want: &Want) -> String {
-    if want.ssm_paths.is_empty() {
+    if want.ssm.reads.is_empty() {
         "nothing".into()
+    } else if want.ssm.writes.is_empty() {
+        want.ssm.reads.join(", ")
     } else {
-        want.ssm_paths.join(", ")
+        format!("{}; writes {}", want.ssm.reads.join(", "), want.ssm.writes.join(", "))
     }
 }
 
@@ -225,7 +253,7 @@ pub async fn fix(
                     None => create_role(cx, node, want).await?,
                 };
                 f.arn = Some(arn.clone());
-                match policy(cx.spec, &arn, &want.ssm_paths) {
+                match policy(cx.spec, &arn, &want.ssm) {
                     Some(doc) => {
                         let call =
                             iam.put_role_policy().role_name(name).policy_name(POLICY).policy_document(doc.to_string());
@@ -318,11 +346,12 @@ mod tests {
         let spec = crate::cluster::spec::tests::spec();
         let state = State::default();
         let v = View { spec: &spec, state: &state, wanted: &Wanted::default() };
-        let want = Want { name: "kaws-x-node".into(), ssm_paths: vec!["/kaws/x/node/*".into()] };
+        let want =
+            Want { name: "kaws-x-node".into(), ssm: Access { reads: vec!["/kaws/x/node/*".into()], writes: vec![] } };
         let arn = "arn:aws:iam::123456789012:role/kaws/x/kaws-x-node";
         let complete = Found {
             arn: Some(arn.into()),
-            policy: policy(&spec, arn, &want.ssm_paths),
+            policy: policy(&spec, arn, &want.ssm),
             profile: true,
             profile_roles: vec![want.name.clone()],
         };

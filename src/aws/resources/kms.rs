@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use aws_sdk_kms::types::KeyState;
 
 use super::ctx::{del, tag, Ctx};
-use super::iam::{self, normalized, partition_account};
+use super::iam::{self, normalized, parameter_arns, partition_account, Access};
 use super::{kv, update, Action, Fix, State, View};
 use crate::aws::key::Key;
 use crate::aws::model::Node;
@@ -18,8 +18,8 @@ use crate::cluster::ClusterSpec;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Want {
-    /// Each reader role and the parameter paths it may decrypt.
-    pub readers: Vec<(Key, Vec<String>)>,
+    /// Each role with parameters and the paths it may decrypt and encrypt.
+    pub readers: Vec<(Key, Access)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -61,7 +61,7 @@ pub async fn discover(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(Key, super::
 }
 
 /// The key policy (see the module). `None` until every reader role's ARN is known.
-pub fn key_policy(spec: &ClusterSpec, readers: &[(Key, Vec<String>)], st: &State) -> Option<serde_json::Value> {
+pub fn key_policy(spec: &ClusterSpec, readers: &[(Key, Access)], st: &State) -> Option<serde_json::Value> {
     let arns: Vec<String> =
         readers.iter().map(|(k, _)| st.get::<iam::Found>(k).and_then(|(_, r)| r.arn.clone())).collect::<Option<_>>()?;
     let (partition, account) = partition_account(arns.first()?)?;
@@ -78,21 +78,26 @@ pub fn key_policy(spec: &ClusterSpec, readers: &[(Key, Vec<String>)], st: &State
     })];
     // Not kms:Create* (CreateGrant would let an IAM policy grant Decrypt
     // outside this policy), nor ReEncrypt* (it decrypts): CreateAlias only.
-    for ((key, paths), arn) in readers.iter().zip(&arns) {
-        let params: Vec<String> =
-            paths.iter().map(|p| format!("arn:{partition}:ssm:{region}:{account}:parameter{p}")).collect();
+    for ((key, access), arn) in readers.iter().zip(&arns) {
         let sid: String = key.to_string().chars().filter(char::is_ascii_alphanumeric).collect();
-        statements.push(serde_json::json!({
-            "Sid": format!("{sid}DecryptsItsOwnThroughSsm"),
-            "Effect": "Allow",
-            "Principal": {"AWS": arn},
-            "Action": "kms:Decrypt",
-            "Resource": "*",
-            "Condition": {
-                "StringEquals": {"kms:ViaService": format!("ssm.{region}.amazonaws.com")},
-                "StringLike": {"kms:EncryptionContext:PARAMETER_ARN": params}
+        for (action, verb, paths) in
+            [("kms:Decrypt", "Decrypts", &access.reads), ("kms:Encrypt", "Encrypts", &access.writes)]
+        {
+            if paths.is_empty() {
+                continue;
             }
-        }));
+            statements.push(serde_json::json!({
+                "Sid": format!("{sid}{verb}ItsOwnThroughSsm"),
+                "Effect": "Allow",
+                "Principal": {"AWS": arn},
+                "Action": action,
+                "Resource": "*",
+                "Condition": {
+                    "StringEquals": {"kms:ViaService": format!("ssm.{region}.amazonaws.com")},
+                    "StringLike": {"kms:EncryptionContext:PARAMETER_ARN": parameter_arns(spec, arn, paths)}
+                }
+            }));
+        }
     }
     Some(serde_json::json!({"Version": "2012-10-17", "Statement": statements}))
 }
@@ -205,7 +210,8 @@ mod tests {
         let role = iam::Found { arn: Some(arn.into()), ..iam::Found::default() };
         state.found.insert(Key::Iam(Host::Node), super::super::Found::new("kaws-node", role));
         let v = View { spec: &spec, state: &state, wanted: &Wanted::default() };
-        let want = Want { readers: vec![(Key::Iam(Host::Node), vec!["/kaws/x/node/*".into()])] };
+        let access = Access { reads: vec!["/kaws/x/node/*".into()], writes: vec![] };
+        let want = Want { readers: vec![(Key::Iam(Host::Node), access)] };
         let policy = key_policy(&spec, &want.readers, &state);
         let ok =
             Found { state: "Enabled".into(), foreign: false, policy: policy.clone(), alias: "alias/kaws/x".into() };

@@ -2,6 +2,11 @@
 //! its value decrypted from a sealed file of the repository, encrypted
 //! under the cluster's KMS key. Its description is a marker of which
 //! sealed file and which key: a change of either writes it again.
+//!
+//! One parameter is the cluster's once it runs: the node bootstrap token,
+//! which the masters renew hourly (a 2-hour token made in the cluster,
+//! written with the description `RENEWED`). kaws writes it only until then:
+//! the sealed token is the one master 0 makes the cluster with.
 
 use anyhow::{Context as _, Result};
 use aws_sdk_ssm::types::{ParameterStringFilter, ParameterType};
@@ -36,14 +41,29 @@ pub fn parameters(spec: &ClusterSpec) -> Vec<(String, String)> {
     let token = crate::cluster::token::SEALED_FILE.to_owned();
     let mut out: Vec<(String, String)> =
         SHARED_MASTER_KEYS.iter().map(|k| (format!("{prefix}/master/shared/{k}"), format!("pki/{k}.pgp"))).collect();
-    out.push((format!("{prefix}/master/shared/bootstrap-token"), token.clone()));
     for i in 0..spec.masters {
         for kind in ["server", "peer"] {
             out.push((format!("{prefix}/master/{i}/etcd/{kind}.key"), format!("pki/etcd/{kind}-{i}.key.pgp")));
         }
     }
-    out.push((format!("{prefix}/node/bootstrap-token"), token));
+    out.push((node_token(spec), token));
     out
+}
+
+/// The description the masters write with the token they renew.
+pub const RENEWED: &str = "kaws: renewed in the cluster";
+
+/// The bootstrap token's parameter: every instance joins with it.
+pub fn node_token(spec: &ClusterSpec) -> String {
+    format!("{}/node/bootstrap-token", naming::ssm_prefix(spec))
+}
+
+/// Whether the cluster renews the node token (kaws then leaves it alone),
+/// from what discovery found of it.
+pub fn renewed<'a>(spec: &ClusterSpec, found: impl IntoIterator<Item = &'a super::Found>) -> bool {
+    found
+        .into_iter()
+        .any(|f| f.id == node_token(spec) && f.get::<Found>().is_some_and(|f| f.marker.as_deref() == Some(RENEWED)))
 }
 
 /// The key of the parameter `name` (under the cluster's prefix).
@@ -84,7 +104,10 @@ fn cluster_key(st: &State) -> Option<&str> {
 }
 
 pub fn diff(v: &View, key: &Key, found: Option<(&str, &Found)>) -> Option<Action> {
-    let Some((_, f)) = found else { return Some(Action::Create) };
+    let Some((name, f)) = found else { return Some(Action::Create) };
+    if name == node_token(v.spec) && f.marker.as_deref() == Some(RENEWED) {
+        return None;
+    }
     // Encrypted under the cluster's key as it is now (an alias can move; a
     // key made anew needs every value written again).
     let under_key = cluster_key(v.state).is_some_and(|arn| f.key.as_deref().is_some_and(|have| same_key(have, arn)));
@@ -172,8 +195,12 @@ mod tests {
         assert!(diff(&v, &key, Some(("p", &current))).is_none());
         let older = Found { marker: Some("kaws source B".into()), ..current.clone() };
         assert!(matches!(diff(&v, &key, Some(("p", &older))), Some(Action::Update(f)) if f == [Fix::Value]));
-        let by_alias = Found { key: Some("alias/kaws/x".into()), ..current };
+        let by_alias = Found { key: Some("alias/kaws/x".into()), ..current.clone() };
         assert!(matches!(diff(&v, &key, Some(("p", &by_alias))), Some(Action::Update(_))), "an alias can move");
+        // Once the masters renew the node token, it is theirs; no other parameter is.
+        let renewed = Found { marker: Some(RENEWED.into()), ..current };
+        assert!(diff(&v, &key, Some((&node_token(&spec), &renewed))).is_none());
+        assert!(diff(&v, &key, Some(("/kaws/x/master/0/etcd/peer.key", &renewed))).is_some());
     }
 
     #[test]

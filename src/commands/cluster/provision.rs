@@ -204,12 +204,16 @@ async fn prepare(repo: &Repo, loaded: &Loaded, update_image: bool) -> Result<Pre
             ));
         }
     }
-    // Instances made now join with the repository's bootstrap token: one
-    // that has expired would leave them outside the cluster.
+    // Instances made now join with the repository's bootstrap token until
+    // the masters renew it in the cluster: an expired one would leave them
+    // outside the cluster.
     let record: Option<crate::cluster::token::Record> =
         repo.read_toml(&loaded.path(crate::cluster::token::RECORD_FILE))?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-    if let Some(c) = record.and_then(|r| expired_token(&r, now, &changes, &loaded.name.to_string())) {
+    let renewed = crate::aws::resources::ssm::renewed(spec, world.found.values().flatten());
+    if let Some(c) =
+        record.filter(|_| !renewed).and_then(|r| expired_token(&r, now, &changes, &loaded.name.to_string()))
+    {
         changes.push(c);
     }
     if let Some(newer) = image.newer {
