@@ -29,9 +29,11 @@ kubectl --kubeconfig "$work/kubeconfig" config get-contexts
 "$kaws" cluster render demo --role master --index 0 --out "$work/master-0.user-data"
 "$kaws" cluster render demo --role node | head -20
 { set +x; } 2>/dev/null
+emulated=""
 if [[ -z "${AWS_PROFILE:-}${AWS_ACCESS_KEY_ID:-}" ]]; then
   echo "quickstart: no AWS account configured; using the local AWS emulator" >&2
   start_emulator
+  emulated=1
 fi
 set -x
 "$kaws" cluster plan demo
@@ -41,6 +43,25 @@ cat clusters/demo/outputs.toml
 "$kaws" admin install demo operator --kubeconfig "$work/kubeconfig"
 kubectl --kubeconfig "$work/kubeconfig" config view -o jsonpath='{.clusters[0].cluster.server} {.clusters[0].cluster.tls-server-name}{"\n"}'
 "$kaws" cluster destroy demo --yes
+{ set +x; } 2>/dev/null
+# The cluster's life after apply, simulated: the boot harness applies the
+# demo cluster into a fresh emulator inside a network namespace of its own,
+# then runs every master's and node's real user-data at the same moment,
+# each instance in its own namespace with its private IP, with real etcd,
+# SSM and the AWS CLI, and named simulations of what cannot run here
+# (kubeadm, the kubelet, the API server, dnf, systemd, the load balancer).
+if [[ -n "$emulated" && $(id -u) -eq 0 ]] && command -v unshare >/dev/null && command -v ip >/dev/null; then
+  mkdir "$work/boot"
+  set -x
+  unshare --net -- "${KAWS_CACHE:-$HOME/.cache/kaws}/bin/kaws-python" "$src/tests/fixtures/boot/harness.py" concurrent \
+    --work "$work/boot" --repo "$work/repo" --kaws "$kaws" --secret-key "$work/operator.key" --cluster demo
+  { set +x; } 2>/dev/null
+  python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print("simulated boot: etcd members", ", ".join(r["members"])); print("simulated boot: nodes registered", len(r["nodes"]))' "$work/boot/report.json"
+  grep -h "kaws-bootstrap" "$work"/boot/instances/*/disk/var/upper/log/kaws-bootstrap.log | grep -v "waiting" | sort | uniq -c | head -20
+else
+  echo "quickstart: the simulated boot needs root (network namespaces) and the emulator; skipped" >&2
+fi
+set -x
 "$kaws" audit
 git verify-commit HEAD
 git log --format='%h %G? %s'

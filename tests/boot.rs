@@ -98,3 +98,10 @@ fn a_node_launched_25_hours_later_joins_with_a_token_the_masters_renewed() {
     let r = boot("node-after-25h", &[]);
     assert!(r["renewals"].as_u64().unwrap() >= 1, "{r}");
 }
+
+#[test]
+fn serving_certificates_are_approved_only_for_a_running_instances_own_name_and_address() {
+    let r = boot("serving-certificates", &[]);
+    assert_eq!(r["approved"], 5, "{r}");
+    assert_eq!(r["denied"].as_array().unwrap().len(), 3, "{r}");
+}

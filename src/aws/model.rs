@@ -89,7 +89,8 @@ pub fn graph(spec: &ClusterSpec) -> Vec<Node> {
         if !ssm.is_empty() {
             readers.push((Key::Iam(host), ssm.clone()));
         }
-        let want = iam::Want { name: iam_name(spec, &host.to_string()), ssm };
+        let sees_instances = matches!(host, Host::Master(_));
+        let want = iam::Want { name: iam_name(spec, &host.to_string()), ssm, sees_instances };
         add(Key::Iam(host), host.role().as_str(), vec![], Desired::Iam(want));
     }
     // The key policy names the reader roles, so they come first.

@@ -38,6 +38,9 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("systemd/kaws-token.service", include_str!("../../templates/systemd/kaws-token.service")),
     ("systemd/kaws-token.timer", include_str!("../../templates/systemd/kaws-token.timer")),
     ("scripts/token.sh.j2", include_str!("../../templates/scripts/token.sh.j2")),
+    ("scripts/approver.sh.j2", include_str!("../../templates/scripts/approver.sh.j2")),
+    ("systemd/kaws-approver.service", include_str!("../../templates/systemd/kaws-approver.service")),
+    ("systemd/kaws-approver.timer", include_str!("../../templates/systemd/kaws-approver.timer")),
     ("kubernetes/audit-policy.yaml", include_str!("../../templates/kubernetes/audit-policy.yaml")),
     ("kubernetes/default-deny.yaml.j2", include_str!("../../templates/kubernetes/default-deny.yaml.j2")),
 ];
@@ -46,10 +49,27 @@ fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
+    env.add_filter("code", code);
     for (name, source) in TEMPLATES {
         env.add_template(name, source).expect("the embedded templates parse");
     }
     env
+}
+
+/// A script or unit without its comment and blank lines, as the user-data
+/// carries it (EC2 takes 16 KiB; the templates keep their comments): all
+/// but the first line (the shebang) and shellcheck directives.
+fn code(text: String) -> String {
+    let kept: Vec<&str> = text
+        .lines()
+        .enumerate()
+        .filter(|(i, line)| {
+            let t = line.trim_start();
+            *i == 0 || !(t.is_empty() || (t.starts_with('#') && !t.starts_with("# shellcheck")))
+        })
+        .map(|(_, line)| line)
+        .collect();
+    kept.join("\n") + "\n"
 }
 
 fn one(env: &Environment, name: &str, ctx: &minijinja::Value) -> Result<String, minijinja::Error> {
@@ -78,6 +98,9 @@ pub fn user_data(ctx: &Context) -> Result<String, minijinja::Error> {
         token_sh => one(&env, "scripts/token.sh.j2", &base)?,
         token_service => one(&env, "systemd/kaws-token.service", &base)?,
         token_timer => one(&env, "systemd/kaws-token.timer", &base)?,
+        approver_sh => one(&env, "scripts/approver.sh.j2", &base)?,
+        approver_service => one(&env, "systemd/kaws-approver.service", &base)?,
+        approver_timer => one(&env, "systemd/kaws-approver.timer", &base)?,
         audit_policy => one(&env, "kubernetes/audit-policy.yaml", &base)?,
         files => ctx.files(&one(&env, "kubernetes/default-deny.yaml.j2", &base)?),
         ..base

@@ -20,6 +20,9 @@ pub struct Want {
     pub name: String,
     /// The SSM parameters its instances may read and write.
     pub ssm: Access,
+    /// Whether its instances may list EC2 instances (the masters' approver
+    /// of serving certificates checks a node's name and address with it).
+    pub sees_instances: bool,
 }
 
 /// SSM parameter paths a role's instances may read (GetParameter, and
@@ -95,9 +98,11 @@ pub async fn discover(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(Key, super::
 }
 
 /// The desired inline policy of an instance role: read its own parameters,
-/// and write those it renews (the masters, the node bootstrap token).
-pub fn policy(spec: &ClusterSpec, role_arn: &str, ssm: &Access) -> Option<serde_json::Value> {
-    if ssm.is_empty() {
+/// write those it renews (the masters, the node bootstrap token), and list
+/// instances when it `sees_instances`.
+pub fn policy(spec: &ClusterSpec, role_arn: &str, want: &Want) -> Option<serde_json::Value> {
+    let ssm = &want.ssm;
+    if ssm.is_empty() && !want.sees_instances {
         return None;
     }
     let mut statements = Vec::new();
@@ -111,6 +116,12 @@ pub fn policy(spec: &ClusterSpec, role_arn: &str, ssm: &Access) -> Option<serde_
         let resources = parameter_arns(spec, role_arn, &ssm.writes);
         statements.push(
             serde_json::json!({"Sid": "RenewOwnSecrets", "Effect": "Allow", "Action": ["ssm:PutParameter"], "Resource": resources}),
+        );
+    }
+    if want.sees_instances {
+        // DescribeInstances has no resource-level permissions: "*" is the only resource AWS takes.
+        statements.push(
+            serde_json::json!({"Sid": "SeeInstances", "Effect": "Allow", "Action": ["ec2:DescribeInstances"], "Resource": "*"}),
         );
     }
     Some(serde_json::json!({"Version": "2012-10-17", "Statement": statements}))
@@ -143,7 +154,7 @@ pub fn normalized(v: &serde_json::Value) -> serde_json::Value {
 pub fn diff(v: &View, want: &Want, found: Option<(&str, &Found)>) -> Option<Action> {
     let Some((_, f)) = found else { return Some(Action::Create) };
     let mut fixes = Vec::new();
-    let wanted = f.arn.as_deref().and_then(|arn| policy(v.spec, arn, &want.ssm));
+    let wanted = f.arn.as_deref().and_then(|arn| policy(v.spec, arn, want));
     if f.arn.is_none() || f.policy.as_ref().map(normalized) != wanted.as_ref().map(normalized) {
         fixes.push(Fix::Policy);
     }
@@ -157,13 +168,14 @@ pub fn diff(v: &View, want: &Want, found: Option<(&str, &Found)>) -> Option<Acti
 }
 
 fn reads(want: &Want) -> String {
-    if want.ssm.reads.is_empty() {
-        "nothing".into()
-    } else if want.ssm.writes.is_empty() {
-        want.ssm.reads.join(", ")
-    } else {
-        format!("{}; writes {}", want.ssm.reads.join(", "), want.ssm.writes.join(", "))
+    let mut out = if want.ssm.reads.is_empty() { "nothing".to_owned() } else { want.ssm.reads.join(", ") };
+    if !want.ssm.writes.is_empty() {
+        out += &format!("; writes {}", want.ssm.writes.join(", "));
     }
+    if want.sees_instances {
+        out += "; lists EC2 instances";
+    }
+    out
 }
 
 pub fn attributes(v: &View, want: &Want) -> Vec<String> {
@@ -253,7 +265,7 @@ pub async fn fix(
                     None => create_role(cx, node, want).await?,
                 };
                 f.arn = Some(arn.clone());
-                match policy(cx.spec, &arn, &want.ssm) {
+                match policy(cx.spec, &arn, want) {
                     Some(doc) => {
                         let call =
                             iam.put_role_policy().role_name(name).policy_name(POLICY).policy_document(doc.to_string());
@@ -346,12 +358,15 @@ mod tests {
         let spec = crate::cluster::spec::tests::spec();
         let state = State::default();
         let v = View { spec: &spec, state: &state, wanted: &Wanted::default() };
-        let want =
-            Want { name: "kaws-x-node".into(), ssm: Access { reads: vec!["/kaws/x/node/*".into()], writes: vec![] } };
+        let want = Want {
+            name: "kaws-x-node".into(),
+            ssm: Access { reads: vec!["/kaws/x/node/*".into()], writes: vec![] },
+            sees_instances: false,
+        };
         let arn = "arn:aws:iam::123456789012:role/kaws/x/kaws-x-node";
         let complete = Found {
             arn: Some(arn.into()),
-            policy: policy(&spec, arn, &want.ssm),
+            policy: policy(&spec, arn, &want),
             profile: true,
             profile_roles: vec![want.name.clone()],
         };

@@ -9,7 +9,7 @@
 //! the sealed token is the one master 0 makes the cluster with.
 
 use anyhow::{Context as _, Result};
-use aws_sdk_ssm::types::{ParameterStringFilter, ParameterType};
+use aws_sdk_ssm::types::{ParameterStringFilter, ParameterTier, ParameterType};
 
 use super::ctx::{del, Ctx};
 use super::{arrow, kms, kv, update, Action, Fix, State, View};
@@ -33,6 +33,11 @@ pub struct Found {
     pub marker: Option<String>,
     /// The KMS key that encrypts it, as SSM reports it.
     pub key: Option<String>,
+    /// Whether it is a SecureString of the Standard tier, as kaws writes it
+    /// (and the masters' renewal; a master could write another kind).
+    pub standard_secure: bool,
+    /// When it was last written (Unix seconds).
+    pub modified: Option<i64>,
 }
 
 /// Every SSM parameter and the sealed file (under the cluster directory) it comes from.
@@ -58,12 +63,15 @@ pub fn node_token(spec: &ClusterSpec) -> String {
     format!("{}/node/bootstrap-token", naming::ssm_prefix(spec))
 }
 
-/// Whether the cluster renews the node token (kaws then leaves it alone),
-/// from what discovery found of it.
-pub fn renewed<'a>(spec: &ClusterSpec, found: impl IntoIterator<Item = &'a super::Found>) -> bool {
+/// When the cluster last renewed the node token, if it renews it (kaws
+/// then leaves it alone), from what discovery found of it.
+pub fn renewed<'a>(spec: &ClusterSpec, found: impl IntoIterator<Item = &'a super::Found>) -> Option<i64> {
     found
         .into_iter()
-        .any(|f| f.id == node_token(spec) && f.get::<Found>().is_some_and(|f| f.marker.as_deref() == Some(RENEWED)))
+        .filter(|f| f.id == node_token(spec))
+        .filter_map(|f| f.get::<Found>())
+        .find(|f| f.marker.as_deref() == Some(RENEWED))
+        .map(|f| f.modified.unwrap_or(0))
 }
 
 /// The key of the parameter `name` (under the cluster's prefix).
@@ -86,7 +94,13 @@ pub async fn discover(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(Key, super::
             let name = p.name()?;
             // A name kaws would not give is not the cluster's key: surplus.
             let key = key(spec, name).unwrap_or_else(|| Key::Other(format!("ssm {name}")));
-            let found = Found { marker: p.description().map(String::from), key: p.key_id().map(String::from) };
+            let found = Found {
+                marker: p.description().map(String::from),
+                key: p.key_id().map(String::from),
+                standard_secure: p.r#type() == Some(&ParameterType::SecureString)
+                    && p.tier().is_none_or(|t| *t == ParameterTier::Standard),
+                modified: p.last_modified_date().map(|d| d.secs()),
+            };
             Some((key, super::Found::new(name, found)))
         })
         .collect())
@@ -105,12 +119,22 @@ fn cluster_key(st: &State) -> Option<&str> {
 
 pub fn diff(v: &View, key: &Key, found: Option<(&str, &Found)>) -> Option<Action> {
     let Some((name, f)) = found else { return Some(Action::Create) };
-    if name == node_token(v.spec) && f.marker.as_deref() == Some(RENEWED) {
-        return None;
-    }
     // Encrypted under the cluster's key as it is now (an alias can move; a
     // key made anew needs every value written again).
     let under_key = cluster_key(v.state).is_some_and(|arn| f.key.as_deref().is_some_and(|have| same_key(have, arn)));
+    if name == node_token(v.spec) && f.marker.as_deref() == Some(RENEWED) {
+        // The masters' renewal names the key by the cluster's alias, which
+        // discovery checks points at the cluster's key.
+        let by_alias = f.key.as_deref() == Some(naming::kms_alias(v.spec).as_str());
+        if f.standard_secure && (under_key || by_alias) {
+            return None;
+        }
+        return Some(Action::Blocked(format!(
+            "{name} was renewed by a master but is not a Standard SecureString under {} (a master's \
+             credentials may be misused): check the masters, then delete the parameter and apply",
+            naming::kms_alias(v.spec)
+        )));
+    }
     update(if f.marker.as_ref() != v.wanted.markers.get(key) || !under_key { vec![Fix::Value] } else { vec![] })
 }
 
@@ -135,6 +159,7 @@ async fn put(cx: &Ctx<'_>, node: &Node, want: &Want, st: &State, overwrite: bool
         .name(&want.name)
         .value(value.as_str())
         .r#type(ParameterType::SecureString)
+        .tier(ParameterTier::Standard)
         .key_id(&key)
         .description(marker);
     if overwrite {
@@ -145,7 +170,8 @@ async fn put(cx: &Ctx<'_>, node: &Node, want: &Want, st: &State, overwrite: bool
         call = call.set_tags(Some(tags.collect::<Result<_, _>>()?));
     }
     cx.aws.send(Svc::Other, "PutParameter", Retry::NONE, || call.clone().send()).await?;
-    Ok(super::Found::new(&want.name, Found { marker: Some(marker.clone()), key: Some(key) }))
+    let found = Found { marker: Some(marker.clone()), key: Some(key), standard_secure: true, modified: None };
+    Ok(super::Found::new(&want.name, found))
 }
 
 pub async fn create(cx: &Ctx<'_>, node: &Node, want: &Want, st: &State) -> Result<super::Found> {
@@ -191,16 +217,26 @@ mod tests {
         let mut wanted = Wanted::default();
         wanted.markers.insert(key.clone(), "kaws source A".into());
         let v = View { spec: &spec, state: &state, wanted: &wanted };
-        let current = Found { marker: Some("kaws source A".into()), key: Some("1234".into()) };
+        let current = Found {
+            marker: Some("kaws source A".into()),
+            key: Some("1234".into()),
+            standard_secure: true,
+            modified: None,
+        };
         assert!(diff(&v, &key, Some(("p", &current))).is_none());
         let older = Found { marker: Some("kaws source B".into()), ..current.clone() };
         assert!(matches!(diff(&v, &key, Some(("p", &older))), Some(Action::Update(f)) if f == [Fix::Value]));
         let by_alias = Found { key: Some("alias/kaws/x".into()), ..current.clone() };
         assert!(matches!(diff(&v, &key, Some(("p", &by_alias))), Some(Action::Update(_))), "an alias can move");
         // Once the masters renew the node token, it is theirs; no other parameter is.
-        let renewed = Found { marker: Some(RENEWED.into()), ..current };
+        let renewed = Found { marker: Some(RENEWED.into()), key: Some(naming::kms_alias(&spec)), ..current };
         assert!(diff(&v, &key, Some((&node_token(&spec), &renewed))).is_none());
         assert!(diff(&v, &key, Some(("/kaws/x/master/0/etcd/peer.key", &renewed))).is_some());
+        // A renewed token a master wrote in plain text, or under another key, is named.
+        let plain = Found { standard_secure: false, ..renewed.clone() };
+        assert!(matches!(diff(&v, &key, Some((&node_token(&spec), &plain))), Some(Action::Blocked(_))));
+        let other = Found { key: Some("alias/aws/ssm".into()), ..renewed };
+        assert!(matches!(diff(&v, &key, Some((&node_token(&spec), &other))), Some(Action::Blocked(_))));
     }
 
     #[test]

@@ -210,10 +210,15 @@ async fn prepare(repo: &Repo, loaded: &Loaded, update_image: bool) -> Result<Pre
     let record: Option<crate::cluster::token::Record> =
         repo.read_toml(&loaded.path(crate::cluster::token::RECORD_FILE))?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    // Once renewed, the parameter holds 2-hour tokens: its last renewal is
+    // what expires (renewals stopped: the masters' kaws-token.service).
     let renewed = crate::aws::resources::ssm::renewed(spec, world.found.values().flatten());
-    if let Some(c) =
-        record.filter(|_| !renewed).and_then(|r| expired_token(&r, now, &changes, &loaded.name.to_string()))
-    {
+    let record = match renewed {
+        Some(at) => Some(crate::cluster::token::Record { created: String::new(), expires: at + 2 * 3600 }),
+        None => record,
+    };
+    let name = loaded.name.to_string();
+    if let Some(c) = record.and_then(|r| expired_token(&r, now, &changes, &name, renewed.is_some())) {
         changes.push(c);
     }
     if let Some(newer) = image.newer {
@@ -231,7 +236,13 @@ async fn prepare(repo: &Repo, loaded: &Loaded, update_image: bool) -> Result<Pre
 
 /// An expired bootstrap token: blocks an apply that makes masters or the
 /// node group (they could not join), and is a note otherwise.
-fn expired_token(r: &crate::cluster::token::Record, now: i64, changes: &[Change], name: &str) -> Option<Change> {
+fn expired_token(
+    r: &crate::cluster::token::Record,
+    now: i64,
+    changes: &[Change],
+    name: &str,
+    renewed: bool,
+) -> Option<Change> {
     if r.expires > now {
         return None;
     }
@@ -239,11 +250,19 @@ fn expired_token(r: &crate::cluster::token::Record, now: i64, changes: &[Change]
         matches!(c.key, Key::Instance(Host::Master(_)) | Key::Asg)
             && matches!(c.action, Action::Create | Action::Replace { .. })
     });
-    let why = format!(
-        "the bootstrap token expired at {}: masters and nodes made now could not join; \
-         run `kaws cluster token {name} --renew`, then apply",
-        crate::context::rfc3339_unix(r.expires)
-    );
+    let why = if renewed {
+        format!(
+            "the masters last renewed the node bootstrap token at {} (2-hour tokens): it has expired, so \
+             masters and nodes made now could not join; see `journalctl -u kaws-token.service` on the masters",
+            crate::context::rfc3339_unix(r.expires - 2 * 3600)
+        )
+    } else {
+        format!(
+            "the bootstrap token expired at {}: masters and nodes made now could not join; \
+             run `kaws cluster token {name} --renew`, then apply",
+            crate::context::rfc3339_unix(r.expires)
+        )
+    };
     let action = if launches { Action::Blocked(why) } else { Action::Note(why) };
     Some(Change::new(Key::Other("spec/token".into()), action))
 }
@@ -394,12 +413,14 @@ mod tests {
     #[test]
     fn an_expired_token_blocks_only_an_apply_that_launches() {
         let r = crate::cluster::token::Record { created: "2026-11-28T00:00:00Z".into(), expires: 1_000 };
-        assert!(expired_token(&r, 999, &[], "prod").is_none());
-        let quiet = expired_token(&r, 1_000, &[], "prod").unwrap();
+        assert!(expired_token(&r, 999, &[], "prod", false).is_none());
+        let quiet = expired_token(&r, 1_000, &[], "prod", false).unwrap();
         assert!(matches!(&quiet.action, Action::Note(n) if n.contains("kaws cluster token prod --renew")));
         let launch = [Change::new(Key::Instance(Host::Master(0)), Action::Create)];
-        assert!(matches!(expired_token(&r, 2_000, &launch, "prod").unwrap().action, Action::Blocked(_)));
+        assert!(matches!(expired_token(&r, 2_000, &launch, "prod", false).unwrap().action, Action::Blocked(_)));
+        let stale = expired_token(&r, 2_000, &launch, "prod", true).unwrap();
+        assert!(matches!(&stale.action, Action::Blocked(b) if b.contains("kaws-token.service")));
         let bastion = [Change::new(Key::Instance(Host::Bastion), Action::Create)];
-        assert!(matches!(expired_token(&r, 2_000, &bastion, "prod").unwrap().action, Action::Note(_)));
+        assert!(matches!(expired_token(&r, 2_000, &bastion, "prod", false).unwrap().action, Action::Note(_)));
     }
 }
