@@ -810,6 +810,15 @@ fn status_shows_the_instances_and_what_the_api_serves() {
     };
     let (_server, port) = serve(&pki.join("apiserver.crt"), &key);
     let s = status(port);
+    assert_eq!(s["token"]["written_by"], "kaws", "{s}");
+    // A master's renewal (by hand, as kaws-token.sh writes it): the cluster's, live.
+    c.aws.by_hand(
+        "ssm.put_parameter(Name='/kaws/prod/node/bootstrap-token', Value='abcdef.0123456789abcdef', Type='SecureString', \
+         Tier='Standard', KeyId='alias/kaws/prod', Overwrite=True, Description='kaws: renewed in the cluster')",
+    );
+    let renewed = status(port)["token"].clone();
+    assert_eq!((renewed["written_by"].as_str(), renewed["live"].as_bool()), (Some("cluster"), Some(true)), "{renewed}");
+    assert!(c.plan().lines().all(|l| !l.contains("node/bootstrap-token")), "apply would overwrite the renewed token");
     let instances = s["instances"].as_array().unwrap();
     let masters: Vec<&serde_json::Value> =
         instances.iter().filter(|i| i["key"].as_str().unwrap().starts_with("instance/master-")).collect();

@@ -3,7 +3,10 @@
 //! master whether its etcd volume is attached), and the certificate the
 //! API endpoint serves, seen through a real TLS handshake: verified against
 //! the cluster's CA bundle for the API's name, or what it presented and why
-//! it does not verify. Read-only: Describe calls and one TLS handshake.
+//! it does not verify. And who last wrote the node bootstrap token: kaws
+//! (the repository's) or the cluster (the masters' hourly renewal, a sign
+//! that a control plane runs and reaches SSM), and when. Read-only:
+//! Describe calls and one TLS handshake.
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -17,7 +20,7 @@ use serde::Serialize;
 use super::{open_cluster, provision::runtime};
 use crate::aws::key::Key;
 use crate::aws::outputs::{Outputs, OUTPUTS_FILE};
-use crate::aws::resources::{instance, volume};
+use crate::aws::resources::{instance, ssm, volume};
 use crate::aws::{world, Aws};
 use crate::cli::Output;
 use crate::commands::Opened;
@@ -47,12 +50,34 @@ struct Api {
     not_after: Option<String>,
 }
 
+/// The node bootstrap token's parameter, as SSM describes it.
+#[derive(Serialize)]
+struct Token {
+    /// "kaws" (the repository's token) or "cluster" (a master's renewal).
+    written_by: String,
+    last_written: Option<String>,
+    /// A renewed token (2 hours) still live: renewed within 2 hours.
+    live: Option<bool>,
+}
+
 #[derive(Serialize)]
 struct Status {
     cluster: String,
     region: String,
     instances: Vec<Instance>,
     api: Option<Api>,
+    token: Option<Token>,
+}
+
+/// Who last wrote the node token's parameter and when, `now` being Unix seconds.
+fn token(found: Option<&ssm::Found>, now: i64) -> Option<Token> {
+    let f = found?;
+    let renewed = f.marker.as_deref() == Some(ssm::RENEWED);
+    Some(Token {
+        written_by: if renewed { "cluster" } else { "kaws" }.into(),
+        last_written: f.modified.map(crate::context::rfc3339_unix),
+        live: renewed.then(|| f.modified.is_some_and(|at| now - at < 2 * 3600)),
+    })
 }
 
 pub fn status(ctx: &Ctx, raw: &str, endpoint: Option<&str>) -> Result<()> {
@@ -100,7 +125,11 @@ pub fn status(ctx: &Ctx, raw: &str, endpoint: Option<&str>) -> Result<()> {
         let target = endpoint.map_or_else(|| format!("{}:6443", o.api_endpoint), String::from);
         probe(&target, &o.api_name, &bundle)
     });
-    let status = Status { cluster: loaded.name.to_string(), region: spec.region.clone(), instances, api };
+    let node_token = ssm::node_token(spec);
+    let found = world.found.values().flatten().filter(|f| f.id == node_token).find_map(|f| f.get::<ssm::Found>());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let token = token(found, now);
+    let status = Status { cluster: loaded.name.to_string(), region: spec.region.clone(), instances, api, token };
     match ctx.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
         Output::Text => print!("{}", text(&status)),
@@ -201,5 +230,35 @@ fn text(s: &Status) -> String {
             out += &format!("  API {} (as {}): serves {served}; {verdict}\n", a.endpoint, a.name);
         }
     }
+    let at = |t: &Token| t.last_written.clone().unwrap_or_else(|| "an unknown time".into());
+    out += &match &s.token {
+        None => "  bootstrap token: not written to SSM yet\n".into(),
+        Some(t) if t.live == Some(true) => format!("  bootstrap token: renewed by the cluster at {}\n", at(t)),
+        Some(t) if t.live == Some(false) => format!(
+            "  bootstrap token: last renewed by the cluster at {}, over 2 hours ago: it has expired; \
+             see `journalctl -u kaws-token.service` on the masters\n",
+            at(t)
+        ),
+        Some(t) => format!(
+            "  bootstrap token: the repository's, written by kaws at {} (the masters renew it once a control plane is up)\n",
+            at(t)
+        ),
+    };
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_shows_who_wrote_it_and_whether_it_lives() {
+        let kaws = ssm::Found { marker: Some("kaws source x".into()), modified: Some(100), ..ssm::Found::default() };
+        let t = token(Some(&kaws), 10_000).unwrap();
+        assert_eq!((t.written_by.as_str(), t.live), ("kaws", None));
+        let renewed = ssm::Found { marker: Some(ssm::RENEWED.into()), ..kaws };
+        assert_eq!(token(Some(&renewed), 100 + 7_199).unwrap().live, Some(true));
+        assert_eq!(token(Some(&renewed), 100 + 7_200).unwrap().live, Some(false));
+        assert!(token(None, 0).is_none());
+    }
 }
