@@ -57,21 +57,27 @@ pub fn parameters(spec: &ClusterSpec) -> Vec<(String, String)> {
 
 /// The description the masters write with the token they renew.
 pub const RENEWED: &str = "kaws: renewed in the cluster";
+/// How long a renewed token lives (`kubeadm token create --ttl 2h`).
+pub const RENEWED_TTL_SECS: i64 = 2 * 3600;
 
 /// The bootstrap token's parameter: every instance joins with it.
 pub fn node_token(spec: &ClusterSpec) -> String {
     format!("{}/node/bootstrap-token", naming::ssm_prefix(spec))
 }
 
+/// The node token's parameter among what discovery found.
+pub fn node_token_found<'a>(
+    spec: &ClusterSpec,
+    found: impl IntoIterator<Item = &'a super::Found>,
+) -> Option<&'a Found> {
+    let name = node_token(spec);
+    found.into_iter().filter(|f| f.id == name).find_map(|f| f.get::<Found>())
+}
+
 /// When the cluster last renewed the node token, if it renews it (kaws
 /// then leaves it alone), from what discovery found of it.
 pub fn renewed<'a>(spec: &ClusterSpec, found: impl IntoIterator<Item = &'a super::Found>) -> Option<i64> {
-    found
-        .into_iter()
-        .filter(|f| f.id == node_token(spec))
-        .filter_map(|f| f.get::<Found>())
-        .find(|f| f.marker.as_deref() == Some(RENEWED))
-        .map(|f| f.modified.unwrap_or(0))
+    node_token_found(spec, found).filter(|f| f.marker.as_deref() == Some(RENEWED)).map(|f| f.modified.unwrap_or(0))
 }
 
 /// The key of the parameter `name` (under the cluster's prefix).

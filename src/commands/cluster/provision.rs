@@ -18,6 +18,7 @@ use crate::aws::key::{Host, Key};
 use crate::aws::model::{self, Node};
 use crate::aws::outputs::{Outputs, OUTPUTS_FILE};
 use crate::aws::plan::{self, Change};
+use crate::aws::resources::ssm::{self, RENEWED_TTL_SECS};
 use crate::aws::resources::{launch, Action, Ctx as AwsCtx, Desired, Inputs, Wanted};
 use crate::aws::world::{self, World};
 use crate::aws::{self as cloud, Aws};
@@ -212,9 +213,9 @@ async fn prepare(repo: &Repo, loaded: &Loaded, update_image: bool) -> Result<Pre
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     // Once renewed, the parameter holds 2-hour tokens: its last renewal is
     // what expires (renewals stopped: the masters' kaws-token.service).
-    let renewed = crate::aws::resources::ssm::renewed(spec, world.found.values().flatten());
+    let renewed = ssm::renewed(spec, world.found.values().flatten());
     let record = match renewed {
-        Some(at) => Some(crate::cluster::token::Record { created: String::new(), expires: at + 2 * 3600 }),
+        Some(at) => Some(crate::cluster::token::Record { created: String::new(), expires: at + RENEWED_TTL_SECS }),
         None => record,
     };
     let name = loaded.name.to_string();
@@ -254,7 +255,7 @@ fn expired_token(
         format!(
             "the masters last renewed the node bootstrap token at {} (2-hour tokens): it has expired, so \
              masters and nodes made now could not join; see `journalctl -u kaws-token.service` on the masters",
-            crate::context::rfc3339_unix(r.expires - 2 * 3600)
+            crate::context::rfc3339_unix(r.expires - RENEWED_TTL_SECS)
         )
     } else {
         format!(

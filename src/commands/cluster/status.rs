@@ -76,7 +76,7 @@ fn token(found: Option<&ssm::Found>, now: i64) -> Option<Token> {
     Some(Token {
         written_by: if renewed { "cluster" } else { "kaws" }.into(),
         last_written: f.modified.map(crate::context::rfc3339_unix),
-        live: renewed.then(|| f.modified.is_some_and(|at| now - at < 2 * 3600)),
+        live: renewed.then(|| f.modified.is_some_and(|at| now - at < ssm::RENEWED_TTL_SECS)),
     })
 }
 
@@ -125,8 +125,7 @@ pub fn status(ctx: &Ctx, raw: &str, endpoint: Option<&str>) -> Result<()> {
         let target = endpoint.map_or_else(|| format!("{}:6443", o.api_endpoint), String::from);
         probe(&target, &o.api_name, &bundle)
     });
-    let node_token = ssm::node_token(spec);
-    let found = world.found.values().flatten().filter(|f| f.id == node_token).find_map(|f| f.get::<ssm::Found>());
+    let found = ssm::node_token_found(spec, world.found.values().flatten());
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let token = token(found, now);
     let status = Status { cluster: loaded.name.to_string(), region: spec.region.clone(), instances, api, token };
