@@ -133,14 +133,17 @@ pub enum ClusterCommand {
     Reencrypt {
         cluster: String,
         /// The complete new set of primaries (repeatable)
-        #[arg(long = "primary", value_name = "NAME", required_unless_present = "finish_rotation")]
+        #[arg(long = "primary", value_name = "NAME", required_unless_present_any = ["promote", "finish_rotation"])]
         primaries: Vec<String>,
-        /// Generate fresh keys for everything the removed people could read
+        /// Stage fresh keys for everything the removed people could read: new CAs the cluster trusts beside the current
         #[arg(long, conflicts_with = "no_rotate")]
         rotate: bool,
         /// Remove people without rotating (they can still read every current key from history)
         #[arg(long)]
         no_rotate: bool,
+        /// Sign with the staged CAs: every leaf, key and the bootstrap token anew (once the cluster trusts them)
+        #[arg(long, conflicts_with_all = ["rotate", "no_rotate", "primaries", "finish_rotation"])]
+        promote: bool,
         /// Drop the retired CAs and service-account key from the bundles, once the cluster has rolled
         #[arg(long, conflicts_with_all = ["rotate", "no_rotate", "primaries"])]
         finish_rotation: bool,

@@ -742,3 +742,83 @@ fn control_and_bidi_characters_are_printed_escaped() {
     assert!(!r.stderr.contains('\u{1b}') && !r.stderr.contains('\u{7}'), "{:?}", r.stderr);
     assert!(r.stderr.contains("\\u{001b}"), "{}", r.stderr);
 }
+
+// A rotation's gate asks AWS about a cluster that has outputs: removing
+// them would let `--promote` run before the cluster rolled.
+#[test]
+fn a_non_primary_records_outputs_but_cannot_remove_them() {
+    let f = Fixture::new();
+    let repo = f.repo();
+    init_cluster(&f);
+    let bob = add_admin(&f, "bob");
+    let outputs = repo.join("clusters/prod/outputs.toml");
+    std::fs::write(&outputs, "region = \"eu-west-1\"\n").unwrap();
+    git_commit_signed(&repo, &f.gpg, &bob.fpr, "record outputs");
+    assert_eq!(audit_json(&f).0, 0, "any administrator records outputs");
+    std::fs::remove_file(&outputs).unwrap();
+    git_commit_signed(&repo, &f.gpg, &bob.fpr, "forget the cluster runs");
+    let removal = head(&repo);
+    let (code, report) = audit_json(&f);
+    assert_eq!(code, 3);
+    let why = reasons(&report, &removal);
+    assert!(why.contains("bob is not a primary of cluster prod") && why.contains("outputs.toml"), "{report}");
+    // Nor does `kaws cluster destroy` (which removes them) run for him.
+    rewind(&f, &repo, git(&repo, &["rev-parse", "HEAD~1"]).trim());
+    let bob_sec = f.gpg.export_secret(&bob.fpr, "", &f.file("bob.sec"));
+    let before = snapshot(&repo);
+    let mut c = kaws(&f.gpg, &repo);
+    c.arg("--secret-key").arg(&bob_sec).args(["cluster", "destroy", "prod", "--yes"]);
+    let r = run(c);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("not a primary of cluster prod"), "{}", r.stderr);
+    assert_eq!(before, snapshot(&repo));
+}
+
+// A trust bundle is what the control plane trusts for client certificates:
+// a CA added to it, even in a primary's commit, is refused before it
+// reaches an instance.
+#[test]
+fn a_trust_bundle_holds_only_what_the_rotation_phase_allows() {
+    let f = Fixture::new();
+    let repo = f.repo();
+    init_cluster(&f);
+    let base = head(&repo);
+    let pki = repo.join("clusters/prod/pki");
+    let (key, foreign) = (f.file("foreign.key"), f.file("foreign.crt"));
+    openssl_ec_key(&key);
+    let made = openssl(&[
+        "req",
+        "-x509",
+        "-key",
+        key.to_str().unwrap(),
+        "-subj",
+        "/CN=kubernetes",
+        "-days",
+        "1",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-out",
+        foreign.to_str().unwrap(),
+    ]);
+    assert!(made.status.success());
+    let ca = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
+    let extra = std::fs::read_to_string(&foreign).unwrap();
+    // Settled: the CA alone; a second CA, or the CA missing, is refused.
+    for bundle in [format!("{ca}{extra}"), extra.clone()] {
+        std::fs::write(pki.join("ca-bundle.crt"), &bundle).unwrap();
+        git_commit_signed(&repo, &f.gpg, &f.alice.fpr, "trust more");
+        refused(&f, &["cluster", "render", "prod", "--role", "node"], "ca-bundle.crt");
+        rewind(&f, &repo, &base);
+    }
+    // Staged: the staged CA is the one other; a foreign one is refused.
+    let r = f.alice(&["cluster", "reencrypt", "prod", "--primary", "alice", "--rotate"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(f.alice(&["cluster", "render", "prod", "--role", "node"]).code, 0);
+    std::fs::write(pki.join("ca-bundle.crt"), format!("{ca}{extra}")).unwrap();
+    git_commit_signed(&repo, &f.gpg, &f.alice.fpr, "trust a foreign CA instead of the staged one");
+    refused(
+        &f,
+        &["cluster", "render", "prod", "--role", "node"],
+        "neither pki/ca.crt nor the one the staged rotation staged",
+    );
+}

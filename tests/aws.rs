@@ -862,3 +862,79 @@ fn status_shows_the_instances_and_what_the_api_serves() {
     assert_eq!((api["verified"].as_bool(), api["subject"].as_str()), (Some(false), Some("impostor")), "{api}");
     assert!(api["error"].as_str().unwrap().contains("certificate verify failed"), "{api}");
 }
+
+/// A rotation's next phase waits until every instance of the cluster (but
+/// the bastion) reports the repository's current trust generation, as the
+/// instances report it: a tag on themselves (written here by hand). A
+/// refused step names each instance behind and leaves the repository as
+/// it was.
+#[test]
+fn a_rotation_phase_waits_until_every_instance_reports_the_current_generation() {
+    let c = Cluster::new();
+    c.apply();
+    let status = || -> serde_json::Value {
+        let r = c.run(&["--output", "json", "cluster", "status", "prod"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        serde_json::from_str(&r.stdout).unwrap()
+    };
+    let before = status();
+    let ids = |s: &serde_json::Value| -> Vec<(String, String)> {
+        s["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["key"] != "instance/bastion" && i["state"] == "running")
+            .map(|i| (i["key"].as_str().unwrap().to_owned(), i["id"].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    let report = |ids: &[&str], generation: &str| {
+        c.aws.by_hand(&format!(
+            "ec2.create_tags(Resources={ids:?}, Tags=[{{'Key':'kaws:stage','Value':'up'}},{{'Key':'kaws:generation','Value':'{generation}'}}])"
+        ));
+    };
+    let all = ids(&before);
+    assert!(all.len() >= 5, "{before}");
+    let every: Vec<&str> = all.iter().map(|(_, id)| id.as_str()).collect();
+    report(&every, before["generation"].as_str().unwrap());
+    assert!(status()["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["key"] != "instance/bastion")
+        .all(|i| i["current"] == true));
+
+    let r = c.run(&["cluster", "reencrypt", "prod", "--primary", "alice", "--rotate"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let staged = status();
+    assert_eq!(staged["rotation"], "staged");
+    let want = staged["generation"].as_str().unwrap().to_owned();
+    assert_ne!(want, before["generation"].as_str().unwrap(), "staging makes a new generation");
+    assert!(staged["instances"].as_array().unwrap().iter().all(|i| i["current"] == false));
+
+    // All but master 1 report the staged generation: --promote is refused, naming it.
+    let (m1_key, m1) = all.iter().find(|(k, _)| k == "instance/master-1").unwrap().clone();
+    let others: Vec<&str> = every.iter().copied().filter(|id| *id != m1).collect();
+    report(&others, &want);
+    let repo_before = snapshot(&c.f.repo());
+    let r = c.run(&["cluster", "reencrypt", "prod", "--promote"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("waits until every instance") && r.stderr.contains(&format!("{m1_key} {m1}")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(others.iter().filter(|id| r.stderr.contains(*id)).count(), 0, "{}", r.stderr);
+    assert_eq!(snapshot(&c.f.repo()), repo_before, "a refused step changed the repository");
+
+    report(&[m1.as_str()], &want);
+    let r = c.run(&["cluster", "reencrypt", "prod", "--promote"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // Promoting makes the next generation: finishing waits for it in turn.
+    let r = c.run(&["cluster", "reencrypt", "prod", "--finish-rotation"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains(&m1), "{}", r.stderr);
+    let promoted = status()["generation"].as_str().unwrap().to_owned();
+    report(&every, &promoted);
+    let r = c.run(&["cluster", "reencrypt", "prod", "--finish-rotation"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}

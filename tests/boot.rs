@@ -105,3 +105,13 @@ fn serving_certificates_are_approved_only_for_a_running_instances_own_name_and_a
     assert_eq!(r["approved"], 5, "{r}");
     assert_eq!(r["denied"].as_array().unwrap().len(), 3, "{r}");
 }
+
+/// A staged rotation reaches every instance by replacement, one at a time,
+/// without losing etcd quorum or a key; `--promote` is refused (naming the
+/// instance) until the last one reports the staged generation.
+#[test]
+fn a_staged_rotation_rolled_by_replacement_gates_promote_until_every_instance_reports_it() {
+    let r = boot("rotation-by-replacement", &[]);
+    assert_eq!(r["refused_while"], 5, "{r}");
+    assert!(r["writes"].as_u64().unwrap() > 0, "{r}");
+}

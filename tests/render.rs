@@ -25,36 +25,6 @@ fn cluster(f: &Fixture, name: &str, masters: &str) {
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
 
-fn render(f: &Fixture, name: &str, role: &[&str]) -> String {
-    let mut args = vec!["cluster", "render", name, "--role"];
-    args.extend(role);
-    let r = f.alice(&args);
-    assert_eq!(r.code, 0, "{role:?}: {}", r.stderr);
-    r.stdout
-}
-
-/// Every write_files entry of a cloud-config, as (path, content).
-fn files(user_data: &str) -> Vec<(String, String)> {
-    let doc: serde_yaml::Value = serde_yaml::from_str(user_data).unwrap();
-    doc["write_files"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|w| {
-            let content = w["content"].as_str().unwrap();
-            let content = match w["encoding"].as_str() {
-                Some("b64") => {
-                    use base64::Engine as _;
-                    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(content).unwrap()).unwrap()
-                }
-                None => content.to_owned(),
-                Some(other) => panic!("unexpected encoding {other}"),
-            };
-            (w["path"].as_str().unwrap().to_owned(), content)
-        })
-        .collect()
-}
-
 /// The base64 body lines of every PEM private key and the bootstrap token, decrypted by gpg.
 fn secrets(f: &Fixture, name: &str) -> Vec<String> {
     let dir = f.repo().join("clusters").join(name);
@@ -101,7 +71,7 @@ fn every_role_passes_cloud_init_shellcheck_and_the_size_limit_and_carries_no_sec
                 String::from_utf8_lossy(&schema.stderr)
             );
 
-            for (path, content) in files(&text) {
+            for (path, content) in write_files(&text) {
                 if content.starts_with("#!") {
                     let script = scratch.join("script.sh");
                     std::fs::write(&script, &content).unwrap();
@@ -130,7 +100,8 @@ fn every_role_passes_cloud_init_shellcheck_and_the_size_limit_and_carries_no_sec
 }
 
 fn kubeadm_docs(user_data: &str) -> Vec<serde_yaml::Value> {
-    let (_, content) = files(user_data).into_iter().find(|(p, _)| p == "/etc/kubernetes/kaws/kubeadm.yaml").unwrap();
+    let (_, content) =
+        write_files(user_data).into_iter().find(|(p, _)| p == "/etc/kubernetes/kaws/kubeadm.yaml").unwrap();
     serde_yaml::Deserializer::from_str(&content).map(|d| serde::Deserialize::deserialize(d).unwrap()).collect()
 }
 
@@ -278,7 +249,8 @@ fn kubeadm_check(f: &Fixture, name: &str, index: u32, etcd_of: u32) -> (bool, St
     let first = dir.join(format!("kubeadm-{name}-0.yaml"));
     for (i, path) in [(index, &own), (0, &first)] {
         let text = render(f, name, &["master", "--index", &i.to_string()]);
-        let (_, content) = files(&text).into_iter().find(|(p, _)| p == "/etc/kubernetes/kaws/kubeadm.yaml").unwrap();
+        let (_, content) =
+            write_files(&text).into_iter().find(|(p, _)| p == "/etc/kubernetes/kaws/kubeadm.yaml").unwrap();
         std::fs::write(path, content).unwrap();
     }
     let pki = f.repo().join("clusters").join(name).join("pki");
@@ -317,7 +289,7 @@ fn kubeadm_accepts_every_masters_pre_placed_certificates() {
     // Master 0 joins when a cluster answers (it was replaced): its join
     // configuration names it and its address exactly as its init one does.
     let text = render(&f, "prod", &["master", "--index", "0"]);
-    let all = files(&text);
+    let all = write_files(&text);
     let join =
         &all.iter().find(|(p, _)| p == "/etc/kubernetes/kaws/kubeadm-join.yaml").expect("a join configuration").1;
     let docs: Vec<serde_yaml::Value> =

@@ -131,7 +131,8 @@ fn removing_a_primary_requires_rotation_and_rotation_really_revokes() {
         None,
         "no administrator of that name",
     );
-    refused(&["cluster", "reencrypt", "prod", "--finish-rotation"], None, "no rotation of prod is in progress");
+    refused(&["cluster", "reencrypt", "prod", "--finish-rotation"], None, "no promoted rotation of prod to finish");
+    refused(&["cluster", "reencrypt", "prod", "--promote"], None, "no staged rotation of prod to promote");
 
     // Before: carol's certificate and key, and every old leaf.
     let old = tmp.join("old-pki");
@@ -144,20 +145,46 @@ fn removing_a_primary_requires_rotation_and_rotation_really_revokes() {
 
     let token_file = f.repo().join("clusters/prod/secrets/bootstrap-token.pgp");
     let old_token = f.gpg.decrypt(&token_file).unwrap();
+    let bob_only = f.gpg.with_only(&w.bob.fpr);
+    let alice_only = f.gpg.with_only(&f.alice.fpr);
+    let opens_only_alice = |what: &str, count: usize| {
+        let sealed = w.sealed();
+        assert_eq!(sealed.len(), count, "{what}");
+        for file in &sealed {
+            assert!(bob_only.decrypt(file).is_err(), "{what}: bob still opens {}", file.display());
+            assert!(alice_only.decrypt(file).is_ok(), "{what}: alice cannot open {}", file.display());
+        }
+    };
+
+    // Stage: new CAs and service-account key, trusted beside the current
+    // ones, which still sign everything. Every ciphertext at HEAD is alice's only.
     let r = f.alice(&["cluster", "reencrypt", "prod", "--primary", "alice", "--rotate"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("--promote"), "{}", r.stdout);
+    assert_eq!(std::fs::read(w.pki().join("ca.crt")).unwrap(), std::fs::read(old.join("ca.crt")).unwrap());
+    assert_eq!(
+        std::fs::read(f.repo().join("clusters/prod/admins/carol.crt")).unwrap(),
+        std::fs::read(&carol_old_cert).unwrap()
+    );
+    assert_eq!(f.gpg.decrypt(&token_file).unwrap(), old_token, "staging changes no token");
+    let staged_ca = std::fs::read_to_string(w.pki().join("staged/ca.crt")).unwrap();
+    let bundle = std::fs::read_to_string(w.pki().join("ca-bundle.crt")).unwrap();
+    assert_eq!(bundle, std::fs::read_to_string(old.join("ca.crt")).unwrap() + &staged_ca);
+    opens_only_alice("staged", 15 + 4);
+    let certs = f.alice(&["--output", "json", "cluster", "certs", "prod"]);
+    let report: serde_json::Value = serde_json::from_str(&certs.stdout).unwrap();
+    assert_eq!(report["rotation_state"], "staged");
+    refused(&["cluster", "reencrypt", "prod", "--primary", "alice", "--rotate"], None, "--promote");
+    refused(&["cluster", "reencrypt", "prod", "--finish-rotation"], None, "no promoted rotation");
+
+    // Promote: the staged CAs sign a new generation of everything.
+    let r = f.alice(&["cluster", "reencrypt", "prod", "--promote"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_all_commits_verify(&f.repo(), &f.gpg);
     assert_ne!(f.gpg.decrypt(&token_file).unwrap(), old_token, "the bootstrap token was not rotated");
-
-    // bob can open nothing; alice opens everything.
-    let bob_only = f.gpg.with_only(&w.bob.fpr);
-    let alice_only = f.gpg.with_only(&f.alice.fpr);
-    let sealed = w.sealed();
-    assert_eq!(sealed.len(), 15);
-    for file in &sealed {
-        assert!(bob_only.decrypt(file).is_err(), "bob still opens {}", file.display());
-        assert!(alice_only.decrypt(file).is_ok(), "alice cannot open {}", file.display());
-    }
+    assert_eq!(std::fs::read_to_string(w.pki().join("ca.crt")).unwrap(), staged_ca);
+    assert!(!w.pki().join("staged").exists(), "the staged files stay behind");
+    opens_only_alice("promoted", 15);
     // New CAs verify every new leaf and no old one.
     for (leaf, ca) in leaf_pairs() {
         let new_ca = w.pki().join(format!("{ca}.crt"));
@@ -172,7 +199,7 @@ fn removing_a_primary_requires_rotation_and_rotation_really_revokes() {
     assert!(bundle.ends_with(&std::fs::read_to_string(old.join("ca.crt")).unwrap()));
     let certs = f.alice(&["--output", "json", "cluster", "certs", "prod"]);
     let report: serde_json::Value = serde_json::from_str(&certs.stdout).unwrap();
-    assert_eq!(report["rotation_state"], "in-transition");
+    assert_eq!(report["rotation_state"], "promoted");
     assert_eq!(report["rotation_generation"], 1);
     let record = std::fs::read_to_string(f.repo().join("clusters/prod/rotation.toml")).unwrap();
     assert!(record.contains(&w.bob.fpr), "{record}");
@@ -205,12 +232,12 @@ fn removing_a_primary_requires_rotation_and_rotation_really_revokes() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // A second rotation waits for the first to finish.
-    refused(&["cluster", "reencrypt", "prod", "--primary", "alice", "--rotate"], None, "still in transition");
+    refused(&["cluster", "reencrypt", "prod", "--primary", "alice", "--rotate"], None, "--finish-rotation");
     let r = f.alice(&["cluster", "reencrypt", "prod", "--finish-rotation"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(std::fs::read(w.pki().join("ca-bundle.crt")).unwrap(), std::fs::read(w.pki().join("ca.crt")).unwrap());
     assert_eq!(std::fs::read(w.pki().join("sa-bundle.pub")).unwrap(), std::fs::read(w.pki().join("sa.pub")).unwrap());
-    refused(&["cluster", "reencrypt", "prod", "--finish-rotation"], None, "no rotation of prod is in progress");
+    refused(&["cluster", "reencrypt", "prod", "--finish-rotation"], None, "no promoted rotation");
 }
 
 #[test]
@@ -290,4 +317,25 @@ fn a_rotation_killed_at_any_point_leaves_the_old_or_the_new_state() {
     // A re-run after all that succeeds.
     let r = f.alice(&args);
     assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
+fn primaries_join_a_staged_rotation_but_leave_only_once_it_finishes() {
+    let w = World::new();
+    let f = &w.f;
+    let r = f.alice(&["cluster", "reencrypt", "prod", "--primary", "alice", "--rotate"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // carol joins while it is staged: she reads the staged keys too.
+    let r = f.alice(&["cluster", "reencrypt", "prod", "--primary", "alice", "--primary", "carol"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let carol_only = f.gpg.with_only(&w.carol.fpr);
+    assert!(carol_only.decrypt(&w.pki().join("staged/ca.key.pgp")).is_ok());
+    // Leaving now would leave her holding the keys the cluster is about to sign with.
+    for mode in ["--no-rotate", "--rotate"] {
+        let before = snapshot(&f.repo());
+        let r = f.alice(&["cluster", "reencrypt", "prod", "--primary", "alice", mode]);
+        assert_eq!(r.code, 3, "{mode}: {}", r.stderr);
+        assert!(r.stderr.contains("--promote"), "{mode}: {}", r.stderr);
+        assert_eq!(before, snapshot(&f.repo()), "{mode}");
+    }
 }

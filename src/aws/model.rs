@@ -90,7 +90,8 @@ pub fn graph(spec: &ClusterSpec) -> Vec<Node> {
             readers.push((Key::Iam(host), ssm.clone()));
         }
         let sees_instances = matches!(host, Host::Master(_));
-        let want = iam::Want { name: iam_name(spec, &host.to_string()), ssm, sees_instances };
+        let reports = host != Host::Bastion;
+        let want = iam::Want { name: iam_name(spec, &host.to_string()), ssm, sees_instances, reports };
         add(Key::Iam(host), host.role().as_str(), vec![], Desired::Iam(want));
     }
     // The key policy names the reader roles, so they come first.

@@ -38,6 +38,14 @@ pub fn ssm_prefix(spec: &ClusterSpec) -> String {
 /// An instance's configuration digest (user-data, type, image, …).
 pub const TAG_CONFIG: &str = "kaws:config";
 
+/// What an instance reports of itself, as tags it may set on itself only
+/// (see `resources::iam`): the bootstrap step it is at (`up` once done)...
+pub const TAG_STAGE: &str = "kaws:stage";
+/// ...and the trust generation it runs (`render::generation`).
+pub const TAG_GENERATION: &str = "kaws:generation";
+/// The tags an instance reports.
+pub const REPORTED: [&str; 2] = [TAG_GENERATION, TAG_STAGE];
+
 /// Names AWS limits to 32 characters (load balancer, target group).
 pub fn short_name(spec: &ClusterSpec, suffix: &str) -> String {
     let name = spec.name.as_str();

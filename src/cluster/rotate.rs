@@ -1,9 +1,16 @@
-//! What a key rotation changes in a cluster, as data: the new CAs, leaves
-//! and service-account key, the trust bundles (new and retired, until the
-//! rotation finishes), a new bootstrap token, and the administrators'
-//! certificates re-issued under the new CA. Nothing here touches the
-//! repository or seals anything: `kaws cluster reencrypt` reads the
-//! current files, seals the new keys to the primaries, and commits.
+//! What a key rotation changes in a cluster, as data, in the three phases
+//! of kOps' keypair rotation and Kubernetes' manual CA rotation:
+//! - `stage`: new CAs and service-account key under `pki/staged/`, and
+//!   bundles that trust the current and the staged ones; nothing signs
+//!   with the new ones yet, so every instance can take the bundles first;
+//! - `promote`: the staged CAs and key become the cluster's, every leaf is
+//!   issued anew under them with a fresh key, a new bootstrap token; the
+//!   bundles still trust the retired ones, which old leaves chain to;
+//! - `finish`: the bundles trust only the current CAs and key.
+//!
+//! Nothing here touches the repository or seals anything: `kaws cluster
+//! reencrypt` reads the current files, seals the keys, and commits.
+//! Paths are relative to the cluster's directory.
 
 use std::time::SystemTime;
 
@@ -15,15 +22,58 @@ use super::rotation::RetiredCa;
 use super::spec::ClusterSpec;
 use super::token;
 use crate::identity::{cert, verify};
-use crate::pki::{self, csr, inspect, table::CaId};
+use crate::pki::{self, csr, inspect, table::CaId, table::SA};
 
-/// The cluster's files a rotation writes, below its directory.
-pub struct Staged {
-    /// Certificates, bundles and the service-account public key.
+/// Where the new CAs and service-account key wait between `--rotate` and
+/// `--promote`, below `pki/`.
+pub const STAGED: &str = "staged";
+
+/// The public file of a CA (`ca`) or of the service-account key (`sa`).
+pub fn public_file(path: &str) -> String {
+    if path == SA || path.ends_with("/sa") {
+        format!("pki/{path}.pub")
+    } else {
+        format!("pki/{path}.crt")
+    }
+}
+
+/// The sealed file of a key, by its path under `pki/` (no extension).
+pub fn sealed_file(path: &str) -> String {
+    format!("pki/{path}.key.pgp")
+}
+
+/// The signing material a rotation phase writes: public files (certificates,
+/// bundles, public keys) and private keys to seal, each at the path of its
+/// sealed file.
+pub struct Files {
     pub public: Vec<(String, String)>,
-    /// New private keys, to be sealed at `pki/PATH.key.pgp`, and the new
-    /// bootstrap token (at `token::SEALED_FILE`).
     pub keys: Vec<(String, Zeroizing<String>)>,
+}
+
+/// `--rotate`: new CAs and service-account key, staged; bundles of the
+/// current and staged. `current` reads a public file of the cluster now.
+pub fn stage(spec: &ClusterSpec, now: SystemTime, current: impl Fn(&str) -> Result<String>) -> Result<Files> {
+    let (material, _) = pki::issue_cas(spec, now).context("issuing the new CAs")?;
+    let (sa_pub, sa_key) = pki::issue::new_sa_key(spec.key_algorithm)?;
+    let mut out = Files { public: Vec::new(), keys: Vec::new() };
+    for (id, (path, pem)) in CaId::ALL.iter().zip(&material.certs) {
+        ensure!(path == id.path(), "the CAs are issued in table order");
+        out.public.push((bundle_file(*id), format!("{}{pem}", current(&public_file(path))?)));
+        out.public.push((public_file(&format!("{STAGED}/{path}")), pem.clone()));
+    }
+    out.public.push(("pki/sa-bundle.pub".to_owned(), format!("{}{sa_pub}", current(&public_file(SA))?)));
+    out.public.push((public_file(&format!("{STAGED}/{SA}")), sa_pub));
+    for key in material.keys.into_iter().map(|k| (k.path, k.pem)).chain([(SA.to_owned(), sa_key)]) {
+        out.keys.push((sealed_file(&format!("{STAGED}/{}", key.0)), key.1));
+    }
+    Ok(out)
+}
+
+/// What `--promote` writes and removes.
+pub struct Promoted {
+    pub files: Files,
+    /// The staged files, which now live at the CAs' own paths.
+    pub removed: Vec<String>,
     pub token: Zeroizing<String>,
     /// The new cluster CA, which re-issues the administrators' certificates.
     pub ca: pki::issue::Authority,
@@ -31,47 +81,73 @@ pub struct Staged {
     pub retired: Vec<RetiredCa>,
 }
 
-impl Staged {
+impl Promoted {
     /// The sealed files the new set covers: anything else sealed is not carried over.
     pub fn sealed_paths(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.keys.iter().map(|(p, _)| format!("pki/{p}.key.pgp")).collect();
+        let mut out: Vec<String> = self.files.keys.iter().map(|(p, _)| p.clone()).collect();
         out.push(token::SEALED_FILE.to_owned());
         out
     }
 }
 
-/// Fresh CAs, leaves and service-account key; bundles of new and retired
-/// trust. `current` reads a public file of the cluster as it is now.
-pub fn stage(spec: &ClusterSpec, now: SystemTime, current: impl Fn(&str) -> Result<String>) -> Result<Staged> {
-    let material = pki::issue_cluster(spec, now).context("issuing the new certificate set")?;
-    let mut public = Vec::new();
-    let new_cert = |path: &str| material.certs.iter().find(|(p, _)| p == path).map(|(_, pem)| pem.clone());
-    for id in CaId::ALL {
-        let old = current(&format!("pki/{}.crt", id.path()))?;
-        let new = new_cert(id.path()).context("every CA is issued")?;
-        public.push((format!("pki/{}.crt", id.bundle_path()), format!("{new}{old}")));
+/// `--promote`: the staged CAs and key take over; every leaf is issued
+/// anew under them. `staged_key` opens a staged sealed file, checked
+/// against its public half.
+pub fn promote(
+    spec: &ClusterSpec,
+    now: SystemTime,
+    current: impl Fn(&str) -> Result<String>,
+    staged_key: impl Fn(&str) -> Result<Zeroizing<String>>,
+) -> Result<Promoted> {
+    let mut files = Files { public: Vec::new(), keys: Vec::new() };
+    let mut removed = Vec::new();
+    let mut authorities = Vec::new();
+    for path in CaId::ALL.iter().map(|id| id.path()).chain([SA]) {
+        let staged = format!("{STAGED}/{path}");
+        let (public, sealed) = (current(&public_file(&staged))?, sealed_file(&staged));
+        let key = staged_key(&sealed).with_context(|| format!("opening the staged {path}"))?;
+        // A staged key is new: never the one it replaces.
+        let old = current(&public_file(path))?;
+        ensure!(public.trim() != old.trim(), "{} is the current {path}, not a new one", public_file(&staged));
+        let bundle = match CaId::ALL.iter().find(|id| id.path() == path) {
+            Some(id) => {
+                pki::verify_ca(*id, &public, spec.key_algorithm, &key)
+                    .with_context(|| format!("{} is not a {} CA", public_file(&staged), id.path()))?;
+                ensure!(
+                    inspect::facts(&public)?.spki != inspect::facts(&old)?.spki,
+                    "{} has the key of the current {path}",
+                    public_file(&staged)
+                );
+                authorities.push((*id, pki::authority(spec.key_algorithm, public.clone(), &key)?));
+                bundle_file(*id)
+            }
+            None => "pki/sa-bundle.pub".to_owned(),
+        };
+        files.public.push((bundle, format!("{public}{old}")));
+        files.public.push((public_file(path), public));
+        files.keys.push((sealed_file(path), key));
+        removed.extend([public_file(&staged), sealed]);
     }
-    let old_sa = current("pki/sa.pub")?;
-    public.push(("pki/sa-bundle.pub".to_owned(), format!("{}{old_sa}", material.sa_pub)));
-    for (path, pem) in &material.certs {
-        public.push((format!("pki/{path}.crt"), pem.clone()));
-    }
-    public.push(("pki/sa.pub".to_owned(), material.sa_pub.clone()));
-    let ca_cert = new_cert("ca").context("the cluster CA is issued")?;
-    let ca_key = &material.keys.iter().find(|k| k.path == "ca").context("the cluster CA's key is issued")?.pem;
-    let ca = pki::authority(spec.key_algorithm, ca_cert, ca_key)?;
-    let keys = material.keys.into_iter().map(|k| (k.path, k.pem)).collect();
-    Ok(Staged { public, keys, token: token::generate(), ca, retired: retired_cas(&current)? })
+    let leaves = pki::issue_leaves(spec, now, &authorities).context("issuing the leaves under the new CAs")?;
+    files.public.extend(leaves.certs.into_iter().map(|(path, pem)| (public_file(&path), pem)));
+    files.keys.extend(leaves.keys.into_iter().map(|k| (sealed_file(&k.path), k.pem)));
+    let pos = authorities.iter().position(|(id, _)| *id == CaId::Kubernetes).context("the cluster CA is staged")?;
+    let ca = authorities.swap_remove(pos).1;
+    Ok(Promoted { files, removed, token: token::generate(), ca, retired: retired_cas(&current)? })
 }
 
-/// The bundles once a rotation finishes: the current CAs and key only.
+/// `--finish-rotation`: the bundles trust the current CAs and key only.
 pub fn finish(current: impl Fn(&str) -> Result<String>) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for id in CaId::ALL {
-        out.push((format!("pki/{}.crt", id.bundle_path()), current(&format!("pki/{}.crt", id.path()))?));
+        out.push((bundle_file(id), current(&public_file(id.path()))?));
     }
-    out.push(("pki/sa-bundle.pub".to_owned(), current("pki/sa.pub")?));
+    out.push(("pki/sa-bundle.pub".to_owned(), current(&public_file(SA))?));
     Ok(out)
+}
+
+fn bundle_file(id: CaId) -> String {
+    format!("pki/{}.crt", id.bundle_path())
 }
 
 /// The current CAs, as a rotation retires them.
@@ -79,7 +155,7 @@ fn retired_cas(current: &impl Fn(&str) -> Result<String>) -> Result<Vec<RetiredC
     CaId::ALL
         .iter()
         .map(|id| {
-            let f = inspect::facts(&current(&format!("pki/{}.crt", id.path()))?)?;
+            let f = inspect::facts(&current(&public_file(id.path()))?)?;
             Ok(RetiredCa { path: id.path().to_owned(), serial: f.serial, sha256: f.sha256 })
         })
         .collect()
@@ -119,38 +195,53 @@ pub fn reissue(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
+    fn apply(files: &mut HashMap<String, String>, public: &[(String, String)]) {
+        for (p, t) in public {
+            files.insert(p.clone(), t.clone());
+        }
+    }
+
     #[test]
-    fn a_staged_rotation_trusts_both_and_finishing_only_the_new() {
+    fn stage_trusts_both_promote_signs_with_the_new_and_finish_trusts_only_it() {
         let spec = crate::cluster::spec::tests::spec();
         let now = SystemTime::now();
         let old = pki::issue_cluster(&spec, now).unwrap();
-        let mut files: std::collections::HashMap<String, String> =
-            old.certs.iter().map(|(p, pem)| (format!("pki/{p}.crt"), pem.clone())).collect();
-        files.insert("pki/sa.pub".into(), old.sa_pub.clone());
-        let read = |files: &std::collections::HashMap<String, String>, rel: &str| {
-            files.get(rel).cloned().with_context(|| format!("{rel} is missing"))
-        };
+        let mut files: HashMap<String, String> =
+            old.certs.iter().map(|(p, pem)| (public_file(p), pem.clone())).collect();
+        files.insert(public_file(SA), old.sa_pub.clone());
+        let read = |files: &HashMap<String, String>, rel: &str| files.get(rel).cloned().context(rel.to_owned());
+        let old_ca = files["pki/ca.crt"].clone();
+
         let staged = stage(&spec, now, |rel| read(&files, rel)).unwrap();
-        let old_ca = &files["pki/ca.crt"];
-        let written: std::collections::HashMap<&str, &str> =
-            staged.public.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
-        let new_ca = written["pki/ca.crt"];
-        assert_ne!(new_ca, old_ca);
-        assert_eq!(written["pki/ca-bundle.crt"], format!("{new_ca}{old_ca}"));
-        assert!(written["pki/sa-bundle.pub"].ends_with(&old.sa_pub));
-        assert_eq!(staged.retired.len(), CaId::ALL.len());
-        assert_eq!(
-            staged.retired[0].sha256,
-            inspect::facts(&files[&format!("pki/{}.crt", staged.retired[0].path)]).unwrap().sha256
-        );
-        assert!(staged.sealed_paths().contains(&"pki/ca.key.pgp".to_owned()));
-        for (p, t) in &staged.public {
-            files.insert(p.clone(), t.clone());
+        apply(&mut files, &staged.public);
+        let new_ca = files["pki/staged/ca.crt"].clone();
+        assert_eq!(files["pki/ca.crt"], old_ca, "staging signs nothing new");
+        assert_eq!(files["pki/ca-bundle.crt"], format!("{old_ca}{new_ca}"));
+        assert!(files["pki/sa-bundle.pub"].starts_with(&old.sa_pub));
+        let keys: HashMap<String, Zeroizing<String>> = staged.keys.into_iter().collect();
+        assert_eq!(keys.len(), CaId::ALL.len() + 1);
+        assert!(keys.contains_key("pki/staged/etcd/ca.key.pgp") && keys.contains_key("pki/staged/sa.key.pgp"));
+
+        let open = |rel: &str| keys.get(rel).cloned().context(rel.to_owned());
+        let promoted = promote(&spec, now, |rel| read(&files, rel), open).unwrap();
+        apply(&mut files, &promoted.files.public);
+        assert_eq!(files["pki/ca.crt"], new_ca);
+        assert_eq!(files["pki/ca-bundle.crt"], format!("{new_ca}{old_ca}"));
+        assert!(promoted.removed.contains(&"pki/staged/ca.crt".to_owned()));
+        assert!(promoted.removed.contains(&"pki/staged/sa.key.pgp".to_owned()));
+        assert!(promoted.sealed_paths().contains(&"pki/etcd/server-0.key.pgp".to_owned()));
+        assert_eq!(promoted.retired[0].sha256, inspect::facts(&old_ca).unwrap().sha256);
+        for leaf in crate::pki::table::leaves(&spec) {
+            let ca = files[&public_file(leaf.ca.path())].clone();
+            let key = &promoted.files.keys.iter().find(|(p, _)| *p == sealed_file(&leaf.path)).unwrap().1;
+            crate::pki::verify_leaf(&leaf, &spec, &files[&public_file(&leaf.path)], &ca, key).unwrap();
         }
-        let finished: std::collections::HashMap<String, String> =
-            finish(|rel| read(&files, rel)).unwrap().into_iter().collect();
+
+        let finished: HashMap<String, String> = finish(|rel| read(&files, rel)).unwrap().into_iter().collect();
         assert_eq!(finished["pki/ca-bundle.crt"], new_ca);
         assert_eq!(finished["pki/sa-bundle.pub"], files["pki/sa.pub"]);
     }

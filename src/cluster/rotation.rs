@@ -15,8 +15,33 @@ pub enum State {
     /// No rotation, or the last one finished.
     #[default]
     Settled,
-    /// New CAs are in use; bundles still trust the retired ones.
-    InTransition,
+    /// New CAs and service-account key exist (`pki/staged/`) and the
+    /// bundles trust them, but everything still signs with the current ones.
+    Staged,
+    /// The new CAs sign every leaf; bundles still trust the retired ones.
+    /// (Records written before phases existed said `in-transition`.)
+    #[serde(alias = "in-transition")]
+    Promoted,
+}
+
+impl State {
+    /// As `rotation.toml` spells it.
+    pub fn label(self) -> &'static str {
+        match self {
+            State::Settled => "settled",
+            State::Staged => "staged",
+            State::Promoted => "promoted",
+        }
+    }
+
+    /// The step that comes next, as `kaws cluster reencrypt` spells it.
+    pub fn next_step(self) -> &'static str {
+        match self {
+            State::Settled => "--rotate",
+            State::Staged => "--promote",
+            State::Promoted => "--finish-rotation",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -41,6 +66,9 @@ pub struct Rotation {
     pub removed: Vec<Fingerprint>,
     #[serde(default)]
     pub retired_ca: Vec<RetiredCa>,
+    /// When the new CAs started signing (`--promote`).
+    #[serde(default)]
+    pub promoted: Option<String>,
     pub finished: Option<String>,
 }
 

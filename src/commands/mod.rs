@@ -28,11 +28,19 @@ pub fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Cluster(ClusterCommand::Certs { cluster, expiring_within }) => {
             cluster::certs(ctx, &cluster, expiring_within)
         }
-        Command::Cluster(ClusterCommand::Reencrypt { cluster, primaries, rotate, no_rotate, finish_rotation }) => {
-            let mode = match (rotate, no_rotate, finish_rotation) {
-                (_, _, true) => cluster::Mode::Finish,
-                (true, _, _) => cluster::Mode::Rotate,
-                (_, true, _) => cluster::Mode::NoRotate,
+        Command::Cluster(ClusterCommand::Reencrypt {
+            cluster,
+            primaries,
+            rotate,
+            no_rotate,
+            promote,
+            finish_rotation,
+        }) => {
+            let mode = match (rotate, no_rotate, promote, finish_rotation) {
+                (_, _, _, true) => cluster::Mode::Finish,
+                (_, _, true, _) => cluster::Mode::Promote,
+                (true, ..) => cluster::Mode::Rotate,
+                (_, true, ..) => cluster::Mode::NoRotate,
                 _ => cluster::Mode::Reseal,
             };
             cluster::reencrypt(ctx, &cluster, &primaries, mode)

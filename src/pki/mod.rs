@@ -36,18 +36,38 @@ pub struct ClusterPki {
 
 /// Issues the whole certificate set of `spec` and checks every certificate.
 pub fn issue_cluster(spec: &ClusterSpec, now: SystemTime) -> Result<ClusterPki> {
+    let (mut out, authorities) = issue_cas(spec, now)?;
+    let leaves = issue_leaves(spec, now, &authorities)?;
+    out.certs.extend(leaves.certs);
+    out.keys.extend(leaves.keys);
+    let (sa_pub, sa_key) = issue::new_sa_key(spec.key_algorithm)?;
+    out.sa_pub = sa_pub;
+    out.keys.push(SecretFile { path: table::SA.to_owned(), pem: sa_key });
+    Ok(out)
+}
+
+/// The three CAs of a new generation (certificates and keys, checked), and
+/// the authorities that sign with them.
+pub fn issue_cas(spec: &ClusterSpec, now: SystemTime) -> Result<(ClusterPki, Vec<(CaId, Authority)>)> {
     let alg = spec.key_algorithm;
-    let v = spec.validity;
     let mut out = ClusterPki { certs: Vec::new(), sa_pub: String::new(), keys: Vec::new() };
     let mut authorities = Vec::new();
     for id in CaId::ALL {
         let (issued, auth) =
-            issue::new_ca(id, alg, now, v.ca_days).with_context(|| format!("issuing {}", id.path()))?;
+            issue::new_ca(id, alg, now, spec.validity.ca_days).with_context(|| format!("issuing {}", id.path()))?;
         verify_ca(id, &issued.cert_pem, alg, &issued.key_pem)?;
         out.certs.push((id.path().to_owned(), issued.cert_pem));
         out.keys.push(SecretFile { path: id.path().to_owned(), pem: issued.key_pem });
         authorities.push((id, auth));
     }
+    Ok((out, authorities))
+}
+
+/// Every leaf of the table, each with a fresh key, signed by `authorities`
+/// and checked (no service-account key: `sa_pub` stays empty).
+pub fn issue_leaves(spec: &ClusterSpec, now: SystemTime, authorities: &[(CaId, Authority)]) -> Result<ClusterPki> {
+    let (alg, v) = (spec.key_algorithm, spec.validity);
+    let mut out = ClusterPki { certs: Vec::new(), sa_pub: String::new(), keys: Vec::new() };
     for leaf in table::leaves(spec) {
         let ca = &authorities.iter().find(|(id, _)| *id == leaf.ca).ok_or_else(|| anyhow!("unknown CA"))?.1;
         let sans = table::sans(leaf.sans, spec);
@@ -57,9 +77,6 @@ pub fn issue_cluster(spec: &ClusterSpec, now: SystemTime) -> Result<ClusterPki> 
         out.certs.push((leaf.path.clone(), issued.cert_pem));
         out.keys.push(SecretFile { path: leaf.path.clone(), pem: issued.key_pem });
     }
-    let (sa_pub, sa_key) = issue::new_sa_key(alg)?;
-    out.sa_pub = sa_pub;
-    out.keys.push(SecretFile { path: table::SA.to_owned(), pem: sa_key });
     Ok(out)
 }
 

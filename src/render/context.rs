@@ -15,17 +15,33 @@ pub enum Role {
 }
 
 /// A public file written by cloud-init. Its content reaches the YAML only
-/// base64-encoded (`encoding: b64`): no byte of it can become YAML structure.
+/// base64-encoded (`encoding: b64`), or, for certificates and public keys,
+/// as PEM that kaws encoded anew from the parsed blocks (only base64
+/// characters and the labels kaws writes, in a literal block): no byte of
+/// it can become YAML structure. PEM is not base64-encoded again, which
+/// gzip could not undo: EC2 takes 16 KiB of user-data.
 #[derive(Clone, Debug, Serialize)]
 pub struct File {
     pub path: String,
-    pub content_b64: String,
+    pub content_b64: Option<String>,
+    pub pem: Option<String>,
 }
 
 impl File {
     fn new(path: String, content: &str) -> File {
         use base64::Engine as _;
-        File { path, content_b64: base64::engine::general_purpose::STANDARD.encode(content) }
+        File { path, content_b64: Some(base64::engine::general_purpose::STANDARD.encode(content)), pem: None }
+    }
+
+    /// Certificates or public keys, re-encoded from their parsed blocks.
+    fn pem(path: String, text: &str) -> Result<File, ContextError> {
+        let blocks = ::pem::parse_many(text).map_err(|_| ContextError::NotPem(path.clone()))?;
+        let known = ["CERTIFICATE", "PUBLIC KEY"];
+        if blocks.is_empty() || blocks.iter().any(|b| !known.contains(&b.tag())) {
+            return Err(ContextError::NotPem(path));
+        }
+        let config = ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF);
+        Ok(File { path, content_b64: None, pem: Some(::pem::encode_many_config(&blocks, config)) })
     }
 }
 
@@ -58,7 +74,18 @@ pub const SHARED_MASTER_CERTS: &[&str] = &[
     "controller-manager.crt",
     "scheduler.crt",
     "sa.pub",
+    // What the control plane trusts (the signing CA, and during a rotation
+    // the staged or retired one): client CAs, etcd's CAs, the front proxy's,
+    // the service-account keys.
+    "ca-bundle.crt",
+    "front-proxy-ca-bundle.crt",
+    "etcd/ca-bundle.crt",
+    "sa-bundle.pub",
 ];
+
+/// The cluster CA bundle, on every instance: the kubelet's client CA and its
+/// kubeconfig's server CA.
+pub const KUBELET_TRUST: &str = "/etc/kubernetes/kaws/pki/ca-bundle.crt";
 
 #[derive(Debug, Serialize)]
 pub struct Context {
@@ -75,7 +102,12 @@ pub struct Context {
     kubernetes_minor: String,
     repo_key_fingerprint: &'static str,
     endpoint: String,
-    ca_hash: String,
+    /// SHA-256 pins (hex) of the CA keys a joiner accepts: the cluster CA,
+    /// and during a rotation the staged or retired one.
+    ca_hashes: Vec<String>,
+    kubelet_trust: &'static str,
+    /// The trust generation the instance reports (see `generation`).
+    generation: String,
     service_cidr: String,
     pod_cidr: String,
     cluster_domain: String,
@@ -106,11 +138,28 @@ pub struct Public {
     /// The administrators holding a certificate: each gets the binding
     /// kaws renders from its name (never a file copied from the repository).
     pub admins: Vec<crate::name::AdminName>,
-    /// SHA-256 (hex) of the cluster CA's DER SubjectPublicKeyInfo.
-    pub ca_hash: String,
+    /// SHA-256 (hex) of the DER SubjectPublicKeyInfo of each CA in the
+    /// cluster CA bundle, the signing CA's first.
+    pub ca_hashes: Vec<String>,
     /// When the bootstrap token expires (Unix seconds): an absolute time,
     /// so that the user-data does not change as the hours pass.
     pub token_expires: i64,
+}
+
+/// The trust generation of a cluster's public PKI: a digest of every
+/// certificate, bundle and public key under `pki/` (by path), so that each
+/// phase of a rotation, and a renewal, makes a new one. Instances report
+/// the one they run; 16 hex digits of SHA-256.
+pub fn generation(pki: &[(String, String)]) -> String {
+    let mut files: Vec<&(String, String)> = pki.iter().collect();
+    files.sort();
+    let mut h = openssl::sha::Sha256::new();
+    for (path, text) in files {
+        for part in [path.as_bytes(), b"\0", text.as_bytes(), b"\0"] {
+            h.update(part);
+        }
+    }
+    h.finish().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +168,8 @@ pub enum ContextError {
     NoSuchMaster(u32, u32),
     #[error("the public certificate pki/{0} is missing")]
     Missing(String),
+    #[error("{0} would hold something other than PEM certificates or public keys")]
+    NotPem(String),
     #[error(transparent)]
     Unsafe(#[from] crate::text::UnsafeText),
 }
@@ -130,7 +181,7 @@ impl ContextError {
         use crate::error::{failed, refused, UserError};
         match self {
             ContextError::NoSuchMaster(..) => UserError::usage(self.to_string()),
-            ContextError::Unsafe(_) => refused(self.to_string()).hint(
+            ContextError::Unsafe(_) | ContextError::NotPem(_) => refused(self.to_string()).hint(
                 "restore the file from a reviewed commit (git log -p -- clusters/CLUSTER/pki); nothing was rendered",
             ),
             ContextError::Missing(_) => failed(self.to_string()),
@@ -147,25 +198,28 @@ impl Context {
         };
         let minor = spec.kubernetes_version.rsplit_once('.').map_or(spec.kubernetes_version.as_str(), |(m, _)| m);
         let mut public_files = Vec::new();
+        let find = |p: &str| -> Result<String, ContextError> {
+            let pem = public
+                .pki
+                .iter()
+                .find(|(path, _)| path == p)
+                .map(|(_, pem)| pem.clone())
+                .ok_or_else(|| ContextError::Missing(p.to_owned()))?;
+            crate::text::check_plain(&format!("pki/{p}"), &pem)?;
+            Ok(pem)
+        };
+        if role == Role::Node {
+            public_files.push(File::pem(KUBELET_TRUST.to_owned(), &find("ca-bundle.crt")?)?);
+        }
         if let Role::Master(i) = role {
-            let find = |p: &str| -> Result<String, ContextError> {
-                let pem = public
-                    .pki
-                    .iter()
-                    .find(|(path, _)| path == p)
-                    .map(|(_, pem)| pem.clone())
-                    .ok_or_else(|| ContextError::Missing(p.to_owned()))?;
-                crate::text::check_plain(&format!("pki/{p}"), &pem)?;
-                Ok(pem)
-            };
             for p in SHARED_MASTER_CERTS {
-                public_files.push(File::new(format!("/etc/kubernetes/kaws/pki/{p}"), &find(p)?));
+                public_files.push(File::pem(format!("/etc/kubernetes/kaws/pki/{p}"), &find(p)?)?);
             }
             for kind in ["server", "peer"] {
-                public_files.push(File::new(
+                public_files.push(File::pem(
                     format!("/etc/kubernetes/kaws/pki/etcd/{kind}.crt"),
                     &find(&format!("etcd/{kind}-{i}.crt"))?,
-                ));
+                )?);
             }
             if i == 0 {
                 for name in &public.admins {
@@ -187,7 +241,9 @@ impl Context {
             kubernetes_minor: minor.to_owned(),
             repo_key_fingerprint: super::REPO_KEY_FINGERPRINT,
             endpoint: endpoint.to_string(),
-            ca_hash: public.ca_hash.clone(),
+            ca_hashes: public.ca_hashes.clone(),
+            kubelet_trust: KUBELET_TRUST,
+            generation: generation(&public.pki),
             service_cidr: spec.service_cidr.to_string(),
             pod_cidr: spec.pod_cidr.to_string(),
             cluster_domain: spec.cluster_domain.to_string(),

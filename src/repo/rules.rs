@@ -6,7 +6,7 @@
 //!   binding can be rolled back by committing an older export;
 //! - under `clusters/NAME/`, a cluster's primaries (as `primaries.toml`
 //!   names them in the parent) change anything; any administrator may create
-//!   a new cluster, record `outputs.toml`, and write their own request
+//!   a new cluster, record (not remove) `outputs.toml`, and write their own request
 //!   (`admins/SELF.key.pgp`, `.csr`, `.csr.sig`). In a merge, a path that
 //!   differs from *any* authenticated parent counts, unless it is taken
 //!   cleanly from one side (equal to that side's, and unchanged on every
@@ -31,8 +31,13 @@ pub(super) struct Changed {
     pub mode: Option<FileMode>,
 }
 
-fn open_to_any_admin(rest: &str, signer: &str) -> bool {
-    rest == "outputs.toml" || ["key.pgp", "csr", "csr.sig"].iter().any(|ext| rest == format!("admins/{signer}.{ext}"))
+/// What any administrator may change under a cluster: record its outputs
+/// (not remove them: a rotation's gate asks AWS only for a cluster that has
+/// them, so removing them is the primaries' `cluster destroy`), and write
+/// their own request.
+fn open_to_any_admin(rest: &str, signer: &str, deleted: bool) -> bool {
+    (rest == "outputs.toml" && !deleted)
+        || ["key.pgp", "csr", "csr.sig"].iter().any(|ext| rest == format!("admins/{signer}.{ext}"))
 }
 
 fn mode_of(m: i32) -> FileMode {
@@ -187,7 +192,7 @@ impl Repo {
                 let Some((cluster, rest)) = c.path.strip_prefix("clusters/").and_then(|p| p.split_once('/')) else {
                     continue;
                 };
-                if !open_to_any_admin(rest, signer) && !self.taken_cleanly(commit, &oids, &c.path)? {
+                if !open_to_any_admin(rest, signer, c.mode.is_none()) && !self.taken_cleanly(commit, &oids, &c.path)? {
                     by_cluster.entry(cluster.to_owned()).or_default().insert(rest.to_owned());
                 }
             }

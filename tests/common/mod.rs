@@ -493,3 +493,34 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `kaws cluster render NAME --role ROLE…` as alice: the user-data text.
+pub fn render(f: &Fixture, name: &str, role: &[&str]) -> String {
+    let mut args = vec!["cluster", "render", name, "--role"];
+    args.extend(role);
+    let r = f.alice(&args);
+    assert_eq!(r.code, 0, "{role:?}: {}", r.stderr);
+    r.stdout
+}
+
+/// Every write_files entry of a cloud-config, as (path, content).
+pub fn write_files(user_data: &str) -> Vec<(String, String)> {
+    let doc: serde_yaml::Value = serde_yaml::from_str(user_data).unwrap();
+    doc["write_files"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let content = w["content"].as_str().unwrap();
+            let content = match w["encoding"].as_str() {
+                Some("b64") => {
+                    use base64::Engine as _;
+                    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(content).unwrap()).unwrap()
+                }
+                None => content.to_owned(),
+                Some(other) => panic!("unexpected encoding {other}"),
+            };
+            (w["path"].as_str().unwrap().to_owned(), content)
+        })
+        .collect()
+}

@@ -23,6 +23,9 @@ pub struct Want {
     /// Whether its instances may list EC2 instances (the masters' approver
     /// of serving certificates checks a node's name and address with it).
     pub sees_instances: bool,
+    /// Whether its instances report their bootstrap stage and trust
+    /// generation, as tags on themselves.
+    pub reports: bool,
 }
 
 /// SSM parameter paths a role's instances may read (GetParameter, and
@@ -102,7 +105,7 @@ pub async fn discover(aws: &Aws, spec: &ClusterSpec) -> Result<Vec<(Key, super::
 /// instances when it `sees_instances`.
 pub fn policy(spec: &ClusterSpec, role_arn: &str, want: &Want) -> Option<serde_json::Value> {
     let ssm = &want.ssm;
-    if ssm.is_empty() && !want.sees_instances {
+    if ssm.is_empty() && !want.sees_instances && !want.reports {
         return None;
     }
     let mut statements = Vec::new();
@@ -123,6 +126,25 @@ pub fn policy(spec: &ClusterSpec, role_arn: &str, want: &Want) -> Option<serde_j
         statements.push(
             serde_json::json!({"Sid": "SeeInstances", "Effect": "Allow", "Action": ["ec2:DescribeInstances"], "Resource": "*"}),
         );
+    }
+    if want.reports {
+        // Its own instance only, as AWS's managed policies that act on the
+        // calling instance write it (ec2:SourceInstanceARN, present only
+        // for an instance profile's credentials; ${ec2:InstanceID}, the
+        // target's), and the reported keys only.
+        let (partition, account) = partition_account(role_arn).unwrap_or(("aws", "*"));
+        let instances = format!("arn:{partition}:ec2:{}:{account}:instance/", spec.region);
+        statements.push(serde_json::json!({
+            "Sid": "ReportOwnState",
+            "Effect": "Allow",
+            "Action": ["ec2:CreateTags"],
+            "Resource": format!("{instances}*"),
+            "Condition": {
+                "ArnEquals": {"ec2:SourceInstanceARN": format!("{instances}${{ec2:InstanceID}}")},
+                "ForAllValues:StringEquals": {"aws:TagKeys": crate::aws::naming::REPORTED},
+                "Null": {"aws:TagKeys": "false"}
+            }
+        }));
     }
     Some(serde_json::json!({"Version": "2012-10-17", "Statement": statements}))
 }
@@ -362,6 +384,7 @@ mod tests {
             name: "kaws-x-node".into(),
             ssm: Access { reads: vec!["/kaws/x/node/*".into()], writes: vec![] },
             sees_instances: false,
+            reports: true,
         };
         let arn = "arn:aws:iam::123456789012:role/kaws/x/kaws-x-node";
         let complete = Found {
@@ -371,6 +394,10 @@ mod tests {
             profile_roles: vec![want.name.clone()],
         };
         assert!(diff(&v, &want, Some(("kaws-x-node", &complete))).is_none());
+        // It tags its own instance only, with the reported keys only.
+        let doc = complete.policy.as_ref().unwrap().to_string();
+        let own = r#""ec2:SourceInstanceARN":"arn:aws:ec2:eu-west-1:123456789012:instance/${ec2:InstanceID}""#;
+        assert!(doc.contains(own) && doc.contains(r#"["kaws:generation","kaws:stage"]"#), "{doc}");
         // A profile without its role, left by a killed run.
         let profile_only = Found { arn: None, policy: None, profile: true, profile_roles: vec![] };
         let Some(Action::Update(fixes)) = diff(&v, &want, Some(("kaws-x-node", &profile_only))) else { panic!() };

@@ -16,7 +16,7 @@ use super::launch::{instance_type, Launch};
 use super::{kv, update, Action, Fix, State, View};
 use crate::aws::key::{Host, Key};
 use crate::aws::model::Node;
-use crate::aws::naming::TAG_CONFIG;
+use crate::aws::naming::{TAG_CONFIG, TAG_GENERATION, TAG_STAGE};
 use crate::aws::{wait_for, Aws, Call, Retry, Svc};
 use crate::cluster::ClusterSpec;
 
@@ -41,6 +41,9 @@ pub struct Found {
     pub managed: bool,
     /// The EBS volumes attached to it.
     pub volumes: Vec<String>,
+    /// What it reports of itself (instance text: untrusted, shown escaped).
+    pub stage: Option<String>,
+    pub generation: Option<String>,
 }
 
 fn found(i: &aws_sdk_ec2::types::Instance) -> Found {
@@ -51,6 +54,8 @@ fn found(i: &aws_sdk_ec2::types::Instance) -> Found {
         config: tag(ec2_tags(i.tags()), TAG_CONFIG),
         managed: false,
         volumes: i.block_device_mappings().iter().filter_map(|m| m.ebs()?.volume_id()).map(String::from).collect(),
+        stage: tag(ec2_tags(i.tags()), TAG_STAGE),
+        generation: tag(ec2_tags(i.tags()), TAG_GENERATION),
     }
 }
 

@@ -53,10 +53,15 @@ struct Report {
     certificates: Vec<Row>,
 }
 
-/// (path, issuing CA path) of every certificate, CAs first.
-fn entries(loaded: &Loaded) -> Vec<(String, String)> {
+/// (path, issuing CA path) of every certificate, CAs first (with the staged
+/// CAs of a rotation in that phase).
+fn entries(loaded: &Loaded, staged: bool) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> =
         table::CaId::ALL.iter().map(|c| (c.path().to_owned(), c.path().to_owned())).collect();
+    if staged {
+        let dir = crate::cluster::rotate::STAGED;
+        out.extend(table::CaId::ALL.iter().map(|c| (format!("{dir}/{}", c.path()), format!("{dir}/{}", c.path()))));
+    }
     out.extend(table::leaves(&loaded.spec).into_iter().map(|l| (l.path, l.ca.path().to_owned())));
     out
 }
@@ -70,14 +75,17 @@ pub fn certs(ctx: &Ctx, raw: &str, expiring_within: Option<u32>) -> Result<()> {
         Ok(op) => (Some(op), None),
         Err(why) => (None, Some(why)),
     };
+    let record: crate::cluster::rotation::Record =
+        repo.read_toml(&loaded.path(crate::cluster::rotation::ROTATION_FILE))?.unwrap_or_default();
+    let staged = record.state == crate::cluster::rotation::State::Staged;
     let mut pems: BTreeMap<String, String> = BTreeMap::new();
-    for (path, _) in entries(&loaded) {
+    for (path, _) in entries(&loaded, staged) {
         if let Some(b) = repo.read_head(&loaded.path(&format!("pki/{path}.crt")))? {
             pems.insert(path, String::from_utf8_lossy(&b).into_owned());
         }
     }
     let mut rows = Vec::new();
-    for (path, ca) in entries(&loaded) {
+    for (path, ca) in entries(&loaded, staged) {
         let Some(pem) = pems.get(&path) else {
             rows.push(Row::unreadable(path, ca, "missing", "the certificate file is missing".into()));
             continue;
@@ -121,8 +129,6 @@ pub fn certs(ctx: &Ctx, raw: &str, expiring_within: Option<u32>) -> Result<()> {
             problem,
         });
     }
-    let record: crate::cluster::rotation::Record =
-        repo.read_toml(&loaded.path(crate::cluster::rotation::ROTATION_FILE))?.unwrap_or_default();
     let report = Report {
         cluster: loaded.name.to_string(),
         rotation_generation: record.generation,
@@ -159,8 +165,11 @@ fn print_report(output: Output, report: &Report) -> Result<()> {
     }
     let state = match report.rotation_state {
         crate::cluster::rotation::State::Settled => "settled",
-        crate::cluster::rotation::State::InTransition => {
-            "IN TRANSITION (bundles trust the retired CAs too; finish with --finish-rotation)"
+        crate::cluster::rotation::State::Staged => {
+            "STAGED (new CAs in pki/staged/ are trusted, not yet signing; next: --promote)"
+        }
+        crate::cluster::rotation::State::Promoted => {
+            "PROMOTED (bundles trust the retired CAs too; next: --finish-rotation)"
         }
     };
     println!("Cluster {}  rotation generation {}, {state}", report.cluster, report.rotation_generation);

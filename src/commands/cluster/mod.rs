@@ -7,6 +7,7 @@ mod provision;
 mod reencrypt;
 mod render;
 mod renew;
+mod rollout;
 mod sealed;
 mod status;
 

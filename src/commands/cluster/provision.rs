@@ -374,6 +374,8 @@ fn record(
 
 pub fn destroy(ctx: &Ctx, raw: &str, yes: bool, force: bool) -> Result<()> {
     let (opened, loaded) = open_cluster(ctx, raw, true)?;
+    // Removing outputs.toml is a primary's change (see repo::rules).
+    super::primary_operator(ctx, &opened.repo, &opened.admins, &loaded)?;
     let rt = runtime()?;
     let spec = &loaded.spec;
     let aws = rt.block_on(Aws::connect(spec))?;

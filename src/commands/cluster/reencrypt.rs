@@ -3,18 +3,22 @@
 //! Git keeps every old ciphertext, so resealing to fewer people revokes
 //! nothing. Removing anyone therefore needs `--rotate` (fresh keys for
 //! everything they could read: CAs, leaves, service-account key), or an
-//! explicit `--no-rotate` that is recorded as an exposure. A rotation keeps
-//! the retired CAs and service-account key in bundles until
-//! `--finish-rotation`. Everything lands as one signed commit.
+//! explicit `--no-rotate` that is recorded as an exposure. A rotation runs
+//! in three phases (see `cluster::rotate`), so that a running cluster never
+//! meets a credential it does not trust: `--rotate` stages new CAs that the
+//! bundles trust, `--promote` signs everything with them, and
+//! `--finish-rotation` drops the retired ones. Each step lands as one
+//! signed commit.
 
 use std::collections::BTreeSet;
 
 use crate::tomlfile::TomlFile;
 use anyhow::{Context as _, Result};
+use zeroize::Zeroizing;
 
 use super::{open_cluster, primaries_from, primary_certs, primary_operator, Loaded};
 use crate::cluster::admins::{cert_file, csr_file, rbac_file, sig_file};
-use crate::cluster::rotation::{Exposure, Record, RetiredCa, Rotation, State, ROTATION_FILE};
+use crate::cluster::rotation::{Exposure, Record, Rotation, State, ROTATION_FILE};
 use crate::cluster::{rotate, token, PRIMARIES_FILE};
 use crate::commands::Opened;
 use crate::context::{parse_name, Ctx};
@@ -28,8 +32,10 @@ use crate::repo::{Change, Repo};
 pub enum Mode {
     /// Reseal only; refused if anyone is removed.
     Reseal,
+    /// Stage a rotation.
     Rotate,
     NoRotate,
+    Promote,
     Finish,
 }
 
@@ -38,8 +44,14 @@ pub fn reencrypt(ctx: &Ctx, raw: &str, names: &[String], mode: Mode) -> Result<(
     let op = primary_operator(ctx, &repo, &admins, &loaded)?;
     let actor = op.name().cloned().context("a primary is an administrator")?;
     let mut record: Record = repo.read_toml(&loaded.path(ROTATION_FILE))?.unwrap_or_default();
-    if mode == Mode::Finish {
-        return finish(ctx, &repo, &loaded, &op, &actor, record);
+    match mode {
+        Mode::Finish => return finish(ctx, &repo, &loaded, &op, &actor, record),
+        Mode::Promote => {
+            let readers = primary_certs(ctx, &admins, &loaded.primaries)?;
+            let job = Job { ctx, repo: &repo, loaded: &loaded, admins: &admins, readers: &readers };
+            return job.promote(&op, &actor, record);
+        }
+        _ => {}
     }
 
     let names: Vec<AdminName> = names.iter().map(|n| parse_name(n, "--primary")).collect::<Result<_>>()?;
@@ -58,11 +70,27 @@ pub fn reencrypt(ctx: &Ctx, raw: &str, names: &[String], mode: Mode) -> Result<(
         .hint("add --rotate to generate fresh keys for everything they could read (or --no-rotate to accept and record the exposure)")
         .into());
     }
-    if mode == Mode::Rotate && record.state == State::InTransition {
-        return Err(refused(format!("a rotation of {} is still in transition", loaded.name))
+    if !removed.is_empty() && mode != Mode::Rotate && record.state != State::Settled {
+        let who: Vec<String> = removed.iter().map(|f| describe(&admins, f)).collect();
+        return Err(refused(format!(
+            "this removes {} from the primaries of {} while a rotation is under way ({}): they can read its new keys",
+            who.join(", "),
+            loaded.name,
+            record.state.label()
+        ))
+        .hint(format!(
+            "finish the rotation under way first (next: `kaws cluster reencrypt {} {}`), then remove them with --rotate",
+            loaded.name,
+            record.state.next_step()
+        ))
+        .into());
+    }
+    if mode == Mode::Rotate && record.state != State::Settled {
+        return Err(refused(format!("a rotation of {} is under way ({:?})", loaded.name, record.state))
             .hint(format!(
-                "once the cluster has rolled, run `kaws cluster reencrypt {} --finish-rotation`",
-                loaded.name
+                "once the cluster has rolled, run `kaws cluster reencrypt {} {}`",
+                loaded.name,
+                record.state.next_step()
             ))
             .into());
     }
@@ -70,21 +98,22 @@ pub fn reencrypt(ctx: &Ctx, raw: &str, names: &[String], mode: Mode) -> Result<(
     let mut change = Change::default();
     change.write(loaded.path(PRIMARIES_FILE), new.to_toml());
     let job = Job { ctx, repo: &repo, loaded: &loaded, admins: &admins, readers: &readers };
+    job.reseal(&op, &mut change)?;
     let summary = if mode == Mode::Rotate {
-        let retired_ca = job.rotate(&mut change)?;
+        job.stage(&mut change)?;
         record.generation += 1;
-        record.state = State::InTransition;
+        record.state = State::Staged;
         record.rotations.push(Rotation {
             generation: record.generation,
             date: crate::context::rfc3339(ctx.now),
             by: actor.clone(),
             removed: removed.clone(),
-            retired_ca,
+            retired_ca: Vec::new(),
+            promoted: None,
             finished: None,
         });
-        format!("rotated every key (generation {})", record.generation)
+        format!("staged rotation {} (new CAs and service-account key, trusted beside the current)", record.generation)
     } else {
-        job.reseal(&op, &mut change)?;
         if !removed.is_empty() {
             record.exposures.push(Exposure {
                 date: crate::context::rfc3339(ctx.now),
@@ -117,11 +146,12 @@ pub fn reencrypt(ctx: &Ctx, raw: &str, names: &[String], mode: Mode) -> Result<(
         );
     }
     if mode == Mode::Rotate {
-        println!("Every CA, leaf and the service-account key are new. Until the cluster has rolled, the bundles");
+        println!("New CAs and a new service-account key are staged (pki/staged/); the bundles trust them beside the");
         println!(
-            "(pki/ca-bundle.crt, pki/front-proxy-ca-bundle.crt, pki/etcd/ca-bundle.crt, pki/sa-bundle.pub) trust both."
+            "current ones, which still sign everything. Roll the bundles out with `kaws cluster apply {}`,",
+            loaded.name
         );
-        println!("Administrators run `kaws admin install {} NAME` again. When done: kaws cluster reencrypt {} --finish-rotation", loaded.name, loaded.name);
+        println!("then sign with the new CAs: kaws cluster reencrypt {} --promote", loaded.name);
     }
     Ok(())
 }
@@ -169,37 +199,99 @@ impl Job<'_> {
         Ok(())
     }
 
-    /// A new generation of every key (see `cluster::rotate`), sealed to
-    /// the new primaries; administrators' certificates re-issued from their
-    /// verified CSRs. Returns the CAs it retires.
-    fn rotate(&self, change: &mut Change) -> Result<Vec<RetiredCa>> {
-        let (ctx, repo, loaded, readers) = (self.ctx, self.repo, self.loaded, self.readers);
+    /// `--rotate`: new CAs and service-account key, staged and sealed to
+    /// the new primaries, and the bundles that trust them.
+    fn stage(&self, change: &mut Change) -> Result<()> {
+        let (ctx, repo, loaded) = (self.ctx, self.repo, self.loaded);
         let staged = rotate::stage(&loaded.spec, ctx.now, |rel| read_text(repo, loaded, rel))?;
         for (path, text) in &staged.public {
             change.write(loaded.path(path), text.as_bytes());
         }
-        let mut plains: Vec<&[u8]> = staged.keys.iter().map(|(_, pem)| pem.as_bytes()).collect();
-        plains.push(staged.token.as_bytes());
-        let mut sealed = crate::vault::seal_all(&plains, readers, &ctx.policy, ctx.now)?;
-        change.write(loaded.path(token::SEALED_FILE), sealed.pop().expect("the token is sealed"));
-        let record = super::init::token_record(ctx, token::DEFAULT_TTL_HOURS)?;
-        change.write(loaded.path(token::RECORD_FILE), record.to_toml());
-        for ((path, _), armored) in staged.keys.iter().zip(sealed) {
-            change.write(loaded.path(&format!("pki/{path}.key.pgp")), armored);
+        self.seal(change, &staged.keys, None)
+    }
+
+    /// Seals `keys` (and `token`) to the readers, each at its path.
+    fn seal(&self, change: &mut Change, keys: &[(String, Zeroizing<String>)], token: Option<&str>) -> Result<()> {
+        let mut plains: Vec<&[u8]> = keys.iter().map(|(_, pem)| pem.as_bytes()).collect();
+        plains.extend(token.map(str::as_bytes));
+        let mut sealed = crate::vault::seal_all(&plains, self.readers, &self.ctx.policy, self.ctx.now)?;
+        if token.is_some() {
+            change.write(self.loaded.path(token::SEALED_FILE), sealed.pop().expect("the token is sealed"));
         }
+        for ((path, _), armored) in keys.iter().zip(sealed) {
+            change.write(self.loaded.path(path), armored);
+        }
+        Ok(())
+    }
+
+    /// `--promote`: the staged CAs sign a new generation of every leaf and
+    /// key (see `cluster::rotate`), sealed to the primaries; a new bootstrap
+    /// token; administrators' certificates re-issued from their verified CSRs.
+    fn promote(&self, op: &Operator, actor: &AdminName, mut record: Record) -> Result<()> {
+        let (ctx, repo, loaded) = (self.ctx, self.repo, self.loaded);
+        if record.state != State::Staged {
+            return Err(refused(format!("no staged rotation of {} to promote ({:?})", loaded.name, record.state))
+                .hint(match record.state {
+                    State::Settled => {
+                        format!("stage one first: `kaws cluster reencrypt {} --primary NAME… --rotate`", loaded.name)
+                    }
+                    _ => format!("finish the promoted one: `kaws cluster reencrypt {} --finish-rotation`", loaded.name),
+                })
+                .into());
+        }
+        super::rollout::gate(repo, loaded, "--promote")?;
+        let opened = |rel: &str| -> Result<Zeroizing<String>> {
+            let plain = super::open_checked(ctx, repo, loaded, op, rel)?;
+            Ok(Zeroizing::new(std::str::from_utf8(&plain).context("a staged key is not PEM text")?.to_owned()))
+        };
+        let promoted = rotate::promote(&loaded.spec, ctx.now, |rel| read_text(repo, loaded, rel), opened)?;
+        let mut change = Change::default();
+        for path in &promoted.removed {
+            change.remove(loaded.path(path));
+        }
+        for (path, text) in &promoted.files.public {
+            change.write(loaded.path(path), text.as_bytes());
+        }
+        self.seal(&mut change, &promoted.files.keys, Some(&promoted.token))?;
+        let token_record = super::init::token_record(ctx, token::DEFAULT_TTL_HOURS)?;
+        change.write(loaded.path(token::RECORD_FILE), token_record.to_toml());
         // Anything sealed that the new set does not cover is not carried over.
-        let fresh: BTreeSet<String> = staged.sealed_paths().into_iter().collect();
+        let fresh: BTreeSet<String> = promoted.sealed_paths().into_iter().collect();
         for (path, _) in sealed_files(repo, loaded)? {
             if !fresh.contains(&path) {
                 change.remove(loaded.path(&path));
             }
         }
+        self.reissue_admins(&mut change, &promoted.ca)?;
+        record.state = State::Promoted;
+        if let Some(last) = record.rotations.last_mut() {
+            last.promoted = Some(crate::context::rfc3339(ctx.now));
+            last.retired_ca = promoted.retired;
+        }
+        let body = "The new CAs sign every leaf and the new service-account key signs tokens; the bundles still trust the retired ones.";
+        let oid = commit_phase(ctx, repo, loaded, (op, actor), &record, change, ("promoted", body))?;
+        println!(
+            "{}: rotation {} promoted in commit {oid}: every leaf, key and the token are new",
+            loaded.name, record.generation
+        );
+        println!(
+            "Roll it out with `kaws cluster apply {}`; administrators run `kaws admin install {} NAME` again.",
+            loaded.name, loaded.name
+        );
+        println!("Then distrust the retired CAs: kaws cluster reencrypt {} --finish-rotation", loaded.name);
+        Ok(())
+    }
+
+    /// Every administrator's certificate, re-issued under `ca`; one that
+    /// cannot be is removed, with its binding, and named.
+    fn reissue_admins(&self, change: &mut Change, ca: &crate::pki::issue::Authority) -> Result<()> {
+        let (repo, loaded) = (self.repo, self.loaded);
         for (file, bytes) in repo.list_head(&loaded.path("admins"))? {
             let Some(raw) = file.strip_suffix(".crt") else {
                 continue;
             };
             let name: AdminName = parse_name(raw, "administrator file")?;
-            match self.reissue(&name, &bytes, &staged) {
+            match self.reissue(&name, &bytes, ca) {
                 Ok(pem) => {
                     change.write(loaded.path(&cert_file(&name)), pem);
                 }
@@ -210,11 +302,11 @@ impl Job<'_> {
                 }
             }
         }
-        Ok(staged.retired)
+        Ok(())
     }
 
     /// `name`'s certificate under the new CA, from the files on record.
-    fn reissue(&self, name: &AdminName, old_cert: &[u8], staged: &rotate::Staged) -> Result<String> {
+    fn reissue(&self, name: &AdminName, old_cert: &[u8], ca: &crate::pki::issue::Authority) -> Result<String> {
         let (ctx, repo, loaded) = (self.ctx, self.repo, self.loaded);
         let admin = self.admins.get(name).context("no longer an administrator")?;
         let csr = read_text(repo, loaded, &csr_file(name))?;
@@ -222,16 +314,17 @@ impl Job<'_> {
         let cert = String::from_utf8_lossy(old_cert);
         let files =
             rotate::AdminFiles { name: name.as_str(), openpgp: &admin.cert, csr: &csr, csr_sig: &sig, cert: &cert };
-        rotate::reissue(&files, &loaded.spec, &staged.ca, &ctx.policy, ctx.now)
+        rotate::reissue(&files, &loaded.spec, ca, &ctx.policy, ctx.now)
     }
 }
 
 fn finish(ctx: &Ctx, repo: &Repo, loaded: &Loaded, op: &Operator, actor: &AdminName, mut record: Record) -> Result<()> {
-    if record.state != State::InTransition {
-        return Err(refused(format!("no rotation of {} is in progress", loaded.name))
+    if record.state != State::Promoted {
+        return Err(refused(format!("no promoted rotation of {} to finish ({:?})", loaded.name, record.state))
             .hint(format!("`kaws cluster certs {}` shows the rotation state", loaded.name))
             .into());
     }
+    super::rollout::gate(repo, loaded, "--finish-rotation")?;
     let mut change = Change::default();
     for (path, text) in rotate::finish(|rel| read_text(repo, loaded, rel))? {
         change.write(loaded.path(&path), text);
@@ -240,19 +333,34 @@ fn finish(ctx: &Ctx, repo: &Repo, loaded: &Loaded, op: &Operator, actor: &AdminN
     if let Some(last) = record.rotations.last_mut() {
         last.finished = Some(crate::context::rfc3339(ctx.now));
     }
-    change.write(loaded.path(ROTATION_FILE), record.to_toml());
-    let message = format!(
-        "kaws cluster reencrypt: {} finished rotation {}\n\nThe retired CAs and service-account key are no longer trusted.\nBy: {actor} ({})\n",
-        loaded.name,
-        record.generation,
-        op.fingerprint()
-    );
-    let oid = repo.commit(&change, &message, &ctx.author(repo, actor), op)?.context("nothing changed")?;
+    let body = "The retired CAs and service-account key are no longer trusted.";
+    let oid = commit_phase(ctx, repo, loaded, (op, actor), &record, change, ("finished", body))?;
     println!(
         "{}: rotation {} finished in commit {oid}; the bundles now trust only the current CAs",
         loaded.name, record.generation
     );
     Ok(())
+}
+
+/// Writes `record` into `change` and lands it as the commit of a phase
+/// (`verb`) of rotation `record.generation`.
+fn commit_phase(
+    ctx: &Ctx,
+    repo: &Repo,
+    loaded: &Loaded,
+    (op, actor): (&Operator, &AdminName),
+    record: &Record,
+    mut change: Change,
+    (verb, body): (&str, &str),
+) -> Result<git2::Oid> {
+    change.write(loaded.path(ROTATION_FILE), record.to_toml());
+    let message = format!(
+        "kaws cluster reencrypt: {} {verb} rotation {}\n\n{body}\nBy: {actor} ({})\n",
+        loaded.name,
+        record.generation,
+        op.fingerprint()
+    );
+    repo.commit(&change, &message, &ctx.author(repo, actor), op)?.context("nothing changed")
 }
 
 fn read_text(repo: &Repo, loaded: &Loaded, rel: &str) -> Result<String> {

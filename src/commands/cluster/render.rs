@@ -8,6 +8,7 @@ use anyhow::{Context as _, Result};
 
 use super::{open_cluster, primary_operator, Loaded};
 use crate::cli::RenderRole;
+use crate::cluster::rotation::{Record, State, ROTATION_FILE};
 use crate::cluster::token;
 use crate::commands::Opened;
 use crate::context::Ctx;
@@ -34,12 +35,104 @@ pub(crate) fn public_inputs(repo: &Repo, loaded: &Loaded) -> Result<render::cont
             name.parse().map_err(|e| refused(format!("{}: {e}", loaded.path(&format!("admins/{file}")))))?;
         admins.push(name);
     }
-    let ca = pki.iter().find(|(p, _)| p == "ca.crt").context("pki/ca.crt is missing")?;
-    let spki = inspect::facts(&ca.1)?.spki;
-    let ca_hash = openssl::sha::sha256(&spki).iter().map(|b| format!("{b:02x}")).collect();
+    let record: Record = repo.read_toml(&loaded.path(ROTATION_FILE))?.unwrap_or_default();
+    let ca_hashes = trust_bundles(loaded, &record, &mut pki)?;
     let record: token::Record =
         repo.read_toml(&loaded.path(token::RECORD_FILE))?.context("bootstrap-token.toml is missing")?;
-    Ok(render::context::Public { pki, admins, ca_hash, token_expires: record.expires })
+    Ok(render::context::Public { pki, admins, ca_hashes, token_expires: record.expires })
+}
+
+/// Completes and checks the trust bundles among `pki` (paths under pki/),
+/// against the rotation's phase: a cluster not rotating trusts its CAs (and
+/// service-account key) alone, and one that never rotated has no bundle
+/// files; a staged rotation trusts the current and the staged one; a
+/// promoted rotation the current and the one it retired (by the SHA-256
+/// `rotation.toml` records; for the service-account key, one other key).
+/// Returns the SHA-256 pins of the cluster CA bundle's keys (hex), the
+/// current CA's first, which joiners accept (any match).
+fn trust_bundles(loaded: &Loaded, record: &Record, pki: &mut Vec<(String, String)>) -> Result<Vec<String>> {
+    use crate::pki::table::{CaId, SA};
+    let find = |pki: &[(String, String)], p: &str| pki.iter().find(|(path, _)| path == p).map(|(_, t)| t.clone());
+    let bad = |file: &str, what: String| {
+        refused(format!("{}: {what}", loaded.path(&format!("pki/{file}"))))
+            .hint("restore it from a reviewed commit (git log -p), or finish the rotation; nothing was rendered")
+    };
+    let retired = |ca: &str| -> Vec<String> {
+        let last = record.rotations.last().map(|r| r.retired_ca.as_slice()).unwrap_or_default();
+        last.iter().filter(|r| r.path == ca).map(|r| r.sha256.clone()).collect()
+    };
+    let mut ca_hashes = Vec::new();
+    let kinds = CaId::ALL.iter().map(|id| (id.path().to_owned(), "crt", format!("{}.crt", id.bundle_path())));
+    for (path, ext, bundle) in kinds.chain([(SA.to_owned(), "pub", "sa-bundle.pub".to_owned())]) {
+        let own = format!("{path}.{ext}");
+        let current = find(pki, &own).ok_or_else(|| failed(format!("pki/{own} is missing")))?;
+        let text = find(pki, &bundle).unwrap_or_else(|| current.clone());
+        // (key, SHA-256 of the certificate) of each PEM block of a file.
+        let entries = |file: &str, text: &str| -> Result<Vec<(Vec<u8>, String)>> {
+            let blocks = pem::parse_many(text).map_err(|e| bad(file, format!("not PEM ({e})")))?;
+            blocks
+                .iter()
+                .map(|p| match (p.tag(), ext) {
+                    ("CERTIFICATE", "crt") => {
+                        let f = inspect::facts_der(p.contents()).map_err(|e| bad(file, e.to_string()))?;
+                        Ok((f.spki, f.sha256))
+                    }
+                    ("PUBLIC KEY", "pub") => Ok((p.contents().to_vec(), String::new())),
+                    (tag, _) => Err(bad(file, format!("holds a {tag}")).into()),
+                })
+                .collect()
+        };
+        let keys = entries(&bundle, &text)?;
+        let own_key = entries(&own, &current)?.into_iter().next().ok_or_else(|| bad(&own, "is empty".into()))?.0;
+        let others: Vec<&(Vec<u8>, String)> = keys.iter().filter(|(k, _)| *k != own_key).collect();
+        let other_ok = |(key, sha): &(Vec<u8>, String)| -> Result<bool> {
+            Ok(match record.state {
+                State::Settled => false,
+                State::Staged => {
+                    let file = format!("{}/{path}.{ext}", crate::cluster::rotate::STAGED);
+                    let text = find(pki, &file).ok_or_else(|| failed(format!("pki/{file} is missing")))?;
+                    entries(&file, &text)?.first().is_some_and(|(k, _)| k == key)
+                }
+                State::Promoted => ext == "pub" || retired(&path).contains(sha),
+            })
+        };
+        let want = if record.state == State::Settled { 1 } else { 2 };
+        if keys.len() != want || others.len() != want - 1 || !keys.iter().any(|(k, _)| *k == own_key) {
+            return Err(bad(
+                &bundle,
+                format!(
+                    "while the rotation is {}, it holds pki/{own}{}; this one holds {} keys",
+                    record.state.label(),
+                    if want == 2 { " and one other" } else { " alone" },
+                    keys.len()
+                ),
+            )
+            .into());
+        }
+        for other in others {
+            if !other_ok(other)? {
+                return Err(bad(
+                    &bundle,
+                    format!(
+                        "it trusts a key that is neither pki/{own} nor the one the {} rotation {}",
+                        record.state.label(),
+                        if record.state == State::Staged { "staged" } else { "retired" }
+                    ),
+                )
+                .into());
+            }
+        }
+        if path == "ca" {
+            let mut ordered = vec![own_key.clone()];
+            ordered.extend(keys.into_iter().map(|(k, _)| k).filter(|k| *k != own_key));
+            ca_hashes =
+                ordered.iter().map(|k| openssl::sha::sha256(k).iter().map(|b| format!("{b:02x}")).collect()).collect();
+        }
+        if find(pki, &bundle).is_none() {
+            pki.push((bundle, current));
+        }
+    }
+    Ok(ca_hashes)
 }
 
 pub fn render(

@@ -13,7 +13,7 @@ use super::Loaded;
 use crate::cluster::token;
 use crate::context::Ctx;
 use crate::error::refused;
-use crate::pki::{csr, inspect, issue, table};
+use crate::pki::{csr, inspect, issue};
 use crate::repo::Repo;
 use crate::vault::KeyRing;
 
@@ -30,7 +30,7 @@ fn public_half(repo: &Repo, loaded: &Loaded, rel: &str) -> Result<Half> {
     }
     // The file holding the public half, and whether it is a cluster key.
     let (file, cluster_key) = if let Some(path) = rel.strip_prefix("pki/").and_then(|p| p.strip_suffix(".key.pgp")) {
-        (if path == table::SA { "pki/sa.pub".to_owned() } else { format!("pki/{path}.crt") }, true)
+        (crate::cluster::rotate::public_file(path), true)
     } else if let Some(name) = rel.strip_prefix("admins/").and_then(|p| p.strip_suffix(".key.pgp")) {
         (format!("admins/{name}.csr"), false)
     } else {

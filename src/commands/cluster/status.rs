@@ -35,6 +35,12 @@ struct Instance {
     public_ip: Option<String>,
     /// A master's etcd volume: attached to it, or not.
     etcd_volume: Option<String>,
+    /// The bootstrap step it reports (`up` once done), as it reports it.
+    stage: Option<String>,
+    /// The trust generation it reports running, and whether that is the
+    /// repository's current one.
+    generation: Option<String>,
+    current: bool,
 }
 
 #[derive(Serialize, Default)]
@@ -64,6 +70,9 @@ struct Token {
 struct Status {
     cluster: String,
     region: String,
+    /// The repository's trust generation, which every instance should run.
+    generation: String,
+    rotation: crate::cluster::rotation::State,
     instances: Vec<Instance>,
     api: Option<Api>,
     token: Option<Token>,
@@ -83,6 +92,9 @@ fn token(found: Option<&ssm::Found>, now: i64) -> Option<Token> {
 pub fn status(ctx: &Ctx, raw: &str, endpoint: Option<&str>) -> Result<()> {
     let (Opened { repo, .. }, loaded) = open_cluster(ctx, raw, false)?;
     let spec = &loaded.spec;
+    let generation = super::rollout::current(&repo, &loaded)?;
+    let record: crate::cluster::rotation::Record =
+        repo.read_toml(&loaded.path(crate::cluster::rotation::ROTATION_FILE))?.unwrap_or_default();
     let rt = runtime()?;
     let world = rt.block_on(async { world::discover(&Aws::connect(spec).await?, spec).await })?;
     let volumes: Vec<(&Key, &str)> = world
@@ -113,6 +125,9 @@ pub fn status(ctx: &Ctx, raw: &str, endpoint: Option<&str>) -> Result<()> {
             private_ip: i.private_ip.clone(),
             public_ip: i.public_ip.clone(),
             etcd_volume,
+            stage: i.stage.clone(),
+            current: i.generation.as_deref() == Some(generation.as_str()),
+            generation: i.generation.clone(),
         });
     }
     let outputs: Option<Outputs> = repo.read_toml(&loaded.path(OUTPUTS_FILE))?;
@@ -128,7 +143,15 @@ pub fn status(ctx: &Ctx, raw: &str, endpoint: Option<&str>) -> Result<()> {
     let found = ssm::node_token_found(spec, world.found.values().flatten());
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let token = token(found, now);
-    let status = Status { cluster: loaded.name.to_string(), region: spec.region.clone(), instances, api, token };
+    let status = Status {
+        cluster: loaded.name.to_string(),
+        region: spec.region.clone(),
+        generation,
+        rotation: record.state,
+        instances,
+        api,
+        token,
+    };
     match ctx.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
         Output::Text => print!("{}", text(&status)),
@@ -202,15 +225,28 @@ fn handshake(target: &str, name: &str, bundle: Option<&[u8]>) -> Result<X509> {
 }
 
 fn text(s: &Status) -> String {
-    let mut out = format!("{} in {}\n", s.cluster, s.region);
-    out += &format!("  {:<22} {:<21} {:<13} {:<15} {}\n", "instance", "id", "state", "address", "etcd volume");
+    let mut out =
+        format!("{} in {}: trust generation {} (rotation {})\n", s.cluster, s.region, s.generation, s.rotation.label());
+    out += &format!(
+        "  {:<22} {:<21} {:<13} {:<15} {:<14} {:<26} {}\n",
+        "instance", "id", "state", "address", "stage", "generation", "etcd volume"
+    );
+    // What an instance reports is its own text: escaped for the terminal.
+    let esc = |v: &Option<String>| v.as_deref().map_or_else(|| "-".to_owned(), |t| crate::text::escape(t).into_owned());
     for i in &s.instances {
+        let generation = match &i.generation {
+            Some(_) if i.current => format!("{} (current)", esc(&i.generation)),
+            Some(_) => format!("{} (OLD)", esc(&i.generation)),
+            None => "-".into(),
+        };
         out += &format!(
-            "  {:<22} {:<21} {:<13} {:<15} {}\n",
+            "  {:<22} {:<21} {:<13} {:<15} {:<14} {:<26} {}\n",
             i.key,
             i.id,
             i.state,
             i.private_ip.as_deref().unwrap_or("-"),
+            esc(&i.stage),
+            generation,
             i.etcd_volume.as_deref().unwrap_or("")
         );
     }
