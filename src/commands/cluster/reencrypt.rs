@@ -152,6 +152,10 @@ pub fn reencrypt(ctx: &Ctx, raw: &str, names: &[String], mode: Mode) -> Result<(
             loaded.name
         );
         println!("then sign with the new CAs: kaws cluster reencrypt {} --promote", loaded.name);
+        println!(
+            "Administrators run `kaws admin install {} NAME` again now: their kubeconfig then trusts API servers of both CAs.",
+            loaded.name
+        );
     }
     Ok(())
 }
@@ -338,6 +342,10 @@ fn finish(ctx: &Ctx, repo: &Repo, loaded: &Loaded, op: &Operator, actor: &AdminN
     println!(
         "{}: rotation {} finished in commit {oid}; the bundles now trust only the current CAs",
         loaded.name, record.generation
+    );
+    println!(
+        "Roll it out with `kaws cluster apply {0}`; administrators run `kaws admin install {0} NAME` again, so that their kubeconfig stops trusting the retired CA",
+        loaded.name
     );
     Ok(())
 }
