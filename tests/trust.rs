@@ -393,3 +393,93 @@ fn every_coexisting_pair_of_phases_connects_and_finish_refuses_every_old_credent
         assert_ne!(key(old), key(done), "{k}.key survived the rotation");
     }
 }
+
+/// kubectl (real) through the administrator's own kubeconfig and exec
+/// credential (`kaws admin install`, which runs `kaws admin credential`)
+/// against API server stand-ins of each phase (tests/fixtures/apiserver.py,
+/// with that phase's serving certificate and bundle): every pair that
+/// coexists while a phase rolls out is accepted, re-installing after
+/// `--rotate` and after `--finish-rotation` as kaws says; the
+/// pre-rotation certificate is refused once the rotation finished.
+#[test]
+fn kubectl_with_the_administrators_exec_credential_works_through_every_phase() {
+    let f = Fixture::new();
+    init_cluster_with(&f, &["--masters", "1"]);
+    assert_eq!(f.alice(&["admin", "create", "prod", "alice"]).code, 0);
+    assert_eq!(f.alice(&["admin", "sign", "prod", "alice"]).code, 0);
+    let tmp = f.tmp.path();
+    let pki = f.repo().join("clusters/prod/pki");
+    // An API server of the repository's current phase.
+    let serve = |phase: &str| -> (Child, u16) {
+        let dir = tmp.join(format!("{phase}-server"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in ["apiserver.crt", "apiserver.key.pgp"] {
+            std::fs::copy(pki.join(file), dir.join(file)).unwrap();
+        }
+        let bundle = if pki.join("ca-bundle.crt").exists() { pki.join("ca-bundle.crt") } else { pki.join("ca.crt") };
+        std::fs::copy(bundle, dir.join("trust.crt")).unwrap();
+        apiserver(&f.gpg, &dir, &dir, &dir.join("trust.crt"))
+    };
+    let install = |name: &str| -> PathBuf {
+        let kc = tmp.join(format!("{name}.kubeconfig"));
+        let r = f.alice(&["admin", "install", "prod", "alice", "--kubeconfig", kc.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        kc
+    };
+    // kubectl with `kc` (its exec credential as the repository stands now) against `port`.
+    let works = |kc: &Path, port: u16| -> bool {
+        let copy = tmp.join(format!("{}-{port}", kc.file_name().unwrap().to_str().unwrap()));
+        std::fs::copy(kc, &copy).unwrap();
+        let set = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&copy)
+            .args(["config", "set-cluster", "kaws-prod-alice", &format!("--server=https://127.0.0.1:{port}")])
+            .output()
+            .unwrap();
+        assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&copy)
+            .args(["--context", "kaws-prod-alice", "get", "--raw", "/version"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    let step = |args: &[&str]| {
+        let r = f.alice(args);
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+    };
+
+    let (_s0, settled) = serve("settled");
+    let k0 = install("k0");
+    assert!(works(&k0, settled));
+    let old_cert = tmp.join("alice-old.crt");
+    std::fs::copy(f.repo().join("clusters/prod/admins/alice.crt"), &old_cert).unwrap();
+    let old_key = tmp.join("alice-old.key");
+    write_secret(&old_key, &f.gpg.decrypt(&f.repo().join("clusters/prod/admins/alice.key.pgp")).unwrap());
+
+    step(&["cluster", "reencrypt", "prod", "--primary", "alice", "--rotate"]);
+    let (_s1, staged) = serve("staged");
+    assert!(works(&k0, settled) && works(&k0, staged), "the kubeconfig of before, once staged");
+    let k1 = install("k1");
+    assert!(works(&k1, settled) && works(&k1, staged), "re-installed after --rotate");
+
+    step(&["cluster", "reencrypt", "prod", "--promote"]);
+    let (_s2, promoted) = serve("promoted");
+    assert!(works(&k1, staged) && works(&k1, promoted), "staged and promoted servers, the new certificate");
+    assert!(!works(&k0, promoted), "a kubeconfig that trusts the old CA alone meets a new-CA server");
+
+    step(&["cluster", "reencrypt", "prod", "--finish-rotation"]);
+    let (_s3, finished) = serve("finished");
+    assert!(works(&k1, promoted) && works(&k1, finished), "promoted and finished servers");
+    let k3 = install("k3");
+    assert!(works(&k3, promoted) && works(&k3, finished), "re-installed after --finish-rotation");
+    let ca = tmp.join("finished-server/trust.crt");
+    assert!(!kubectl_ok(&kubeconfig(tmp, "old", finished, &ca, &old_cert, &old_key)), "the pre-rotation certificate");
+    // The same kubeconfig still works where that certificate was valid:
+    // the refusal above is the finished server's.
+    let then = tmp.join("settled-server/trust.crt");
+    assert!(kubectl_ok(&kubeconfig(tmp, "old-then", settled, &then, &old_cert, &old_key)));
+}

@@ -524,3 +524,44 @@ pub fn write_files(user_data: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// A kubeconfig for kubectl from files: CA, client certificate and key.
+pub fn kubeconfig(dir: &Path, name: &str, port: u16, ca: &Path, cert: &Path, key: &Path) -> PathBuf {
+    let kc = dir.join(format!("{name}.kubeconfig"));
+    let k = |args: &[&str]| {
+        let out = Command::new("kubectl").arg("--kubeconfig").arg(&kc).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    k(&[
+        "config",
+        "set-cluster",
+        "c",
+        &format!("--server=https://127.0.0.1:{port}"),
+        &format!("--certificate-authority={}", ca.display()),
+        "--embed-certs",
+    ]);
+    k(&[
+        "config",
+        "set-credentials",
+        "u",
+        &format!("--client-certificate={}", cert.display()),
+        &format!("--client-key={}", key.display()),
+        "--embed-certs",
+    ]);
+    k(&["config", "set-context", "x", "--cluster=c", "--user=u"]);
+    k(&["config", "use-context", "x"]);
+    kc
+}
+
+/// Whether `kubectl get --raw /version` succeeds with the kubeconfig `kc`.
+pub fn kubectl_ok(kc: &Path) -> bool {
+    Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kc)
+        .args(["get", "--raw", "/version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
