@@ -476,8 +476,14 @@ fn kubectl_with_the_administrators_exec_credential_works_through_every_phase() {
     assert!(works(&k1, promoted) && works(&k1, finished), "promoted and finished servers");
     let k3 = install("k3");
     assert!(works(&k3, promoted) && works(&k3, finished), "re-installed after --finish-rotation");
+    // Why re-install: the new kubeconfig no longer trusts a server of the
+    // retired CA (whose key the removed could hold).
+    assert!(!works(&k3, settled), "a kubeconfig re-installed after finish still trusts the retired CA");
     let ca = tmp.join("finished-server/trust.crt");
     assert!(!kubectl_ok(&kubeconfig(tmp, "old", finished, &ca, &old_cert, &old_key)), "the pre-rotation certificate");
+    // Control: the current certificate through the same CA file is taken.
+    let new_cert = f.repo().join("clusters/prod/admins/alice.crt");
+    assert!(kubectl_ok(&kubeconfig(tmp, "new", finished, &ca, &new_cert, &old_key)), "the current certificate");
     // The same kubeconfig still works where that certificate was valid:
     // the refusal above is the finished server's.
     let then = tmp.join("settled-server/trust.crt");

@@ -98,6 +98,9 @@ pub struct Context {
     /// masters renew (see aws::resources::ssm).
     kms_alias: String,
     renewed_marker: &'static str,
+    /// The description of the token the cluster is made with (the
+    /// repository's), by which the masters delete it once they renew theirs.
+    repository_token_description: &'static str,
     kubernetes_version: String,
     kubernetes_minor: String,
     repo_key_fingerprint: &'static str,
@@ -237,6 +240,7 @@ impl Context {
             ssm_prefix: crate::aws::naming::ssm_prefix(spec),
             kms_alias: crate::aws::naming::kms_alias(spec),
             renewed_marker: crate::aws::resources::ssm::RENEWED,
+            repository_token_description: "kaws: the repository's token",
             kubernetes_version: spec.kubernetes_version.clone(),
             kubernetes_minor: minor.to_owned(),
             repo_key_fingerprint: super::REPO_KEY_FINGERPRINT,

@@ -86,7 +86,7 @@ pub fn reencrypt(ctx: &Ctx, raw: &str, names: &[String], mode: Mode) -> Result<(
         .into());
     }
     if mode == Mode::Rotate && record.state != State::Settled {
-        return Err(refused(format!("a rotation of {} is under way ({:?})", loaded.name, record.state))
+        return Err(refused(format!("a rotation of {} is under way ({})", loaded.name, record.state.label()))
             .hint(format!(
                 "once the cluster has rolled, run `kaws cluster reencrypt {} {}`",
                 loaded.name,
@@ -234,14 +234,18 @@ impl Job<'_> {
     fn promote(&self, op: &Operator, actor: &AdminName, mut record: Record) -> Result<()> {
         let (ctx, repo, loaded) = (self.ctx, self.repo, self.loaded);
         if record.state != State::Staged {
-            return Err(refused(format!("no staged rotation of {} to promote ({:?})", loaded.name, record.state))
-                .hint(match record.state {
-                    State::Settled => {
-                        format!("stage one first: `kaws cluster reencrypt {} --primary NAME… --rotate`", loaded.name)
-                    }
-                    _ => format!("finish the promoted one: `kaws cluster reencrypt {} --finish-rotation`", loaded.name),
-                })
-                .into());
+            return Err(refused(format!(
+                "no staged rotation of {} to promote ({})",
+                loaded.name,
+                record.state.label()
+            ))
+            .hint(match record.state {
+                State::Settled => {
+                    format!("stage one first: `kaws cluster reencrypt {} --primary NAME… --rotate`", loaded.name)
+                }
+                _ => format!("finish the promoted one: `kaws cluster reencrypt {} --finish-rotation`", loaded.name),
+            })
+            .into());
         }
         super::rollout::gate(repo, loaded, "--promote")?;
         let opened = |rel: &str| -> Result<Zeroizing<String>> {
@@ -324,7 +328,7 @@ impl Job<'_> {
 
 fn finish(ctx: &Ctx, repo: &Repo, loaded: &Loaded, op: &Operator, actor: &AdminName, mut record: Record) -> Result<()> {
     if record.state != State::Promoted {
-        return Err(refused(format!("no promoted rotation of {} to finish ({:?})", loaded.name, record.state))
+        return Err(refused(format!("no promoted rotation of {} to finish ({})", loaded.name, record.state.label()))
             .hint(format!("`kaws cluster certs {}` shows the rotation state", loaded.name))
             .into());
     }
