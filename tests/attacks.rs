@@ -297,9 +297,7 @@ fn a_swapped_sealed_key_is_never_used() {
     // The legitimate flow: a non-primary writes his own request only.
     rewind(&f, &repo, &base);
     let bob_sec = f.gpg.export_secret(&bob.fpr, "", &f.file("bob.sec"));
-    let mut c = kaws(&f.gpg, &repo);
-    c.arg("--secret-key").arg(&bob_sec).args(["admin", "create", "prod", "bob"]);
-    let r = run(c);
+    let r = f.with_key(&bob_sec, &["admin", "create", "prod", "bob"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(audit_json(&f).0, 0);
     // ... and merges it with a branch on which a primary renewed the
@@ -766,9 +764,7 @@ fn a_non_primary_records_outputs_but_cannot_remove_them() {
     rewind(&f, &repo, git(&repo, &["rev-parse", "HEAD~1"]).trim());
     let bob_sec = f.gpg.export_secret(&bob.fpr, "", &f.file("bob.sec"));
     let before = snapshot(&repo);
-    let mut c = kaws(&f.gpg, &repo);
-    c.arg("--secret-key").arg(&bob_sec).args(["cluster", "destroy", "prod", "--yes"]);
-    let r = run(c);
+    let r = f.with_key(&bob_sec, &["cluster", "destroy", "prod", "--yes"]);
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains("not a primary of cluster prod"), "{}", r.stderr);
     assert_eq!(before, snapshot(&repo));

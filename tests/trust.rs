@@ -204,25 +204,37 @@ fn sa_token_accepted(signer: &Phase, verifier: &Phase, scratch: &Path) -> bool {
     let sig = scratch.join(format!("token-{}.sig", signer.name));
     let out = openssl(&["dgst", "-sha256", "-sign", s(&signer.m(0, "sa.key")), "-out", s(&sig), s(&data)]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let bundle = std::fs::read_to_string(verifier.m(0, "sa-bundle.pub")).unwrap();
-    bundle.split_inclusive("-----END PUBLIC KEY-----\n").enumerate().any(|(n, pem)| {
-        let key = scratch.join(format!("sa-{}-{n}.pub", verifier.name));
-        std::fs::write(&key, pem).unwrap();
-        openssl(&["dgst", "-sha256", "-verify", s(&key), "-signature", s(&sig), s(&data)]).status.success()
-    })
+    let keys = split_bundle(&verifier.m(0, "sa-bundle.pub"), &scratch.join(format!("sa-{}", verifier.name)));
+    keys.iter()
+        .any(|key| openssl(&["dgst", "-sha256", "-verify", s(key), "-signature", s(&sig), s(&data)]).status.success())
+}
+
+/// Each PEM block of `bundle`, in a file of its own named after `prefix`.
+fn split_bundle(bundle: &Path, prefix: &Path) -> Vec<PathBuf> {
+    let mut blocks = vec![String::new()];
+    for line in std::fs::read_to_string(bundle).unwrap().lines() {
+        let last = blocks.last_mut().unwrap();
+        last.push_str(line);
+        last.push('\n');
+        if line.starts_with("-----END ") {
+            blocks.push(String::new());
+        }
+    }
+    blocks.pop();
+    blocks
+        .iter()
+        .enumerate()
+        .map(|(n, block)| {
+            let one = prefix.with_extension(format!("{n}.pem"));
+            std::fs::write(&one, block).unwrap();
+            one
+        })
+        .collect()
 }
 
 /// The pins of every certificate of a bundle.
 fn bundle_pins(bundle: &Path, scratch: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(bundle).unwrap();
-    text.split_inclusive("-----END CERTIFICATE-----\n")
-        .enumerate()
-        .map(|(n, pem)| {
-            let one = scratch.join(format!("pin-{n}.crt"));
-            std::fs::write(&one, pem).unwrap();
-            pin(&one)
-        })
-        .collect()
+    split_bundle(bundle, &scratch.join("pin")).iter().map(|one| pin(one)).collect()
 }
 
 /// The SHA-256 pin of a certificate's key, as kubeadm computes it.

@@ -283,6 +283,13 @@ impl Fixture {
         run(self.kaws_as_alice(&self.repo(), args))
     }
 
+    /// `kaws` in the repository as the holder of the secret key `secret`.
+    pub fn with_key(&self, secret: &Path, args: &[&str]) -> Run {
+        let mut c = kaws(&self.gpg, &self.repo());
+        c.arg("--secret-key").arg(secret).args(args);
+        run(c)
+    }
+
     pub fn file(&self, name: &str) -> PathBuf {
         self.tmp.path().join(name)
     }
