@@ -12,6 +12,7 @@ packages=(
   git gnupg gpg-agent openssl       # the independent peers the tests use
   python3 python3-venv              # a venv for the Python-packaged peers (etcd, moto)
   cloud-init shellcheck             # peers that check the rendered user-data
+  python3-yaml                      # the masters' refresh agent edits static pod manifests with it (as on AL2023)
   iproute2 util-linux               # the boot harness's network namespaces (ip, unshare)
 )
 

@@ -151,8 +151,12 @@ pub enum ClusterCommand {
     /// Print the cloud-init user-data an instance of a role would get
     Render {
         cluster: String,
-        #[arg(long, value_enum)]
-        role: RenderRole,
+        #[arg(long, value_enum, required_unless_present = "parameters")]
+        role: Option<RenderRole>,
+        /// Print instead, as JSON, the public SSM parameters apply writes (the certificates, bundles and
+        /// public keys each role installs, and the trust generation)
+        #[arg(long, conflicts_with_all = ["role", "index", "endpoint", "out"])]
+        parameters: bool,
         /// Which master (required for --role master)
         #[arg(long)]
         index: Option<u32>,
@@ -199,6 +203,13 @@ pub enum ClusterCommand {
         /// only); new instances and node versions use it
         #[arg(long)]
         update_image: bool,
+        /// Do not wait for the instances to run the repository's trust generation (a rotation phase, a
+        /// renewal); `kaws cluster status` shows what each runs
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for the instances to run it
+        #[arg(long, value_name = "MINUTES", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=1440))]
+        wait_minutes: u64,
     },
     /// What runs: each instance (role, address, state, its etcd volume), and
     /// the API endpoint's serving certificate seen through a TLS handshake

@@ -938,3 +938,152 @@ fn a_rotation_phase_waits_until_every_instance_reports_the_current_generation() 
     let r = c.run(&["cluster", "reencrypt", "prod", "--finish-rotation"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
+
+/// A phase reaches the instances through SSM: apply writes every public
+/// file each role installs and the generation (exactly what `kaws cluster
+/// render --parameters` shows), then waits until every instance reports
+/// running it, starting the node group's instance refresh; killed while it
+/// waits, it resumes from what the instances report; one that never gets
+/// there is named, with the next step.
+#[test]
+fn apply_pushes_a_phase_through_ssm_and_waits_for_every_instance_resuming_when_killed() {
+    let c = Cluster::new();
+    c.apply();
+    let ssm = || -> serde_json::Value {
+        let printed = c.aws.by_hand(
+            "import json\nout={}\n\
+             for page in ssm.get_paginator('get_parameters_by_path').paginate(Path='/kaws/prod', Recursive=True):\n\
+             \x20   out.update({p['Name']: [p['Type'], p['Value']] for p in page['Parameters'] if p['Type'] == 'String'})\n\
+             print(json.dumps(out))",
+        );
+        serde_json::from_str(&printed).unwrap()
+    };
+    let rendered = || -> serde_json::Value {
+        let r = c.run(&["cluster", "render", "prod", "--parameters"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
+        v.into_iter().map(|(k, v)| (k, serde_json::json!(["String", v]))).collect()
+    };
+    let same = |a: &serde_json::Value, b: &serde_json::Value, what: &str| {
+        let (a, b) = (a.as_object().unwrap(), b.as_object().unwrap());
+        let differ: Vec<&String> = a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).collect();
+        assert!(differ.is_empty(), "{what}: SSM and render --parameters differ at {differ:?}");
+    };
+    let settled = ssm();
+    same(&settled, &rendered(), "settled");
+    assert_eq!(settled.as_object().unwrap().len(), 15 + 2 * 3 + 1 + 2);
+    let ids: Vec<String> = {
+        let r = c.run(&["--output", "json", "cluster", "status", "prod"]);
+        let s: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        s["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["key"] != "instance/bastion")
+            .map(|i| i["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let report = |ids: &[String], stage: &str, generation: &str| {
+        c.aws.by_hand(&format!(
+            "ec2.create_tags(Resources={ids:?}, Tags=[{{'Key':'kaws:stage','Value':'{stage}'}},{{'Key':'kaws:generation','Value':'{generation}'}}])"
+        ));
+    };
+    let g0 = settled["/kaws/prod/master/shared/generation"][1].as_str().unwrap().to_owned();
+    report(&ids, "up", &g0);
+
+    let r = c.run(&["cluster", "reencrypt", "prod", "--primary", "alice", "--rotate"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // Apply writes the staged phase, then waits: killed while it waits.
+    c.aws.clear();
+    let mut child = c
+        .kaws(&["cluster", "apply", "prod", "--yes", "--wait-minutes", "5"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    for line in std::io::BufRead::lines(stderr) {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("do not run") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(seen.contains("rolling trust generation") && seen.contains("started instance refresh"), "{seen}");
+    let staged = ssm();
+    same(&staged, &rendered(), "staged");
+    let g1 = staged["/kaws/prod/master/shared/generation"][1].as_str().unwrap().to_owned();
+    assert_ne!(g1, g0);
+    assert_eq!(staged["/kaws/prod/node/generation"][1], g1.as_str());
+    let bundle = staged["/kaws/prod/master/shared/pki/ca-bundle.crt"][1].as_str().unwrap();
+    assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 2, "the staged bundle trusts both CAs");
+    // The refresh, as AWS takes it: rolling, one at a time, launch before terminate, only older nodes.
+    let log = std::fs::read_to_string(&c.aws.log).unwrap();
+    let starts: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["action"] == "StartInstanceRefresh")
+        .collect();
+    assert_eq!(starts.len(), 1, "{starts:?}");
+    let p = &starts[0]["params"];
+    assert_eq!(p["AutoScalingGroupName"], "kaws-prod-node");
+    assert_eq!(p["Strategy"], "Rolling");
+    for (k, v) in [
+        ("MinHealthyPercentage", "100"),
+        ("MaxHealthyPercentage", "110"),
+        ("InstanceWarmup", "300"),
+        ("SkipMatching", "true"),
+    ] {
+        assert_eq!(p[format!("Preferences.{k}")], v, "{p}");
+    }
+
+    // The instances get there (masters by their agent, nodes replaced): a
+    // new apply finds nothing to change and returns once they report it,
+    // starting no second refresh while the first is under way.
+    report(&ids[..ids.len() - 1], "up", &g1);
+    c.aws.clear();
+    let child = c
+        .kaws(&["cluster", "apply", "prod", "--yes", "--wait-minutes", "5"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    report(&ids[ids.len() - 1..], "up", &g1);
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains(&format!("every instance runs trust generation {g1}")), "{text}");
+    assert!(text.contains("is Pending"), "the refresh under way is left to finish: {text}");
+    let calls = c.aws.calls();
+    assert!(!calls.iter().any(|(_, a)| a == "StartInstanceRefresh"), "{calls:?}");
+    assert!(!calls.iter().any(|(_, a)| a == "PutParameter"), "nothing left to write");
+
+    // --promote; master 1's agent fails: apply names it, with the next step.
+    let r = c.run(&["cluster", "reencrypt", "prod", "--promote"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    same(&ssm(), &staged, "a phase reaches SSM only through apply");
+    let r = c.run(&["cluster", "apply", "prod", "--yes", "--no-wait"]);
+    assert!(r.code == 0 && r.stderr.contains("run an older trust generation"), "{}", r.stderr);
+    let promoted = ssm();
+    same(&promoted, &rendered(), "promoted");
+    let g2 = promoted["/kaws/prod/master/shared/generation"][1].as_str().unwrap().to_owned();
+    let m1 = c.aws.by_hand(
+        "print(key('instance/master-1', [i for r in ec2.describe_instances(Filters=T)['Reservations'] for i in r['Instances'] if i['State']['Name']=='running'])[0]['InstanceId'])",
+    );
+    let others: Vec<String> = ids.iter().filter(|i| **i != m1).cloned().collect();
+    report(&others, "up", &g2);
+    report(std::slice::from_ref(&m1), "refreshing", &g1);
+    let r = c.run(&["cluster", "apply", "prod", "--yes", "--wait-minutes", "1"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("instance/master-1 {m1} runs {g1}"))
+            && r.stderr.contains("kaws-refresh.log")
+            && !others.iter().any(|o| r.stderr.contains(&format!("{o} runs"))),
+        "{}",
+        r.stderr
+    );
+}

@@ -84,7 +84,8 @@ fn every_role_passes_cloud_init_shellcheck_and_the_size_limit_and_carries_no_sec
             let out = scratch.join("user-data.bin");
             let mut args = vec!["cluster", "render", name, "--out", out.to_str().unwrap(), "--role"];
             args.extend(&role);
-            assert_eq!(f.alice(&args).code, 0);
+            let r = f.alice(&args);
+            assert_eq!(r.code, 0, "{what}: {}", r.stderr);
             assert!(std::fs::metadata(&out).unwrap().len() <= 16 * 1024, "{what}");
 
             assert!(!text.contains("PRIVATE KEY"), "{what}");

@@ -3,10 +3,11 @@
 //! out (settled/staged, staged/promoted, promoted/finished), a real TLS
 //! handshake (`openssl s_server -Verify` against `openssl s_client
 //! -verify_return_error`) or signature check (`openssl dgst`) with the
-//! files each instance has at its phase: public files from its rendered
-//! user-data (`kaws cluster render`), keys as SSM delivers them (the sealed
-//! files, opened by gpg), the administrator's certificate from the
-//! repository. Every coexisting pair must work; after the rotation
+//! files each instance has at its phase: public files as SSM delivers them
+//! to masters (`kaws cluster render --parameters`, the values apply writes)
+//! and from a node's rendered user-data (`kaws cluster render`), keys as
+//! SSM delivers them (the sealed files, opened by gpg), the
+//! administrator's certificate from the repository. Every coexisting pair must work; after the rotation
 //! finishes, every credential of the settled phase must fail.
 //!
 //! Kubelet certificates are signed in the cluster by the controller
@@ -46,15 +47,23 @@ fn capture(f: &Fixture, name: &'static str) -> Phase {
     let dir = f.tmp.path().join(name);
     let pki = f.repo().join("clusters/prod/pki");
     let mut pins = Vec::new();
+    let r = f.alice(&["cluster", "render", "prod", "--parameters"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let parameters: std::collections::BTreeMap<String, String> = serde_json::from_str(&r.stdout).unwrap();
     for i in 0..2u32 {
         let m = dir.join(format!("m{i}"));
-        let user_data = render(f, "prod", &["master", "--index", &i.to_string()]);
-        for (path, content) in write_files(&user_data) {
-            if let Some(rel) = path.strip_prefix("/etc/kubernetes/kaws/pki/") {
-                std::fs::create_dir_all(m.join(rel).parent().unwrap()).unwrap();
-                std::fs::write(m.join(rel), content).unwrap();
-            }
+        // What the agent installs under pki/: the masters' shared files and master i's own.
+        for (name, content) in &parameters {
+            let Some(rel) = name
+                .strip_prefix("/kaws/prod/master/shared/pki/")
+                .or_else(|| name.strip_prefix(&format!("/kaws/prod/master/{i}/pki/")))
+            else {
+                continue;
+            };
+            std::fs::create_dir_all(m.join(rel).parent().unwrap()).unwrap();
+            std::fs::write(m.join(rel), content).unwrap();
         }
+        assert!(m.join("etcd/server.crt").is_file() && m.join("sa-bundle.pub").is_file(), "{name}: master {i}");
         std::fs::create_dir_all(m.join("etcd")).unwrap();
         // The keys SSM delivers to master i, opened as kaws seals them.
         let mut keys: Vec<(String, String)> =

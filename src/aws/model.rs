@@ -97,11 +97,19 @@ pub fn graph(spec: &ClusterSpec) -> Vec<Node> {
     // The key policy names the reader roles, so they come first.
     let roles = readers.iter().map(|(k, _)| k.clone()).collect();
     add(Key::Kms, "secrets", roles, Desired::Kms(kms::Want { readers }));
-    let mut params = Vec::new();
+    let mut values = Vec::new();
     for (name, source) in ssm::parameters(spec) {
         let key = ssm::key(spec, &name).expect("a parameter under the prefix");
-        params.push(key.clone());
-        add(key, "secrets", vec![Key::Kms], Desired::Param(ssm::Want { name, source }));
+        // The generation announces the values: the agents act on it, so it
+        // is written once every other parameter holds the new value.
+        let deps = match source {
+            ssm::Source::Generation => [vec![Key::Kms], values.clone()].concat(),
+            _ => {
+                values.push(key.clone());
+                vec![Key::Kms]
+            }
+        };
+        add(key, "secrets", deps, Desired::Param(ssm::Want { name, source }));
     }
     // A new group admits nothing, so the load balancer need not wait for
     // its rules; an internet-facing one needs the gateway attached.
@@ -129,7 +137,9 @@ pub fn graph(spec: &ClusterSpec) -> Vec<Node> {
         Desired::Instance(instance::Want { host: bastion, subnet: publics[0].clone(), ip: None, volume: None }),
     );
     let mut boot_k8s = boot;
-    boot_k8s.extend(params);
+    // The values, not the generation: an instance that starts before the
+    // generation is written waits for it (its bootstrap retries).
+    boot_k8s.extend(values);
     boot_k8s.push(private_record);
     let mut masters = Vec::new();
     for i in 0..spec.masters {

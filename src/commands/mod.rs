@@ -45,16 +45,20 @@ pub fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
             };
             cluster::reencrypt(ctx, &cluster, &primaries, mode)
         }
-        Command::Cluster(ClusterCommand::Render { cluster, role, index, endpoint, out }) => {
-            cluster::render(ctx, &cluster, role, index, endpoint.as_deref(), out.as_deref())
-        }
+        Command::Cluster(ClusterCommand::Render { cluster, role, index, endpoint, out, parameters }) => match role {
+            Some(role) if !parameters => {
+                cluster::render(ctx, &cluster, role, index, endpoint.as_deref(), out.as_deref())
+            }
+            _ => cluster::render_parameters(ctx, &cluster),
+        },
         Command::Cluster(ClusterCommand::Token { cluster, renew, ttl_hours }) => {
             cluster::token(ctx, &cluster, renew.then_some(ttl_hours))
         }
         Command::Cluster(ClusterCommand::Renew { cluster, within, all }) => cluster::renew(ctx, &cluster, within, all),
         Command::Cluster(ClusterCommand::Plan { cluster }) => cluster::plan(ctx, &cluster),
-        Command::Cluster(ClusterCommand::Apply { cluster, yes, parallelism, update_image }) => {
-            cluster::apply(ctx, &cluster, yes, parallelism, update_image)
+        Command::Cluster(ClusterCommand::Apply { cluster, yes, parallelism, update_image, no_wait, wait_minutes }) => {
+            let wait = (!no_wait).then(|| std::time::Duration::from_secs(60 * wait_minutes));
+            cluster::apply(ctx, &cluster, yes, parallelism, update_image, wait)
         }
         Command::Cluster(ClusterCommand::Status { cluster, endpoint }) => {
             cluster::status(ctx, &cluster, endpoint.as_deref())

@@ -35,14 +35,22 @@ impl File {
 
     /// Certificates or public keys, re-encoded from their parsed blocks.
     fn pem(path: String, text: &str) -> Result<File, ContextError> {
-        let blocks = ::pem::parse_many(text).map_err(|_| ContextError::NotPem(path.clone()))?;
-        let known = ["CERTIFICATE", "PUBLIC KEY"];
-        if blocks.is_empty() || blocks.iter().any(|b| !known.contains(&b.tag())) {
-            return Err(ContextError::NotPem(path));
-        }
-        let config = ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF);
-        Ok(File { path, content_b64: None, pem: Some(::pem::encode_many_config(&blocks, config)) })
+        let pem = public_pem(&path, text)?;
+        Ok(File { path, content_b64: None, pem: Some(pem) })
     }
+}
+
+/// Certificates or public keys (`what` names them in an error), encoded
+/// anew from their parsed blocks: what an instance gets of a public file,
+/// in its user-data or from SSM.
+pub fn public_pem(what: &str, text: &str) -> Result<String, ContextError> {
+    let blocks = ::pem::parse_many(text).map_err(|_| ContextError::NotPem(what.to_owned()))?;
+    let known = ["CERTIFICATE", "PUBLIC KEY"];
+    if blocks.is_empty() || blocks.iter().any(|b| !known.contains(&b.tag())) {
+        return Err(ContextError::NotPem(what.to_owned()));
+    }
+    let config = ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF);
+    Ok(::pem::encode_many_config(&blocks, config))
 }
 
 /// Keys every master fetches from `/kaws/CLUSTER/master/shared/` (kubeadm
@@ -61,7 +69,7 @@ pub const SHARED_MASTER_KEYS: &[&str] = &[
     "scheduler.key",
 ];
 
-/// Public certificates every master gets in its user-data, by path under pki/.
+/// Public certificates every master installs (from SSM), by path under pki/.
 pub const SHARED_MASTER_CERTS: &[&str] = &[
     "ca.crt",
     "front-proxy-ca.crt",
@@ -130,6 +138,8 @@ pub struct Context {
     /// it asks their etcd members (over mutual TLS) whether one exists.
     other_masters: Vec<String>,
     shared_keys: &'static [&'static str],
+    /// The public files every master installs under pki/ (from SSM).
+    shared_certs: &'static [&'static str],
     #[serde(skip)]
     public_files: Vec<File>,
 }
@@ -214,16 +224,9 @@ impl Context {
         if role == Role::Node {
             public_files.push(File::pem(KUBELET_TRUST.to_owned(), &find("ca-bundle.crt")?)?);
         }
+        // A master's certificates come from SSM with its keys, at boot and
+        // at each new generation (`aws::resources::ssm::public_files`).
         if let Role::Master(i) = role {
-            for p in SHARED_MASTER_CERTS {
-                public_files.push(File::pem(format!("/etc/kubernetes/kaws/pki/{p}"), &find(p)?)?);
-            }
-            for kind in ["server", "peer"] {
-                public_files.push(File::pem(
-                    format!("/etc/kubernetes/kaws/pki/etcd/{kind}.crt"),
-                    &find(&format!("etcd/{kind}-{i}.crt"))?,
-                )?);
-            }
             if i == 0 {
                 for name in &public.admins {
                     public_files.push(File::new(
@@ -262,6 +265,7 @@ impl Context {
             earlier_masters: (0..index).map(|i| spec.master_ip(i).to_string()).collect(),
             other_masters: (0..spec.masters).filter(|i| *i != index).map(|i| spec.master_ip(i).to_string()).collect(),
             shared_keys: SHARED_MASTER_KEYS,
+            shared_certs: SHARED_MASTER_CERTS,
             public_files,
         })
     }

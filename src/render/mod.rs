@@ -41,6 +41,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("scripts/approver.sh.j2", include_str!("../../templates/scripts/approver.sh.j2")),
     ("systemd/kaws-approver.service", include_str!("../../templates/systemd/kaws-approver.service")),
     ("systemd/kaws-approver.timer", include_str!("../../templates/systemd/kaws-approver.timer")),
+    ("systemd/kaws-refresh.service", include_str!("../../templates/systemd/kaws-refresh.service")),
+    ("systemd/kaws-refresh.timer", include_str!("../../templates/systemd/kaws-refresh.timer")),
     ("kubernetes/audit-policy.yaml", include_str!("../../templates/kubernetes/audit-policy.yaml")),
     ("kubernetes/default-deny.yaml.j2", include_str!("../../templates/kubernetes/default-deny.yaml.j2")),
 ];
@@ -101,6 +103,8 @@ pub fn user_data(ctx: &Context) -> Result<String, minijinja::Error> {
         approver_sh => one(&env, "scripts/approver.sh.j2", &base)?,
         approver_service => one(&env, "systemd/kaws-approver.service", &base)?,
         approver_timer => one(&env, "systemd/kaws-approver.timer", &base)?,
+        refresh_service => one(&env, "systemd/kaws-refresh.service", &base)?,
+        refresh_timer => one(&env, "systemd/kaws-refresh.timer", &base)?,
         audit_policy => one(&env, "kubernetes/audit-policy.yaml", &base)?,
         files => ctx.files(&one(&env, "kubernetes/default-deny.yaml.j2", &base)?),
         ..base

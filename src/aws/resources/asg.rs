@@ -169,6 +169,55 @@ pub async fn delete(aws: &Aws, what: &str, id: &str) -> Result<()> {
     .await
 }
 
+/// The instance refresh states in which one is under way.
+const REFRESHING: [&str; 5] = ["Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking"];
+
+/// The group's instance refresh under way, if any: (id, status, reason).
+pub async fn refreshing(aws: &Aws, group: &str) -> Result<Option<(String, String, String)>> {
+    let out = aws
+        .send(Svc::Other, "DescribeInstanceRefreshes", Retry::NONE, || {
+            aws.asg.describe_instance_refreshes().auto_scaling_group_name(group).send()
+        })
+        .await?;
+    Ok(out.instance_refreshes().iter().find_map(|r| {
+        let status = r.status()?.as_str();
+        REFRESHING.contains(&status).then(|| {
+            let id = r.instance_refresh_id().unwrap_or_default().to_owned();
+            (id, status.to_owned(), r.status_reason().unwrap_or_default().to_owned())
+        })
+    }))
+}
+
+/// Starts an instance refresh of the node group: the nodes launched from an
+/// older launch template version are replaced (SkipMatching), one at a time,
+/// each new one launched before the old one terminates (healthy 100 to 110
+/// percent), given 5 minutes to join before the next. A refresh already under
+/// way is left to finish (InstanceRefreshInProgress). Returns its id when it
+/// started one.
+pub async fn refresh(aws: &Aws, group: &str) -> Result<Option<String>> {
+    use aws_sdk_autoscaling::types::{RefreshPreferences, RefreshStrategy};
+    let preferences = RefreshPreferences::builder()
+        .min_healthy_percentage(100)
+        .max_healthy_percentage(110)
+        .instance_warmup(REFRESH_WARMUP_SECS)
+        .skip_matching(true)
+        .build();
+    let call = aws
+        .asg
+        .start_instance_refresh()
+        .auto_scaling_group_name(group)
+        .strategy(RefreshStrategy::Rolling)
+        .preferences(preferences);
+    match aws.send(Svc::Other, "StartInstanceRefresh", Retry::NONE, || call.clone().send()).await {
+        Ok(out) => Ok(out.instance_refresh_id().map(String::from)),
+        Err(e) if e.code() == "InstanceRefreshInProgress" => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// How long a new node is given to boot and join before the refresh goes on.
+pub const REFRESH_WARMUP_SECS: i32 = 300;
+
 #[cfg(test)]
 mod tests {
     use super::*;

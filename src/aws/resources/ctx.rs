@@ -29,6 +29,8 @@ pub struct Inputs {
     pub user_data: HashMap<Key, Vec<u8>>,
     pub wanted: Wanted,
     pub secrets: HashMap<Key, Zeroizing<String>>,
+    /// The values of the public parameters (certificates, the generation).
+    pub public: HashMap<Key, String>,
 }
 
 pub struct Ctx<'a> {

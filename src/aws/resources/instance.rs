@@ -94,8 +94,9 @@ pub fn diff(v: &View, key: &Key, want: &Want, found: Option<(&str, &Found)>) -> 
     }
     (f.config.as_ref() != v.wanted.config.get(key)).then(|| {
         Action::Note(format!(
-            "{id} runs an older configuration (user-data, type or image); kaws does not replace a running \
-             instance: terminate it and apply again to replace it"
+            "{id} was launched with an older configuration (user-data, type or image); new certificates and \
+             trust reach it in place (its refresh agent reads them from SSM), the rest only when it is \
+             replaced: terminate it and apply again to replace it"
         ))
     })
 }

@@ -444,7 +444,7 @@ pub fn diff(v: &View, node: &Node) -> Option<Action> {
         D::Rules(role) => sg::diff_rules(v, *role),
         D::Iam(w) => iam::diff(v, w, typed(found)),
         D::Kms(w) => kms::diff(v, w, typed(found)),
-        D::Param(_) => ssm::diff(v, &node.key, typed(found)),
+        D::Param(w) => ssm::diff(v, &node.key, w, typed(found)),
         D::Lb(_) => lb::diff(v, typed(found)),
         D::Targets(w) => lb::diff_targets(v, w, typed(found)),
         D::Record(_) => dns::diff(v, typed(found)),

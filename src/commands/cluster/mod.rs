@@ -16,7 +16,7 @@ pub use certs::certs;
 pub use init::init;
 pub use provision::{apply, destroy, plan};
 pub use reencrypt::{reencrypt, Mode};
-pub use render::{render, token};
+pub use render::{render, render_parameters, token};
 pub use renew::renew;
 pub(crate) use sealed::{open_checked, public_key_holder};
 pub use status::status;

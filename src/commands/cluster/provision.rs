@@ -18,7 +18,7 @@ use crate::aws::key::{Host, Key};
 use crate::aws::model::{self, Node};
 use crate::aws::outputs::{Outputs, OUTPUTS_FILE};
 use crate::aws::plan::{self, Change};
-use crate::aws::resources::ssm::{self, RENEWED_TTL_SECS};
+use crate::aws::resources::ssm::{self, Source, RENEWED_TTL_SECS};
 use crate::aws::resources::{launch, Action, Ctx as AwsCtx, Desired, Inputs, Wanted};
 use crate::aws::world::{self, World};
 use crate::aws::{self as cloud, Aws};
@@ -40,17 +40,32 @@ fn inputs(repo: &Repo, loaded: &Loaded, graph: &[Node], image: &Image) -> Result
     let endpoint: crate::name::DnsName = spec.api_name().parse().expect("a valid spec's API name");
     let mut user_data = HashMap::new();
     let mut wanted = Wanted::default();
+    let mut public_values = HashMap::new();
+    let mut parameters: HashMap<String, String> =
+        super::render::public_parameters(loaded, &public)?.into_iter().collect();
     for node in graph {
         let host = match &node.want {
             Desired::Instance(w) => w.host,
             Desired::Lt => Host::Node,
             Desired::Param(p) => {
-                let source = &p.source;
-                let bytes = repo.read_head(&loaded.path(source))?.with_context(|| format!("{source} is missing"))?;
-                // Which sealed file, and which key encrypts it: a change of
-                // either rewrites the parameter.
-                let marker =
-                    format!("kaws source {} key {}", cloud::digest(&[&bytes]), crate::aws::naming::kms_alias(spec));
+                let marker = match &p.source {
+                    Source::Sealed(source) => {
+                        let bytes =
+                            repo.read_head(&loaded.path(source))?.with_context(|| format!("{source} is missing"))?;
+                        // Which sealed file, and which key encrypts it: a
+                        // change of either rewrites the parameter.
+                        format!("kaws source {} key {}", cloud::digest(&[&bytes]), crate::aws::naming::kms_alias(spec))
+                    }
+                    _ => {
+                        let value = parameters.remove(&p.name).with_context(|| format!("no value for {}", p.name))?;
+                        let marker = match p.source {
+                            Source::Generation => format!("kaws generation {value}"),
+                            _ => format!("kaws public {}", cloud::digest(&[value.as_bytes()])),
+                        };
+                        public_values.insert(node.key.clone(), value);
+                        marker
+                    }
+                };
                 wanted.markers.insert(node.key.clone(), marker);
                 continue;
             }
@@ -82,6 +97,7 @@ fn inputs(repo: &Repo, loaded: &Loaded, graph: &[Node], image: &Image) -> Result
         user_data,
         wanted,
         secrets: HashMap::new(),
+        public: public_values,
     })
 }
 
@@ -96,7 +112,9 @@ fn secrets(
     let needed: Vec<(&Key, &crate::aws::resources::ssm::Want)> = graph
         .iter()
         .filter_map(|n| match &n.want {
-            Desired::Param(p) if changes.iter().any(|c| c.key == n.key && c.writes_value()) => Some((&n.key, p)),
+            Desired::Param(p) if p.source.secret() && changes.iter().any(|c| c.key == n.key && c.writes_value()) => {
+                Some((&n.key, p))
+            }
             _ => None,
         })
         .collect();
@@ -106,12 +124,13 @@ fn secrets(
     }
     let op = primary_operator(ctx, &opened.repo, &opened.admins, loaded)?;
     for (key, p) in needed {
-        let plain = super::open_checked(ctx, &opened.repo, loaded, &op, &p.source)?;
+        let Source::Sealed(source) = &p.source else { continue };
+        let plain = super::open_checked(ctx, &opened.repo, loaded, &op, source)?;
         // Copied once into zeroizing memory; no plain copy outlives this loop.
         let text = Zeroizing::new(
             std::str::from_utf8(&plain).map_err(|_| failed(format!("{} is not text", p.source)))?.to_owned(),
         );
-        if text.len() > 4096 {
+        if text.len() > super::render::SSM_LIMIT {
             return Err(failed(format!(
                 "{}: {} bytes is over SSM's 4 KiB standard parameter limit",
                 p.name,
@@ -282,7 +301,14 @@ pub fn plan(ctx: &Ctx, raw: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn apply(ctx: &Ctx, raw: &str, yes: bool, parallelism: u16, update_image: bool) -> Result<()> {
+pub fn apply(
+    ctx: &Ctx,
+    raw: &str,
+    yes: bool,
+    parallelism: u16,
+    update_image: bool,
+    wait: Option<std::time::Duration>,
+) -> Result<()> {
     let (opened, loaded) = open_cluster(ctx, raw, true)?;
     let rt = runtime()?;
     let mut p = rt.block_on(prepare(&opened.repo, &loaded, update_image))?;
@@ -334,6 +360,28 @@ pub fn apply(ctx: &Ctx, raw: &str, yes: bool, parallelism: u16, update_image: bo
     println!("  API:     https://{}:6443 (TLS name {})", outputs.api_endpoint, outputs.api_name);
     if let Some(b) = &outputs.bastion {
         println!("  bastion: {b}");
+    }
+    // A new trust generation (a rotation's phase, a renewal) reaches the
+    // running instances: masters in place, nodes replaced.
+    let want = super::rollout::current(&opened.repo, &loaded)?;
+    // The wait reads nothing more of the repository: other commands (status,
+    // a colleague's) may use it meanwhile.
+    drop(opened);
+    let found = rt.block_on(crate::aws::resources::instance::discover(&p.aws, &loaded.spec))?;
+    if super::rollout::rolling(&found, &want) {
+        let Some(limit) = wait else {
+            eprintln!(
+                "{}: instances run an older trust generation; `kaws cluster status {}` shows each reach {want}",
+                loaded.name, loaded.name
+            );
+            return Ok(());
+        };
+        eprintln!(
+            "{}: rolling trust generation {want} out (masters in place, one at a time; nodes replaced by their \
+             group's instance refresh)",
+            loaded.name
+        );
+        rt.block_on(super::rollout::roll(&p.aws, &loaded.spec, &want, limit, &|line| eprintln!("  {line}")))?;
     }
     Ok(())
 }

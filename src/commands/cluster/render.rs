@@ -135,6 +135,47 @@ fn trust_bundles(loaded: &Loaded, record: &Record, pki: &mut Vec<(String, String
     Ok(ca_hashes)
 }
 
+/// The public SSM parameters (name, value) apply writes: each certificate,
+/// bundle and public key a role installs, re-encoded from its parsed PEM
+/// blocks, and the trust generation they make.
+pub(crate) fn public_parameters(loaded: &Loaded, public: &render::context::Public) -> Result<Vec<(String, String)>> {
+    use crate::aws::resources::ssm::{parameters, Source};
+    let mut out = Vec::new();
+    for (name, source) in parameters(&loaded.spec) {
+        let value = match source {
+            Source::Sealed(_) => continue,
+            Source::Public(path) => {
+                let text = public.pki.iter().find(|(p, _)| *p == path).map(|(_, t)| t);
+                let text = text.ok_or_else(|| failed(format!("the public certificate pki/{path} is missing")))?;
+                let value = render::context::public_pem(&format!("pki/{path}"), text).map_err(|e| e.into_user())?;
+                if value.len() > SSM_LIMIT {
+                    return Err(failed(format!(
+                        "pki/{path}: {} bytes is over SSM's 4 KiB standard parameter limit",
+                        value.len()
+                    ))
+                    .into());
+                }
+                value
+            }
+            Source::Generation => render::context::generation(&public.pki),
+        };
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+/// SSM's limit on a Standard parameter's value.
+pub(crate) const SSM_LIMIT: usize = 4096;
+
+/// `kaws cluster render --parameters`: what the instances read from SSM.
+pub fn render_parameters(ctx: &Ctx, raw: &str) -> Result<()> {
+    let (Opened { repo, .. }, loaded) = open_cluster(ctx, raw, false)?;
+    let public = public_inputs(&repo, &loaded)?;
+    let values: std::collections::BTreeMap<String, String> = public_parameters(&loaded, &public)?.into_iter().collect();
+    println!("{}", serde_json::to_string_pretty(&values)?);
+    Ok(())
+}
+
 pub fn render(
     ctx: &Ctx,
     raw: &str,

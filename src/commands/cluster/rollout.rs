@@ -4,14 +4,17 @@
 //! running instance reports the repository's current one. The report is
 //! the instance's own text: compared, and shown escaped, never trusted.
 
+use std::time::{Duration, Instant};
+
 use anyhow::Result;
 
 use super::{provision::runtime, Loaded};
 use crate::aws::key::{Host, Key};
 use crate::aws::outputs::{Outputs, OUTPUTS_FILE};
-use crate::aws::resources::instance;
+use crate::aws::resources::{asg, instance};
 use crate::aws::Aws;
-use crate::error::refused;
+use crate::cluster::ClusterSpec;
+use crate::error::{failed, refused};
 use crate::repo::Repo;
 
 /// The repository's trust generation: what every instance should run.
@@ -40,6 +43,83 @@ fn behind(found: &[(Key, crate::aws::resources::Found)], want: &str) -> Vec<Stri
             Some(format!("{key} {} {runs}", f.id))
         })
         .collect()
+}
+
+/// Whether a rollout is under way: an instance reports running another
+/// generation than `want` (one that reports nothing yet is booting).
+pub(crate) fn rolling(found: &[(Key, crate::aws::resources::Found)], want: &str) -> bool {
+    found.iter().any(|(key, f)| {
+        *key != Key::Instance(Host::Bastion)
+            && f.get::<instance::Found>().and_then(|i| i.generation.as_deref()).is_some_and(|g| g != want)
+    })
+}
+
+/// How often the rollout asks the instances what they run.
+const POLL: Duration = Duration::from_secs(5);
+
+/// Waits until every running instance (but the bastion) reports running
+/// `want`: masters bring themselves to it in place (their refresh agent,
+/// one at a time); nodes that run an older one are replaced by their Auto
+/// Scaling group's instance refresh, which this starts when none is under
+/// way. `say` gets a line on each change. Nothing here is kept: a run that
+/// is cut short is resumed by running it again.
+pub(crate) async fn roll(aws: &Aws, spec: &ClusterSpec, want: &str, limit: Duration, say: &dyn Fn(&str)) -> Result<()> {
+    let start = Instant::now();
+    let mut last = String::new();
+    loop {
+        let found = instance::discover(aws, spec).await?;
+        let late = behind(&found, want);
+        if late.is_empty() {
+            say(&format!("every instance runs trust generation {want}"));
+            return Ok(());
+        }
+        let mut groups: Vec<&str> = found
+            .iter()
+            .filter_map(|(key, f)| match key {
+                Key::Managed(group) => {
+                    let i = f.get::<instance::Found>()?;
+                    i.generation.as_deref().is_some_and(|g| g != want).then_some(group.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        for group in groups {
+            if let Some((id, status, reason)) = asg::refreshing(aws, group).await? {
+                let line = format!("{group}: instance refresh {id} is {status} {reason}");
+                if line != last {
+                    say(line.trim_end());
+                    last = line;
+                }
+            } else if let Some(id) = asg::refresh(aws, group).await? {
+                say(&format!("{group}: started instance refresh {id} (nodes of an older generation are replaced)"));
+            }
+        }
+        let line =
+            format!("{} of {} instances do not run {want} yet:\n  {}", late.len(), found.len(), late.join("\n  "));
+        if line != last {
+            say(&line);
+            last = line;
+        }
+        if start.elapsed() >= limit {
+            return Err(failed(format!(
+                "after {} minutes, {} of the instances of {} do not run trust generation {want}:\n  {}",
+                limit.as_secs() / 60,
+                late.len(),
+                spec.name,
+                late.join("\n  ")
+            ))
+            .hint(
+                "on a master, /var/log/kaws-refresh.log says what its refresh agent waits for or why it failed \
+                 (`journalctl -u kaws-refresh.service`); a node is replaced by its group's instance refresh \
+                 (`aws autoscaling describe-instance-refreshes`); an instance that cannot come up is replaced by \
+                 terminating it. Apply again to go on waiting",
+            )
+            .into());
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// Refuses `step` until every running instance of the cluster reports the
