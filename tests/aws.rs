@@ -200,6 +200,29 @@ impl Cluster {
         run(self.kaws(args))
     }
 
+    /// `kaws cluster apply`, killed once it prints a line holding `line`;
+    /// answers what it printed.
+    fn apply_until(&self, line: &str) -> String {
+        let mut child = self
+            .kaws(&["cluster", "apply", "prod", "--yes", "--wait-minutes", "5"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut seen = String::new();
+        for l in std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap())) {
+            let l = l.unwrap();
+            seen.push_str(&l);
+            seen.push('\n');
+            if l.contains(line) {
+                break;
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        seen
+    }
+
     fn apply(&self) {
         let r = self.run(&["cluster", "apply", "prod", "--yes"]);
         assert_eq!(r.code, 0, "apply: {}\n{}", r.stdout, r.stderr);
@@ -972,7 +995,7 @@ fn apply_pushes_a_phase_through_ssm_and_waits_for_every_instance_resuming_when_k
     let settled = ssm();
     same(&settled, &rendered(), "settled");
     assert_eq!(settled.as_object().unwrap().len(), 15 + 2 * 3 + 1 + 2);
-    let ids: Vec<String> = {
+    let ids: Vec<(String, String)> = {
         let r = c.run(&["--output", "json", "cluster", "status", "prod"]);
         let s: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
         s["instances"]
@@ -980,7 +1003,7 @@ fn apply_pushes_a_phase_through_ssm_and_waits_for_every_instance_resuming_when_k
             .unwrap()
             .iter()
             .filter(|i| i["key"] != "instance/bastion")
-            .map(|i| i["id"].as_str().unwrap().to_owned())
+            .map(|i| (i["key"].as_str().unwrap().to_owned(), i["id"].as_str().unwrap().to_owned()))
             .collect()
     };
     let report = |ids: &[String], stage: &str, generation: &str| {
@@ -988,40 +1011,40 @@ fn apply_pushes_a_phase_through_ssm_and_waits_for_every_instance_resuming_when_k
             "ec2.create_tags(Resources={ids:?}, Tags=[{{'Key':'kaws:stage','Value':'{stage}'}},{{'Key':'kaws:generation','Value':'{generation}'}}])"
         ));
     };
-    let g0 = settled["/kaws/prod/master/shared/generation"][1].as_str().unwrap().to_owned();
-    report(&ids, "up", &g0);
+    let generation = |v: &serde_json::Value, role: &str| -> String {
+        let value = v[format!("/kaws/prod/{role}/generation")][1].as_str().unwrap().to_owned();
+        value.split(' ').next().unwrap().to_owned()
+    };
+    let g0 = generation(&settled, "master/shared");
+    let every: Vec<String> = ids.iter().map(|(_, i)| i.clone()).collect();
+    report(&every, "up", &g0);
 
     let r = c.run(&["cluster", "reencrypt", "prod", "--primary", "alice", "--rotate"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     // Apply writes the staged phase, then waits: killed while it waits.
-    c.aws.clear();
-    let mut child = c
-        .kaws(&["cluster", "apply", "prod", "--yes", "--wait-minutes", "5"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    for line in std::io::BufRead::lines(stderr) {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains("do not run") {
-            break;
-        }
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(seen.contains("rolling trust generation") && seen.contains("started instance refresh"), "{seen}");
+    let seen = c.apply_until("do not run");
+    assert!(seen.contains("rolling trust generation"), "{seen}");
+    assert!(!seen.contains("started instance refresh"), "nodes wait for every master: {seen}");
     let staged = ssm();
     same(&staged, &rendered(), "staged");
-    let g1 = staged["/kaws/prod/master/shared/generation"][1].as_str().unwrap().to_owned();
+    let g1 = generation(&staged, "master/shared");
     assert_ne!(g1, g0);
-    assert_eq!(staged["/kaws/prod/node/generation"][1], g1.as_str());
+    assert_eq!(generation(&staged, "node"), g1);
     let bundle = staged["/kaws/prod/master/shared/pki/ca-bundle.crt"][1].as_str().unwrap();
     assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 2, "the staged bundle trusts both CAs");
-    // The refresh, as AWS takes it: rolling, one at a time, launch before terminate, only older nodes.
+
+    // The masters run it (their agents): the next apply starts the nodes'
+    // refresh, as AWS takes it (rolling, one at a time, launch before
+    // terminate, only older nodes); killed again.
+    let masters: Vec<String> =
+        ids.iter().filter(|(k, _)| k.starts_with("instance/master-")).map(|(_, i)| i.clone()).collect();
+    let nodes: Vec<String> =
+        ids.iter().filter(|(k, _)| !k.starts_with("instance/master-")).map(|(_, i)| i.clone()).collect();
+    assert_eq!((masters.len(), nodes.len()), (3, 2));
+    report(&masters, "up", &g1);
+    c.aws.clear();
+    let seen = c.apply_until("started instance refresh");
+    assert!(seen.contains("kaws-prod-node: started instance refresh"), "{seen}");
     let log = std::fs::read_to_string(&c.aws.log).unwrap();
     let starts: Vec<serde_json::Value> = log
         .lines()
@@ -1041,10 +1064,10 @@ fn apply_pushes_a_phase_through_ssm_and_waits_for_every_instance_resuming_when_k
         assert_eq!(p[format!("Preferences.{k}")], v, "{p}");
     }
 
-    // The instances get there (masters by their agent, nodes replaced): a
-    // new apply finds nothing to change and returns once they report it,
-    // starting no second refresh while the first is under way.
-    report(&ids[..ids.len() - 1], "up", &g1);
+    // The nodes are replaced: a new apply finds nothing to change and
+    // returns once the last reports it, starting no second refresh while
+    // the first is under way.
+    report(&nodes[..1], "up", &g1);
     c.aws.clear();
     let child = c
         .kaws(&["cluster", "apply", "prod", "--yes", "--wait-minutes", "5"])
@@ -1053,7 +1076,7 @@ fn apply_pushes_a_phase_through_ssm_and_waits_for_every_instance_resuming_when_k
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_secs(3));
-    report(&ids[ids.len() - 1..], "up", &g1);
+    report(&nodes[1..], "up", &g1);
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && text.contains(&format!("every instance runs trust generation {g1}")), "{text}");
@@ -1061,6 +1084,7 @@ fn apply_pushes_a_phase_through_ssm_and_waits_for_every_instance_resuming_when_k
     let calls = c.aws.calls();
     assert!(!calls.iter().any(|(_, a)| a == "StartInstanceRefresh"), "{calls:?}");
     assert!(!calls.iter().any(|(_, a)| a == "PutParameter"), "nothing left to write");
+    let ids: Vec<String> = ids.into_iter().map(|(_, i)| i).collect();
 
     // --promote; master 1's agent fails: apply names it, with the next step.
     let r = c.run(&["cluster", "reencrypt", "prod", "--promote"]);
@@ -1070,7 +1094,7 @@ fn apply_pushes_a_phase_through_ssm_and_waits_for_every_instance_resuming_when_k
     assert!(r.code == 0 && r.stderr.contains("run an older trust generation"), "{}", r.stderr);
     let promoted = ssm();
     same(&promoted, &rendered(), "promoted");
-    let g2 = promoted["/kaws/prod/master/shared/generation"][1].as_str().unwrap().to_owned();
+    let g2 = generation(&promoted, "master/shared");
     let m1 = c.aws.by_hand(
         "print(key('instance/master-1', [i for r in ec2.describe_instances(Filters=T)['Reservations'] for i in r['Instances'] if i['State']['Name']=='running'])[0]['InstanceId'])",
     );

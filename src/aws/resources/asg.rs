@@ -169,22 +169,37 @@ pub async fn delete(aws: &Aws, what: &str, id: &str) -> Result<()> {
     .await
 }
 
-/// The instance refresh states in which one is under way.
-const REFRESHING: [&str; 5] = ["Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking"];
+/// An instance refresh of the group, as AWS reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refresh {
+    pub id: String,
+    pub status: String,
+    pub reason: String,
+}
 
-/// The group's instance refresh under way, if any: (id, status, reason).
-pub async fn refreshing(aws: &Aws, group: &str) -> Result<Option<(String, String, String)>> {
+impl Refresh {
+    /// Under way (a new one cannot start).
+    pub fn active(&self) -> bool {
+        ["Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking"].contains(&self.status.as_str())
+    }
+
+    /// Ended without replacing what it was to replace.
+    pub fn failed(&self) -> bool {
+        ["Failed", "Cancelled", "RollbackFailed", "RollbackSuccessful"].contains(&self.status.as_str())
+    }
+}
+
+/// The group's latest instance refresh, if any (AWS lists the newest first).
+pub async fn latest_refresh(aws: &Aws, group: &str) -> Result<Option<Refresh>> {
     let out = aws
         .send(Svc::Other, "DescribeInstanceRefreshes", Retry::NONE, || {
-            aws.asg.describe_instance_refreshes().auto_scaling_group_name(group).send()
+            aws.asg.describe_instance_refreshes().auto_scaling_group_name(group).max_records(1).send()
         })
         .await?;
-    Ok(out.instance_refreshes().iter().find_map(|r| {
-        let status = r.status()?.as_str();
-        REFRESHING.contains(&status).then(|| {
-            let id = r.instance_refresh_id().unwrap_or_default().to_owned();
-            (id, status.to_owned(), r.status_reason().unwrap_or_default().to_owned())
-        })
+    Ok(out.instance_refreshes().first().map(|r| Refresh {
+        id: r.instance_refresh_id().unwrap_or_default().to_owned(),
+        status: r.status().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+        reason: r.status_reason().unwrap_or_default().to_owned(),
     }))
 }
 

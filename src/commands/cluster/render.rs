@@ -137,10 +137,13 @@ fn trust_bundles(loaded: &Loaded, record: &Record, pki: &mut Vec<(String, String
 
 /// The public SSM parameters (name, value) apply writes: each certificate,
 /// bundle and public key a role installs, re-encoded from its parsed PEM
-/// blocks, and the trust generation they make.
+/// blocks, and for each role the trust generation they make with the
+/// SHA-256 of that role's files (`GENERATION DIGEST`): an agent installs
+/// nothing that is not exactly what the generation names (an apply under
+/// way has written some files and not others).
 pub(crate) fn public_parameters(loaded: &Loaded, public: &render::context::Public) -> Result<Vec<(String, String)>> {
     use crate::aws::resources::ssm::{parameters, Source};
-    let mut out = Vec::new();
+    let mut out: Vec<(String, String)> = Vec::new();
     for (name, source) in parameters(&loaded.spec) {
         let value = match source {
             Source::Sealed(_) => continue,
@@ -157,11 +160,30 @@ pub(crate) fn public_parameters(loaded: &Loaded, public: &render::context::Publi
                 }
                 value
             }
-            Source::Generation => render::context::generation(&public.pki),
+            Source::Generation => {
+                let role = name.strip_suffix("/generation").expect("a generation parameter's name");
+                let files =
+                    out.iter().filter_map(|(n, v)| Some((n.strip_prefix(&format!("{role}/pki/"))?, v.as_str())));
+                format!("{} {}", render::context::generation(&public.pki), files_digest(files))
+            }
         };
         out.push((name, value));
     }
     Ok(out)
+}
+
+/// SHA-256 (hex) of files (path, text) by path, sorted, each text without
+/// trailing white space; as the refresh agent computes it (`shared_digest`).
+fn files_digest<'a>(files: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut files: Vec<(&str, &str)> = files.collect();
+    files.sort();
+    let mut h = openssl::sha::Sha256::new();
+    for (path, text) in files {
+        for part in [path.as_bytes(), b"\0", text.trim_end().as_bytes(), b"\0"] {
+            h.update(part);
+        }
+    }
+    h.finish().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// SSM's limit on a Standard parameter's value.

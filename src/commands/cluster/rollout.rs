@@ -66,34 +66,47 @@ const POLL: Duration = Duration::from_secs(5);
 pub(crate) async fn roll(aws: &Aws, spec: &ClusterSpec, want: &str, limit: Duration, say: &dyn Fn(&str)) -> Result<()> {
     let start = Instant::now();
     let mut last = String::new();
+    // The refresh this run started, by group: one each.
+    let mut started: std::collections::HashMap<String, Option<String>> = Default::default();
     loop {
+        superseded(aws, spec, want).await?;
         let found = instance::discover(aws, spec).await?;
         let late = behind(&found, want);
         if late.is_empty() {
             say(&format!("every instance runs trust generation {want}"));
             return Ok(());
         }
-        let mut groups: Vec<&str> = found
-            .iter()
-            .filter_map(|(key, f)| match key {
-                Key::Managed(group) => {
-                    let i = f.get::<instance::Found>()?;
-                    i.generation.as_deref().is_some_and(|g| g != want).then_some(group.as_str())
+        // Nodes once every master runs it: a new node's kubelet certificate
+        // comes from the controller manager that leads, on whichever master.
+        let masters_run = !late.iter().any(|l| l.starts_with("instance/master-"));
+        for group in old_groups(&found, want) {
+            let latest = asg::latest_refresh(aws, &group).await?;
+            match (&latest, started.get(&group)) {
+                (Some(r), Some(Some(ours))) if r.id == *ours && r.failed() => {
+                    return Err(failed(format!(
+                        "{group}: instance refresh {} is {} ({}), and nodes run an older trust generation",
+                        r.id, r.status, r.reason
+                    ))
+                    .hint("see `aws autoscaling describe-instance-refreshes`; apply again to start another")
+                    .into());
                 }
-                _ => None,
-            })
-            .collect();
-        groups.sort_unstable();
-        groups.dedup();
-        for group in groups {
-            if let Some((id, status, reason)) = asg::refreshing(aws, group).await? {
-                let line = format!("{group}: instance refresh {id} is {status} {reason}");
-                if line != last {
-                    say(line.trim_end());
-                    last = line;
+                (Some(r), _) if r.active() => {
+                    let line = format!("{group}: instance refresh {} is {} {}", r.id, r.status, r.reason);
+                    if line != last {
+                        say(line.trim_end());
+                        last = line;
+                    }
                 }
-            } else if let Some(id) = asg::refresh(aws, group).await? {
-                say(&format!("{group}: started instance refresh {id} (nodes of an older generation are replaced)"));
+                (_, None) if masters_run => {
+                    let id = asg::refresh(aws, &group).await?;
+                    if let Some(id) = &id {
+                        say(&format!(
+                            "{group}: started instance refresh {id} (nodes of an older generation are replaced)"
+                        ));
+                    }
+                    started.insert(group, id);
+                }
+                _ => {}
             }
         }
         let line =
@@ -120,6 +133,45 @@ pub(crate) async fn roll(aws: &Aws, spec: &ClusterSpec, want: &str, limit: Durat
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// The Auto Scaling groups with a node that reports an older generation.
+fn old_groups(found: &[(Key, crate::aws::resources::Found)], want: &str) -> Vec<String> {
+    let mut groups: Vec<String> = found
+        .iter()
+        .filter_map(|(key, f)| match key {
+            Key::Managed(group) => {
+                let i = f.get::<instance::Found>()?;
+                i.generation.as_deref().is_some_and(|g| g != want).then(|| group.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    groups
+}
+
+/// Fails when SSM announces another generation than `want`: another apply
+/// (a colleague's, of a newer commit) took over the rollout.
+async fn superseded(aws: &Aws, spec: &ClusterSpec, want: &str) -> Result<()> {
+    let name = format!("{}/master/shared/generation", crate::aws::naming::ssm_prefix(spec));
+    let out = aws
+        .send(crate::aws::Svc::Other, "GetParameter", crate::aws::Retry::NONE, || {
+            aws.ssm.get_parameter().name(&name).send()
+        })
+        .await?;
+    let announced = out.parameter().and_then(|p| p.value()).unwrap_or_default();
+    let announced = announced.split(' ').next().unwrap_or_default();
+    if announced != want {
+        return Err(failed(format!(
+            "SSM now announces trust generation {} to the instances, not {want}: another apply took over",
+            crate::text::escape(announced)
+        ))
+        .hint("run `kaws cluster status` to see what the instances run; apply the repository's HEAD to go on")
+        .into());
+    }
+    Ok(())
 }
 
 /// Refuses `step` until every running instance of the cluster reports the
