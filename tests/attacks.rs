@@ -617,9 +617,10 @@ fn repository_text_cannot_become_cloud_init_keys() {
         pem.push_str(&format!("{bad}bootcmd:{bad}  - [reboot]{bad}"));
         std::fs::write(&path, pem).unwrap();
         git_commit_signed(&repo, &f.gpg, &f.alice.fpr, "ca");
+        // What the masters install from SSM (apply writes what this prints).
         let r = refused(
             &f,
-            &["cluster", "render", "prod", "--role", "master", "--index", "0"],
+            &["cluster", "render", "prod", "--parameters"],
             "pki/front-proxy-ca.crt contains the character U+",
         );
         assert!(r.stdout.is_empty());

@@ -150,7 +150,10 @@ pub(crate) fn public_parameters(loaded: &Loaded, public: &render::context::Publi
             Source::Public(path) => {
                 let text = public.pki.iter().find(|(p, _)| *p == path).map(|(_, t)| t);
                 let text = text.ok_or_else(|| failed(format!("the public certificate pki/{path} is missing")))?;
-                let value = render::context::public_pem(&format!("pki/{path}"), text).map_err(|e| e.into_user())?;
+                let what = format!("pki/{path}");
+                crate::text::check_plain(&what, text)
+                    .map_err(|e| render::context::ContextError::from(e).into_user())?;
+                let value = render::context::public_pem(&what, text).map_err(|e| e.into_user())?;
                 if value.len() > SSM_LIMIT {
                     return Err(failed(format!(
                         "pki/{path}: {} bytes is over SSM's 4 KiB standard parameter limit",
