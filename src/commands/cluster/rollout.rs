@@ -22,6 +22,12 @@ pub(crate) fn current(repo: &Repo, loaded: &Loaded) -> Result<String> {
     Ok(crate::render::context::generation(&super::render::public_inputs(repo, loaded)?.pki))
 }
 
+/// Whether an instance reports running `want`, up.
+fn runs(f: &crate::aws::resources::Found, want: &str) -> bool {
+    f.get::<instance::Found>()
+        .is_some_and(|i| i.generation.as_deref() == Some(want) && i.stage.as_deref() == Some("up"))
+}
+
 /// The instances (but the bastion, which holds no cluster credential) that
 /// do not report running `want`, each named with what it reports.
 fn behind(found: &[(Key, crate::aws::resources::Found)], want: &str) -> Vec<String> {
@@ -65,7 +71,7 @@ const POLL: Duration = Duration::from_secs(5);
 /// is cut short is resumed by running it again.
 pub(crate) async fn roll(aws: &Aws, spec: &ClusterSpec, want: &str, limit: Duration, say: &dyn Fn(&str)) -> Result<()> {
     let start = Instant::now();
-    let mut last = String::new();
+    let (mut last, mut last_refresh) = (String::new(), String::new());
     // The refresh this run started, by group: one each.
     let mut started: std::collections::HashMap<String, Option<String>> = Default::default();
     loop {
@@ -78,7 +84,7 @@ pub(crate) async fn roll(aws: &Aws, spec: &ClusterSpec, want: &str, limit: Durat
         }
         // Nodes once every master runs it: a new node's kubelet certificate
         // comes from the controller manager that leads, on whichever master.
-        let masters_run = !late.iter().any(|l| l.starts_with("instance/master-"));
+        let masters_run = found.iter().all(|(key, f)| !matches!(key, Key::Instance(Host::Master(_))) || runs(f, want));
         for group in old_groups(&found, want) {
             let latest = asg::latest_refresh(aws, &group).await?;
             match (&latest, started.get(&group)) {
@@ -92,9 +98,9 @@ pub(crate) async fn roll(aws: &Aws, spec: &ClusterSpec, want: &str, limit: Durat
                 }
                 (Some(r), _) if r.active() => {
                     let line = format!("{group}: instance refresh {} is {} {}", r.id, r.status, r.reason);
-                    if line != last {
+                    if line != last_refresh {
                         say(line.trim_end());
-                        last = line;
+                        last_refresh = line;
                     }
                 }
                 (_, None) if masters_run => {
@@ -231,5 +237,26 @@ mod tests {
         assert!(late[2].contains("i-5") && late[2].contains("control-plane"), "{late:?}");
         assert!(late[0].contains("i-2") && !late[0].contains('\u{1b}'), "{late:?}");
         assert!(late[1].contains("bootstrap step join"), "{late:?}");
+    }
+
+    #[test]
+    fn a_rollout_is_under_way_only_when_an_instance_runs_another_generation_and_nodes_wait_for_masters() {
+        let booting = vec![
+            (Key::Instance(Host::Master(0)), Found::new("i-1", reported(None, Some("packages")))),
+            (Key::Managed("prod-nodes".into()), Found::new("i-2", reported(None, None))),
+        ];
+        assert!(!rolling(&booting, "new"), "a cluster booting is not a rollout");
+        let found = vec![
+            (Key::Instance(Host::Master(0)), Found::new("i-1", reported(Some("new"), Some("up")))),
+            (Key::Instance(Host::Master(1)), Found::new("i-2", reported(Some("new"), Some("refreshing")))),
+            (Key::Managed("prod-nodes".into()), Found::new("i-3", reported(Some("old"), Some("up")))),
+            (Key::Managed("prod-nodes".into()), Found::new("i-4", reported(Some("old"), Some("up")))),
+            (Key::Instance(Host::Bastion), Found::new("i-5", reported(Some("old"), None))),
+        ];
+        assert!(rolling(&found, "new"));
+        assert_eq!(old_groups(&found, "new"), ["prod-nodes"]);
+        assert!(runs(&found[0].1, "new") && !runs(&found[1].1, "new"), "a master still refreshing does not run it");
+        assert!(!rolling(&found[..2], "new"), "reporting the generation while refreshing is not an older one");
+        assert!(!rolling(&found[4..], "new"), "the bastion is not asked");
     }
 }
