@@ -164,7 +164,13 @@ pub struct Public {
 /// phase of a rotation, and a renewal, makes a new one. Instances report
 /// the one they run; 16 hex digits of SHA-256.
 pub fn generation(pki: &[(String, String)]) -> String {
-    let mut files: Vec<&(String, String)> = pki.iter().collect();
+    files_sha256(pki.iter().map(|(p, t)| (p.as_str(), t.as_str()))).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of files (path, text), by path, sorted: each path and text
+/// followed by a NUL.
+pub fn files_sha256<'a>(files: impl Iterator<Item = (&'a str, &'a str)>) -> [u8; 32] {
+    let mut files: Vec<(&str, &str)> = files.collect();
     files.sort();
     let mut h = openssl::sha::Sha256::new();
     for (path, text) in files {
@@ -172,7 +178,7 @@ pub fn generation(pki: &[(String, String)]) -> String {
             h.update(part);
         }
     }
-    h.finish().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    h.finish()
 }
 
 #[derive(Debug, thiserror::Error)]

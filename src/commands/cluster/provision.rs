@@ -33,8 +33,9 @@ pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
 }
 
-/// Everything but the secrets: user-data per instance, digests, markers.
-fn inputs(repo: &Repo, loaded: &Loaded, graph: &[Node], image: &Image) -> Result<Inputs> {
+/// Everything but the secrets: user-data per instance, digests, markers;
+/// and the trust generation they make.
+fn inputs(repo: &Repo, loaded: &Loaded, graph: &[Node], image: &Image) -> Result<(Inputs, String)> {
     let spec = &loaded.spec;
     let public = super::render::public_inputs(repo, loaded)?;
     let endpoint: crate::name::DnsName = spec.api_name().parse().expect("a valid spec's API name");
@@ -91,14 +92,15 @@ fn inputs(repo: &Repo, loaded: &Loaded, graph: &[Node], image: &Image) -> Result
         user_data.insert(node.key.clone(), bytes);
     }
     wanted.image = Some(image.id.clone());
-    Ok(Inputs {
+    let inputs = Inputs {
         image: image.id.clone(),
         root_device: image.root_device.clone(),
         user_data,
         wanted,
         secrets: HashMap::new(),
         public: public_values,
-    })
+    };
+    Ok((inputs, render::context::generation(&public.pki)))
 }
 
 /// Decrypts the values of the parameters the plan writes.
@@ -166,6 +168,8 @@ struct Prepared {
     graph: Vec<Node>,
     world: World,
     inputs: Inputs,
+    /// The trust generation the inputs make: what every instance should run.
+    generation: String,
     changes: Vec<Change>,
     /// The spec's AWS choices with the image and zones pinned, when that
     /// changes `cluster.toml`.
@@ -199,7 +203,7 @@ async fn prepare(repo: &Repo, loaded: &Loaded, update_image: bool) -> Result<Pre
         .into());
     }
     world.zones = zones.clone();
-    let inputs = inputs(repo, loaded, &graph, &image)?;
+    let (inputs, generation) = inputs(repo, loaded, &graph, &image)?;
     let mut changes = plan::plan(spec, &graph, &world, &inputs.wanted);
     let pinned = crate::cluster::spec::AwsSpec {
         image: image.pin.clone().or_else(|| spec.aws.image.clone()),
@@ -251,7 +255,7 @@ async fn prepare(repo: &Repo, loaded: &Loaded, update_image: bool) -> Result<Pre
             )),
         ));
     }
-    Ok(Prepared { aws, graph, world, inputs, changes, pin })
+    Ok(Prepared { aws, graph, world, inputs, generation, changes, pin })
 }
 
 /// An expired bootstrap token: blocks an apply that makes masters or the
@@ -363,7 +367,7 @@ pub fn apply(
     }
     // A new trust generation (a rotation's phase, a renewal) reaches the
     // running instances: masters in place, nodes replaced.
-    let want = super::rollout::current(&opened.repo, &loaded)?;
+    let want = p.generation;
     // The wait reads nothing more of the repository: other commands (status,
     // a colleague's) may use it meanwhile.
     drop(opened);

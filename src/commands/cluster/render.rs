@@ -178,15 +178,8 @@ pub(crate) fn public_parameters(loaded: &Loaded, public: &render::context::Publi
 /// SHA-256 (hex) of files (path, text) by path, sorted, each text without
 /// trailing white space; as the refresh agent computes it (`shared_digest`).
 fn files_digest<'a>(files: impl Iterator<Item = (&'a str, &'a str)>) -> String {
-    let mut files: Vec<(&str, &str)> = files.collect();
-    files.sort();
-    let mut h = openssl::sha::Sha256::new();
-    for (path, text) in files {
-        for part in [path.as_bytes(), b"\0", text.trim_end().as_bytes(), b"\0"] {
-            h.update(part);
-        }
-    }
-    h.finish().iter().map(|b| format!("{b:02x}")).collect()
+    let sha = render::context::files_sha256(files.map(|(p, t)| (p, t.trim_end())));
+    sha.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// SSM's limit on a Standard parameter's value.

@@ -37,8 +37,10 @@ fn behind(found: &[(Key, crate::aws::resources::Found)], want: &str) -> Vec<Stri
         .filter(|(key, _)| *key != Key::Instance(Host::Bastion))
         .filter_map(|(key, f)| {
             let i = f.get::<instance::Found>()?;
+            if runs(f, want) {
+                return None;
+            }
             let runs = match (&i.generation, &i.stage) {
-                (Some(g), Some(stage)) if g == want && stage == "up" => return None,
                 (Some(g), stage) if g == want => {
                     format!("is at bootstrap step {} again", esc(stage.as_deref().unwrap_or("-")))
                 }
