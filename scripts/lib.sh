@@ -1,5 +1,6 @@
 # Shared by scripts/quickstart.sh and scripts/bench.sh (sourced, not run).
-# Builds kaws in release mode and makes a throwaway gpg home under $work,
+# Builds kaws (release, or the dev profile when the caller set
+# kaws_profile=dev) and makes a throwaway gpg home under $work,
 # removed (and its gpg-agent stopped) when the calling script exits.
 
 src="$PWD"
@@ -8,10 +9,13 @@ scripts/setup.sh
 if [[ -n "${KAWS_BIN:-}" ]]; then
   kaws="$KAWS_BIN"
 else
-  cargo build --locked --release --quiet
+  profile="${kaws_profile:-release}"
+  cargo build --locked --profile "$profile" --quiet
   target_dir="${CARGO_TARGET_DIR:-target}"
   [[ $target_dir == /* ]] || target_dir="$PWD/$target_dir"
-  kaws="$target_dir/release/kaws"
+  out_dir=$profile
+  [[ $profile != dev ]] || out_dir=debug
+  kaws="$target_dir/$out_dir/kaws"
 fi
 
 work=$(mktemp -d "/tmp/kaws-${1:-run}.XXXXXX")

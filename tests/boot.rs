@@ -13,11 +13,17 @@ use std::process::Command;
 
 use common::*;
 
+/// The booted cluster's name and region: neither the other tests' (`prod`,
+/// eu-west-1) nor the quickstart's, so a harness or script that assumes a
+/// literal name or region fails here.
+const CLUSTER: &str = "edge";
+const REGION: &str = "us-west-2";
+
 /// Runs `scenario` of the harness on a new cluster (3 masters, 2 nodes);
 /// returns its report, or fails with what the harness saw.
 fn boot(scenario: &str, extra: &[&str]) -> serde_json::Value {
     let f = Fixture::new();
-    init_cluster_with(&f, &["--admin-cidr", "203.0.113.0/24", "--masters", "3", "--nodes", "2"]);
+    init_cluster_named(&f, CLUSTER, REGION, &["--admin-cidr", "203.0.113.0/24", "--masters", "3", "--nodes", "2"]);
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().to_path_buf();
     // KAWS_BOOT_KEEP=1 keeps the harness's directory (instances' disks, logs) for a look.
@@ -41,6 +47,8 @@ fn boot(scenario: &str, extra: &[&str]) -> serde_json::Value {
         .arg(env!("CARGO_BIN_EXE_kaws"))
         .arg("--secret-key")
         .arg(&f.alice_secret)
+        .arg("--cluster")
+        .arg(CLUSTER)
         .args(extra)
         .env("KAWS_CACHE", &cache);
     for (k, v) in like.get_envs() {

@@ -28,6 +28,31 @@ impl crate::tomlfile::TomlFile for Outputs {
 }
 
 impl Outputs {
+    /// The API endpoint, checked before anyone connects to it: any
+    /// administrator may record `outputs.toml`, so it must be a DNS name of
+    /// a load balancer in the cluster's own region (as ELB names them; a
+    /// connection to it is still verified against the cluster CA for the
+    /// spec's API name, never outputs' `api-name`).
+    pub fn checked_endpoint(&self, spec: &ClusterSpec) -> Result<crate::name::DnsName, String> {
+        let bad = |why: &str| {
+            format!(
+                "outputs.toml: api-endpoint {:?} {why}; restore outputs.toml from a reviewed commit or run `kaws cluster apply` again",
+                crate::text::escape(&self.api_endpoint)
+            )
+        };
+        let name: crate::name::DnsName = self.api_endpoint.parse().map_err(|_| bad("is not a DNS name"))?;
+        let region = spec.region.as_str();
+        let elb = [
+            format!(".elb.{region}.amazonaws.com"),
+            format!(".{region}.elb.amazonaws.com"),
+            format!(".elb.{region}.amazonaws.com.cn"),
+        ];
+        if !elb.iter().any(|suffix| self.api_endpoint.ends_with(suffix.as_str())) {
+            return Err(bad(&format!("is not a load balancer's name in {region}")));
+        }
+        Ok(name)
+    }
+
     /// The outputs of the state after an apply: `None` without a load balancer.
     pub fn of(spec: &ClusterSpec, graph: &[Node], state: &State) -> Option<Outputs> {
         let (_, lb) = state.get::<lb::Found>(&Key::Lb)?;

@@ -4,6 +4,7 @@
 //! provisioning work.
 
 pub mod admins;
+pub mod issued;
 pub mod rotate;
 pub mod rotation;
 pub mod spec;

@@ -150,15 +150,24 @@ fn bundle_file(id: CaId) -> String {
     format!("pki/{}.crt", id.bundle_path())
 }
 
-/// The current CAs, as a rotation retires them.
+/// The current CAs and service-account key, as a rotation retires them
+/// (the key by the SHA-256 of its DER, and no serial).
 fn retired_cas(current: &impl Fn(&str) -> Result<String>) -> Result<Vec<RetiredCa>> {
-    CaId::ALL
+    let mut out: Vec<RetiredCa> = CaId::ALL
         .iter()
         .map(|id| {
             let f = inspect::facts(&current(&public_file(id.path()))?)?;
             Ok(RetiredCa { path: id.path().to_owned(), serial: f.serial, sha256: f.sha256 })
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    let sa = pem::parse(current(&public_file(SA))?).context("the service-account key is not PEM")?;
+    out.push(RetiredCa { path: SA.to_owned(), serial: "-".to_owned(), sha256: key_sha256(sa.contents()) });
+    Ok(out)
+}
+
+/// SHA-256 of a public key's DER, uppercase hex (as certificates' are recorded).
+pub fn key_sha256(der: &[u8]) -> String {
+    openssl::sha::sha256(der).iter().map(|b| format!("{b:02X}")).collect()
 }
 
 /// An administrator's certificate as it stands, for `reissue`.

@@ -42,6 +42,9 @@ pub fn audit(ctx: &Ctx, trust_root: Option<&str>) -> Result<()> {
                     for r in &c.removed {
                         println!("    - {r}");
                     }
+                    for r in &c.renamed {
+                        println!("    ~ {r}");
+                    }
                 }
             }
             if !report.problems.is_empty() {

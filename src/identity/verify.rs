@@ -127,12 +127,16 @@ pub enum Rejection {
         parent: String,
     },
     /// The commit changes a cluster's keys, certificates or primaries, and
-    /// its signer is not one of that cluster's primaries in the parent.
+    /// its signer is not one of that cluster's primaries in the parent; in a
+    /// merge, nor is the signer of the commit that made the change on the
+    /// side it comes from (`carried_from` says which, and why).
     NotAPrimary {
         admin: String,
         cluster: String,
         parent: String,
         paths: Vec<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        carried_from: Vec<String>,
     },
 }
 
@@ -175,11 +179,21 @@ impl std::fmt::Display for Rejection {
                 f,
                 "replaces {admin}'s certificate with one lacking part of parent {parent}'s (a revocation, expiry or binding rolled back)"
             ),
-            Rejection::NotAPrimary { admin, cluster, parent, paths } => write!(
-                f,
-                "{admin} is not a primary of cluster {cluster} in parent {parent}, so may not change {}",
-                paths.iter().map(|p| format!("clusters/{cluster}/{p}")).collect::<Vec<_>>().join(", ")
-            ),
+            Rejection::NotAPrimary { admin, cluster, parent, paths, carried_from } => {
+                write!(
+                    f,
+                    "{admin} is not a primary of cluster {cluster} in parent {parent}, so may not change {}",
+                    paths.iter().map(|p| format!("clusters/{cluster}/{p}")).collect::<Vec<_>>().join(", ")
+                )?;
+                if !carried_from.is_empty() {
+                    write!(
+                        f,
+                        "; the change comes from {}: authority held on a side branch does not travel into a merge",
+                        carried_from.join("; ")
+                    )?;
+                }
+                Ok(())
+            }
         }
     }
 }

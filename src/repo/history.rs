@@ -43,6 +43,9 @@ pub struct AdminChange {
     pub signed_by: String,
     pub added: Vec<String>,
     pub removed: Vec<String>,
+    /// Keys kept under another name: "OLD renamed NEW (FPR)".
+    #[serde(default)]
+    pub renamed: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -65,7 +68,7 @@ pub struct Audit {
 
 /// Bumped whenever the rules change: verdicts reached under other rules are
 /// not reused.
-const CACHE_VERSION: u32 = 2;
+const CACHE_VERSION: u32 = 3;
 
 /// What `.git/kaws/audit.json` holds (inside a MAC'd envelope).
 #[derive(Serialize, Deserialize, Default)]
@@ -129,28 +132,34 @@ fn judge_all(pending: &[Pending], policy: &dyn Policy, now: SystemTime) -> Vec<V
     })
 }
 
-/// Who was added and removed between two administrator sets.
+/// Who was added, removed and renamed between two administrator sets (by
+/// fingerprint: a rename keeps the key and changes the name that cluster
+/// files are addressed by, so it is shown like an addition).
 fn admin_change(before: &AdminSet, after: &AdminSet, commit: Oid, parent: Oid, signer: &str) -> Option<AdminChange> {
-    let entries = |s: &AdminSet| -> HashSet<String> {
+    let entries = |s: &AdminSet| -> BTreeMap<String, String> {
         match s.as_ref() {
-            Ok(a) => a.iter().map(|x| format!("{} ({})", x.name, x.fingerprint)).collect(),
-            Err(e) => HashSet::from([format!("<inconsistent: {e}>")]),
+            Ok(a) => a.iter().map(|x| (x.fingerprint.to_string(), x.name.to_string())).collect(),
+            Err(e) => BTreeMap::from([(format!("<inconsistent: {e}>"), String::new())]),
         }
     };
     let (b, a) = (entries(before), entries(after));
     if a == b {
         return None;
     }
-    let mut added: Vec<String> = a.difference(&b).cloned().collect();
-    let mut removed: Vec<String> = b.difference(&a).cloned().collect();
-    added.sort();
-    removed.sort();
+    let show = |(fpr, name): (&String, &String)| format!("{name} ({fpr})");
+    let added = a.iter().filter(|(f, _)| !b.contains_key(*f)).map(show).collect();
+    let removed = b.iter().filter(|(f, _)| !a.contains_key(*f)).map(show).collect();
+    let renamed = a
+        .iter()
+        .filter_map(|(f, new)| b.get(f).filter(|old| *old != new).map(|old| format!("{old} renamed {new} ({f})")))
+        .collect();
     Some(AdminChange {
         commit: commit.to_string(),
         parent: parent.to_string(),
         signed_by: signer.to_owned(),
         added,
         removed,
+        renamed,
     })
 }
 
@@ -416,7 +425,15 @@ impl Repo {
                 }
                 let judged: Vec<(Oid, &Admins)> =
                     against.iter().filter_map(|(o, set, ..)| Some((*o, set.as_ref().as_ref().ok()?))).collect();
-                reasons.extend(self.content_rules(p.oid, &judged, &p.own, name)?);
+                let j = super::rules::Judging {
+                    commit: p.oid,
+                    parents: &judged,
+                    own: &p.own,
+                    signer: name,
+                    signer_fpr: fpr,
+                    at: signed_at,
+                };
+                reasons.extend(self.content_rules(&j, policy, now)?);
             }
             match (signer, reasons.is_empty()) {
                 (Some((name, _)), true) => {

@@ -4,6 +4,7 @@
 //! manages); changes land through [`txn`] as one signed commit.
 
 mod cachekey;
+mod carried;
 pub mod config;
 pub mod history;
 mod ratchet;

@@ -6,23 +6,45 @@
 //!   binding can be rolled back by committing an older export;
 //! - under `clusters/NAME/`, a cluster's primaries (as `primaries.toml`
 //!   names them in the parent) change anything; any administrator may create
-//!   a new cluster, record (not remove) `outputs.toml`, and write their own request
-//!   (`admins/SELF.key.pgp`, `.csr`, `.csr.sig`). In a merge, a path that
-//!   differs from *any* authenticated parent counts, unless it is taken
-//!   cleanly from one side (equal to that side's, and unchanged on every
-//!   other side since their merge base): an ordinary pull merges a
-//!   primary's change, while taking an old key or `primaries.toml` from an
-//!   older side is a change like any other.
+//!   a new cluster, record (not remove) `outputs.toml`, and write their own
+//!   request (`admins/SELF.key.pgp`, `.csr`, `.csr.sig`).
+//! - a merge is judged as the change it makes against **every** parent: a
+//!   cluster path that differs from any parent needs a signer who holds that
+//!   authority in every parent, either the merge's signer or, for a path
+//!   taken cleanly from one side (equal to that side's, unchanged on the
+//!   others since their merge base), the signer of the commit that made the
+//!   change on that side ([`super::carried`]). Authority granted by an older
+//!   commit (a primary since demoted, a key since expired or revoked, a
+//!   cluster that did not exist yet) does not travel through a side branch.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use std::time::SystemTime;
+
 use anyhow::Result;
 use git2::{FileMode, Oid};
+use sequoia_openpgp::policy::Policy;
 
 use super::{Repo, CLUSTERS_DIR, MANAGED};
 use crate::identity::verify::Rejection;
 use crate::identity::{Admins, Fingerprint};
+
+/// The commit being judged, as the audit established it.
+pub(super) struct Judging<'a> {
+    pub commit: Oid,
+    /// Its authenticated parents (or their nearest authenticated
+    /// ancestors), each with its administrator set.
+    pub parents: &'a [(Oid, &'a Admins)],
+    /// The commit's own administrator set.
+    pub own: &'a Result<Admins, String>,
+    /// Its signer, by name and fingerprint (the same in every parent).
+    pub signer: &'a str,
+    pub signer_fpr: &'a Fingerprint,
+    /// When its change enters history: the newest of its signature's time
+    /// and its parents' (unix seconds).
+    pub at: u64,
+}
 
 /// One path under kaws' paths that differs between a parent and a commit.
 pub(super) struct Changed {
@@ -111,17 +133,17 @@ impl Repo {
     }
 
     /// The entry (id, mode) at `path` in `commit`'s tree.
-    fn entry_at(&self, commit: Oid, path: &str) -> Result<Option<(Oid, i32)>> {
+    pub(super) fn entry_at(&self, commit: Oid, path: &str) -> Result<Option<(Oid, i32)>> {
         let tree = self.git.find_commit(commit)?.tree()?;
         Ok(tree.get_path(Path::new(path)).ok().map(|e| (e.id(), e.filemode())))
     }
 
     /// In a merge, is `path` taken cleanly from one side: equal to parent
     /// P's, while every other parent still has it as at its merge base with
-    /// P? Then the change was made (and judged) on P's side.
-    fn taken_cleanly(&self, commit: Oid, parents: &[Oid], path: &str) -> Result<bool> {
+    /// P? Then the change was made on P's side, which is returned.
+    pub(super) fn clean_side(&self, commit: Oid, parents: &[Oid], path: &str) -> Result<Option<Oid>> {
         if parents.len() < 2 {
-            return Ok(false);
+            return Ok(None);
         }
         let mine = self.entry_at(commit, path)?;
         for p in parents {
@@ -141,10 +163,10 @@ impl Repo {
                 }
             }
             if clean {
-                return Ok(true);
+                return Ok(Some(*p));
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// The primaries' fingerprints of `cluster` at `commit`; `None` when the
@@ -168,55 +190,78 @@ impl Repo {
         Ok(Some(parsed))
     }
 
-    /// Every rule `commit`, signed by administrator `signer`, breaks against
-    /// its authenticated `parents` (each with its administrator set);
-    /// `own` is the commit's own administrator set.
-    pub(super) fn content_rules(
+    /// The first of `parents` in which administrator `fpr` may not make
+    /// this change to `clusters/CLUSTER/REST`; `None` when it may in all.
+    pub(super) fn lacks_authority(
         &self,
-        commit: Oid,
         parents: &[(Oid, &Admins)],
-        own: &Result<Admins, String>,
-        signer: &str,
-    ) -> Result<Vec<Rejection>> {
+        fpr: &Fingerprint,
+        (cluster, rest, deleted): (&str, &str, bool),
+    ) -> Result<Option<Oid>> {
+        for (parent, admins) in parents {
+            let Some(admin) = admins.by_fingerprint(fpr) else { return Ok(Some(*parent)) };
+            if open_to_any_admin(rest, admin.name.as_str(), deleted) {
+                continue;
+            }
+            match self.primaries_at(*parent, cluster)? {
+                None => continue, // not in this parent: any administrator may create a cluster
+                Some(Ok(p)) if p.contains(fpr) => continue,
+                _ => return Ok(Some(*parent)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every rule the commit being judged breaks against its authenticated
+    /// parents (each with its administrator set).
+    pub(super) fn content_rules(&self, j: &Judging, policy: &dyn Policy, now: SystemTime) -> Result<Vec<Rejection>> {
         let mut out = Vec::new();
-        let mut by_cluster: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        // clusters/CLUSTER/REST that differs from any parent → does the commit delete it?
+        let mut cluster_paths: BTreeMap<(String, String), bool> = BTreeMap::new();
         let mut irregular = BTreeSet::new();
         let mut pubkeys_changed = false;
-        let oids: Vec<Oid> = parents.iter().map(|(o, _)| *o).collect();
-        for (parent, _) in parents {
-            for c in self.managed_changes(*parent, commit)? {
+        let oids: Vec<Oid> = j.parents.iter().map(|(o, _)| *o).collect();
+        for (parent, _) in j.parents {
+            for c in self.managed_changes(*parent, j.commit)? {
                 if matches!(c.mode, Some(m) if !super::txn::is_regular(m)) {
                     irregular.insert(c.path.clone());
                 }
                 pubkeys_changed |= c.path.starts_with("pubkeys/");
-                let Some((cluster, rest)) = c.path.strip_prefix("clusters/").and_then(|p| p.split_once('/')) else {
-                    continue;
-                };
-                if !open_to_any_admin(rest, signer, c.mode.is_none()) && !self.taken_cleanly(commit, &oids, &c.path)? {
-                    by_cluster.entry(cluster.to_owned()).or_default().insert(rest.to_owned());
+                if let Some((cluster, rest)) = c.path.strip_prefix("clusters/").and_then(|p| p.split_once('/')) {
+                    cluster_paths.insert((cluster.to_owned(), rest.to_owned()), c.mode.is_none());
                 }
             }
         }
         if !irregular.is_empty() {
             out.push(Rejection::NotRegularFile { paths: irregular.into_iter().collect() });
         }
-        for (cluster, paths) in by_cluster {
-            for (parent, admins) in parents {
-                let Some(primaries) = self.primaries_at(*parent, &cluster)? else {
-                    continue; // not in this parent: any administrator may create a cluster
-                };
-                let fpr = signer.parse().ok().and_then(|n| admins.get(&n)).map(|a| &a.fingerprint);
-                if !matches!((&primaries, fpr), (Ok(p), Some(f)) if p.contains(f)) {
-                    out.push(Rejection::NotAPrimary {
-                        admin: signer.to_owned(),
-                        cluster: cluster.clone(),
-                        parent: parent.to_string(),
-                        paths: paths.iter().cloned().collect(),
-                    });
-                    break;
+        // (cluster, parent where the signer lacks authority) → (paths, where the changes came from)
+        let mut refused: BTreeMap<(String, Oid), (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+        for ((cluster, rest), deleted) in cluster_paths {
+            let change = (cluster.as_str(), rest.as_str(), deleted);
+            let Some(parent) = self.lacks_authority(j.parents, j.signer_fpr, change)? else { continue };
+            let path = format!("{CLUSTERS_DIR}/{cluster}/{rest}");
+            let mut from = None;
+            if let Some(side) = self.clean_side(j.commit, &oids, &path)? {
+                match self.carried_by(side, &path, change, j, (policy, now))? {
+                    None => continue, // made by someone with the authority in every parent
+                    why => from = why,
                 }
             }
+            let entry = refused.entry((cluster, parent)).or_default();
+            entry.0.insert(rest);
+            entry.1.extend(from);
         }
+        for ((cluster, parent), (paths, from)) in refused {
+            out.push(Rejection::NotAPrimary {
+                admin: j.signer.to_owned(),
+                cluster,
+                parent: parent.to_string(),
+                paths: paths.into_iter().collect(),
+                carried_from: from.into_iter().collect(),
+            });
+        }
+        let (parents, own) = (j.parents, j.own);
         if let (true, Ok(own)) = (pubkeys_changed, own) {
             for (parent, admins) in parents {
                 for before in admins.iter() {

@@ -177,17 +177,20 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 /// behind kaws' back.
 pub fn git_commit_signed(dir: &Path, gpg: &Gpg, fpr: &str, message: &str) {
     git(dir, &["add", "-A"]);
-    let out = Command::new("git")
-        .current_dir(dir)
+    let out = git_signing(dir, gpg, fpr).args(["commit", "-S", "-q", "-m", message]).output().unwrap();
+    assert!(out.status.success(), "git commit -S: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `git` in `dir` that signs as the holder of `fpr` (a key in `gpg`).
+pub fn git_signing(dir: &Path, gpg: &Gpg, fpr: &str) -> Command {
+    let mut c = Command::new("git");
+    c.current_dir(dir)
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("HOME", dir)
         .env("GNUPGHOME", gpg.home())
         .args(["-c", "user.name=someone", "-c", "user.email=someone@example.org", "-c"])
-        .arg(format!("user.signingkey={fpr}"))
-        .args(["commit", "-S", "-q", "-m", message])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git commit -S: {}", String::from_utf8_lossy(&out.stderr));
+        .arg(format!("user.signingkey={fpr}"));
+    c
 }
 
 /// `git reset --hard REV` of an authenticated commit, then `kaws trust
@@ -452,7 +455,12 @@ pub fn init_cluster(f: &Fixture) {
 
 /// `kaws cluster init prod` in eu-west-1 with `extra` options, as alice.
 pub fn init_cluster_with(f: &Fixture, extra: &[&str]) {
-    let mut args = vec!["cluster", "init", "prod", "--domain", "example.com", "--region", "eu-west-1"];
+    init_cluster_named(f, "prod", "eu-west-1", extra);
+}
+
+/// `kaws cluster init NAME --region REGION` with `extra` options, as alice.
+pub fn init_cluster_named(f: &Fixture, name: &str, region: &str, extra: &[&str]) {
+    let mut args = vec!["cluster", "init", name, "--domain", "example.com", "--region", region];
     args.extend_from_slice(extra);
     let r = f.alice(&args);
     assert_eq!(r.code, 0, "{}", r.stderr);

@@ -14,15 +14,27 @@ use crate::operator::Operator;
 use crate::pki::{inspect, issue};
 use crate::repo::Repo;
 
-/// NAME's certificate, refusing one that is missing, expired or revoked.
-fn current_cert(ctx: &Ctx, repo: &Repo, loaded: &Loaded, name: &AdminName) -> Result<(String, inspect::Facts)> {
-    let pem = read(repo, loaded, &cert_file(name), || {
-        failed(format!("{name} has no certificate for {}", loaded.name))
-            .hint(format!("a primary runs `kaws admin sign {} {name}` (after `kaws admin create`)", loaded.name))
-            .into()
-    })?;
-    let pem = String::from_utf8(pem).context("the certificate is not PEM")?;
-    let facts = inspect::facts(&pem).with_context(|| format!("reading {}", cert_file(name)))?;
+/// NAME's certificate, refusing one that is missing, expired, revoked, or
+/// not one kaws issued to NAME under the cluster CA (see `cluster::issued`).
+fn current_cert(
+    ctx: &Ctx,
+    (repo, admins): (&Repo, &crate::identity::Admins),
+    loaded: &Loaded,
+    name: &AdminName,
+) -> Result<(String, inspect::Facts)> {
+    let ca = read(repo, loaded, "pki/ca.crt", || failed("pki/ca.crt is missing").into())?;
+    let found = super::held(repo, loaded, admins, &String::from_utf8_lossy(&ca))?;
+    let Some(held) = found.held.into_iter().find(|h| h.name == *name) else {
+        let file = format!("{name}.crt");
+        return Err(match found.ignored.into_iter().find(|(f, _)| *f == file) {
+            Some((_, why)) => refused(format!("{}/{}: {why}", loaded.name, cert_file(name)))
+                .hint(format!("a primary runs `kaws admin sign {} {name}` again", loaded.name)),
+            None => failed(format!("{name} has no certificate for {}", loaded.name))
+                .hint(format!("a primary runs `kaws admin sign {} {name}` (after `kaws admin create`)", loaded.name)),
+        }
+        .into());
+    };
+    let (pem, facts) = (held.pem, held.facts);
     if let Some(revoked) = repo.read_toml::<Revoked>(&loaded.path(REVOKED_FILE))? {
         if revoked.contains_serial(&facts.serial) {
             return Err(refused(format!(
@@ -63,12 +75,11 @@ fn private_key(
 pub fn install(ctx: &Ctx, cluster: &str, raw: &str, path: Option<&std::path::Path>, embed_key: bool) -> Result<()> {
     let (crate::commands::Opened { repo, admins, .. }, loaded) = open_cluster(ctx, cluster, false)?;
     let (name, admin) = admin(&admins, raw)?;
-    let (cert_pem, facts) = current_cert(ctx, &repo, &loaded, &name)?;
-    // During a CA rotation, trust the bundle (new CA first, then the retired one).
-    let ca_pem = match repo.read_head(&loaded.path("pki/ca-bundle.crt"))? {
-        Some(bundle) => bundle,
-        None => read(&repo, &loaded, "pki/ca.crt", || failed("pki/ca.crt is missing").into())?,
-    };
+    let (cert_pem, facts) = current_cert(ctx, (&repo, &admins), &loaded, &name)?;
+    // The CAs the rotation's phase allows (a bundle on file is checked
+    // against it, as for the instances): during a rotation the current
+    // and the staged or retired one.
+    let ca_pem = crate::commands::cluster::ca_bundle(&repo, &loaded)?.into_bytes();
     let entry_name = format!("kaws-{}-{name}", loaded.name);
 
     let user = if embed_key {
@@ -94,7 +105,9 @@ pub fn install(ctx: &Ctx, cluster: &str, raw: &str, path: Option<&std::path::Pat
     let outputs: Option<crate::commands::cluster::Outputs> =
         repo.read_toml(&loaded.path(crate::commands::cluster::OUTPUTS_FILE))?;
     let (server, tls_server_name) = match outputs {
-        Some(o) if loaded.spec.aws.hosted_zone.is_none() => (o.api_endpoint, Some(loaded.spec.api_name())),
+        Some(o) if loaded.spec.aws.hosted_zone.is_none() => {
+            (o.checked_endpoint(&loaded.spec).map_err(refused)?.to_string(), Some(loaded.spec.api_name()))
+        }
         _ => (loaded.spec.api_name(), None),
     };
     let entry =
@@ -122,7 +135,7 @@ pub fn install(ctx: &Ctx, cluster: &str, raw: &str, path: Option<&std::path::Pat
 pub fn credential(ctx: &Ctx, cluster: &str, raw: &str) -> Result<()> {
     let (crate::commands::Opened { repo, admins, .. }, loaded) = open_cluster(ctx, cluster, false)?;
     let (name, admin) = admin(&admins, raw)?;
-    let (cert_pem, facts) = current_cert(ctx, &repo, &loaded, &name)?;
+    let (cert_pem, facts) = current_cert(ctx, (&repo, &admins), &loaded, &name)?;
     let op = ctx.operator(&repo, &admins)?;
     require_self(&op, admin, "credential")?;
     let key = private_key(ctx, &repo, &loaded, &name, &op, &facts.spki)?;

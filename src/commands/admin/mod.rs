@@ -14,11 +14,13 @@ pub use sign::sign;
 
 use anyhow::Result;
 
+use crate::cluster::issued::{self, Issued};
 use crate::context::parse_name;
 use crate::error::{failed, refused};
 use crate::identity::{Admin, Admins};
 use crate::name::AdminName;
 use crate::operator::Operator;
+use crate::pki::inspect::Facts;
 
 use super::cluster::Loaded;
 
@@ -55,4 +57,70 @@ fn read(
     missing: impl FnOnce() -> anyhow::Error,
 ) -> Result<Vec<u8>> {
     repo.read_head(&loaded.path(rel))?.ok_or_else(missing)
+}
+
+/// An administrator certificate that counts: on file, matching the record
+/// kaws wrote when a primary signed it, chaining to the cluster CA.
+pub(crate) struct Held {
+    pub name: AdminName,
+    pub pem: String,
+    pub facts: Facts,
+    pub record: Issued,
+}
+
+/// What [`held`] finds under `admins/`.
+#[derive(Default)]
+pub(crate) struct Found {
+    pub held: Vec<Held>,
+    /// Each certificate file that does not count: (file, why), both
+    /// escaped for a terminal.
+    pub ignored: Vec<(String, String)>,
+}
+
+impl Found {
+    /// Warns about each ignored file on stderr.
+    pub fn warn(&self, cluster: &crate::name::ClusterName) {
+        for (file, why) in &self.ignored {
+            eprintln!("warning: clusters/{cluster}/admins/{file} is ignored: {why}");
+        }
+    }
+}
+
+/// Every administrator certificate of the cluster at HEAD that counts (see
+/// `cluster::issued`), checked against `ca_pem`. A file with a name outside
+/// kaws' rules, or one that does not count, is reported and skipped: never
+/// a reason for a primary's command to fail.
+pub(crate) fn held(repo: &crate::repo::Repo, loaded: &Loaded, admins: &Admins, ca_pem: &str) -> Result<Found> {
+    let mut out = Found::default();
+    for (file, bytes) in repo.list_head(&loaded.path("admins"))? {
+        let Some(raw) = file.strip_suffix(".crt") else { continue };
+        let shown = crate::text::escape(&file).into_owned();
+        let name: AdminName = match raw.parse() {
+            Ok(n) => n,
+            Err(e) => {
+                out.ignored
+                    .push((shown, crate::text::escape(&format!("not an administrator's name: {e}")).into_owned()));
+                continue;
+            }
+        };
+        let record = match repo.read_toml::<Issued>(&loaded.path(&issued::issued_file(&name))) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                out.ignored.push((shown, issued::UNRECORDED.to_owned()));
+                continue;
+            }
+            Err(e) => {
+                let why = format!("its issuance record is unreadable: {e:#}");
+                out.ignored.push((shown, crate::text::escape(&why).into_owned()));
+                continue;
+            }
+        };
+        let pem = String::from_utf8_lossy(&bytes).into_owned();
+        let holder = admins.get(&name).map(|a| &a.fingerprint);
+        match issued::check(&name, &pem, &record, holder, ca_pem) {
+            Ok(facts) => out.held.push(Held { name, pem, facts, record }),
+            Err(why) => out.ignored.push((shown, crate::text::escape(&why).into_owned())),
+        }
+    }
+    Ok(out)
 }

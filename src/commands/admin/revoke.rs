@@ -33,7 +33,8 @@ pub fn revoke(ctx: &Ctx, cluster: &str, raw: &str) -> Result<()> {
     });
     let mut change = Change::default();
     change.write(loaded.path(REVOKED_FILE), revoked.to_toml());
-    for rel in [cert_file(&name), csr_file(&name), sig_file(&name), key_file(&name), rbac_file(&name)] {
+    let record = crate::cluster::issued::issued_file(&name);
+    for rel in [cert_file(&name), record, csr_file(&name), sig_file(&name), key_file(&name), rbac_file(&name)] {
         change.remove(loaded.path(&rel));
     }
     let message = format!(

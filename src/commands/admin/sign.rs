@@ -5,6 +5,7 @@ use anyhow::{Context as _, Result};
 
 use super::{admin, read};
 use crate::cluster::admins::{cert_file, csr_file, rbac_file, rbac_manifest, sig_file};
+use crate::cluster::issued::{issued_file, Issued};
 use crate::commands::cluster::{open_cluster, primary_operator};
 use crate::context::Ctx;
 use crate::error::{failed, refused, UserError};
@@ -12,6 +13,7 @@ use crate::identity::{cert, verify};
 use crate::name::AdminName;
 use crate::pki::{self, csr, inspect, table::Usage};
 use crate::repo::{Change, Repo};
+use crate::tomlfile::TomlFile;
 
 pub fn sign(ctx: &Ctx, cluster: &str, raw: &str, days: u32) -> Result<()> {
     if !(1..=csr::MAX_DAYS).contains(&days) {
@@ -62,8 +64,21 @@ pub fn sign(ctx: &Ctx, cluster: &str, raw: &str, days: u32) -> Result<()> {
     inspect::check(&cert_pem, &ca_pem, &expect)
         .map_err(|p| anyhow::anyhow!("the issued certificate fails its own checks: {}", p.join("; ")))?;
 
+    let facts = inspect::facts(&cert_pem)?;
+    let record = Issued {
+        name: name.clone(),
+        fingerprint: admin.fingerprint.clone(),
+        serial: facts.serial,
+        sha256: facts.sha256,
+        signed_by: op.fingerprint(),
+        issued_at: crate::context::rfc3339(ctx.now),
+        reissued_by: None,
+    };
     let mut change = Change::default();
-    change.write(loaded.path(&cert_file(&name)), cert_pem).write(loaded.path(&rbac_file(&name)), rbac_manifest(&name));
+    change
+        .write(loaded.path(&cert_file(&name)), cert_pem)
+        .write(loaded.path(&issued_file(&name)), record.to_toml())
+        .write(loaded.path(&rbac_file(&name)), rbac_manifest(&name));
     let message = format!(
         "kaws admin sign: certificate for {name} on {} ({days} days)\n\nCSR signature verified against {}\nSigned by: {actor} ({})\n",
         loaded.name,

@@ -16,6 +16,7 @@ pub use certs::certs;
 pub use init::init;
 pub use provision::{apply, destroy, plan};
 pub use reencrypt::{reencrypt, Mode};
+pub(crate) use render::ca_bundle;
 pub use render::{render, render_parameters, token};
 pub use renew::renew;
 pub(crate) use sealed::{open_checked, public_key_holder};
@@ -89,7 +90,9 @@ pub(crate) fn primaries_from(admins: &Admins, names: &[crate::name::AdminName]) 
 pub(crate) fn primary_certs<'a>(ctx: &Ctx, admins: &'a Admins, primaries: &Primaries) -> Result<Vec<&'a Cert>> {
     let mut out = Vec::new();
     for (name, fpr) in &primaries.primaries {
-        let admin = admins.by_fingerprint(fpr).filter(|a| &a.name == name).ok_or_else(|| {
+        // By fingerprint: the name primaries.toml recorded is informational
+        // (an administrator renamed since is still the same key holder).
+        let admin = admins.by_fingerprint(fpr).ok_or_else(|| {
             refused(format!("primary {name} ({fpr}) is not an administrator of this repository"))
                 .hint("change the primaries with `kaws cluster reencrypt`")
         })?;

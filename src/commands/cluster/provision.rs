@@ -27,7 +27,7 @@ use crate::commands::Opened;
 use crate::context::Ctx;
 use crate::error::{failed, UserError};
 use crate::render::{self, Context, Role};
-use crate::repo::{Change as RepoChange, Repo};
+use crate::repo::Change as RepoChange;
 
 pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
@@ -35,9 +35,10 @@ pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Everything but the secrets: user-data per instance, digests, markers;
 /// and the trust generation they make.
-fn inputs(repo: &Repo, loaded: &Loaded, graph: &[Node], image: &Image) -> Result<(Inputs, String)> {
+fn inputs(opened: &Opened, loaded: &Loaded, graph: &[Node], image: &Image) -> Result<(Inputs, String)> {
     let spec = &loaded.spec;
-    let public = super::render::public_inputs(repo, loaded)?;
+    let public = super::render::public_inputs(&opened.repo, loaded, &opened.admins)?;
+    let repo = &opened.repo;
     let endpoint: crate::name::DnsName = spec.api_name().parse().expect("a valid spec's API name");
     let mut user_data = HashMap::new();
     let mut wanted = Wanted::default();
@@ -176,7 +177,8 @@ struct Prepared {
     pin: Option<crate::cluster::spec::AwsSpec>,
 }
 
-async fn prepare(repo: &Repo, loaded: &Loaded, update_image: bool) -> Result<Prepared> {
+async fn prepare(opened: &Opened, loaded: &Loaded, update_image: bool) -> Result<Prepared> {
+    let repo = &opened.repo;
     let spec = &loaded.spec;
     let aws = Aws::connect(spec).await?;
     let graph = model::graph(spec);
@@ -203,7 +205,7 @@ async fn prepare(repo: &Repo, loaded: &Loaded, update_image: bool) -> Result<Pre
         .into());
     }
     world.zones = zones.clone();
-    let (inputs, generation) = inputs(repo, loaded, &graph, &image)?;
+    let (inputs, generation) = inputs(opened, loaded, &graph, &image)?;
     let mut changes = plan::plan(spec, &graph, &world, &inputs.wanted);
     let pinned = crate::cluster::spec::AwsSpec {
         image: image.pin.clone().or_else(|| spec.aws.image.clone()),
@@ -299,8 +301,8 @@ fn show(ctx: &Ctx, changes: &[Change]) {
 }
 
 pub fn plan(ctx: &Ctx, raw: &str) -> Result<()> {
-    let (Opened { repo, .. }, loaded) = open_cluster(ctx, raw, false)?;
-    let p = runtime()?.block_on(prepare(&repo, &loaded, false))?;
+    let (opened, loaded) = open_cluster(ctx, raw, false)?;
+    let p = runtime()?.block_on(prepare(&opened, &loaded, false))?;
     show(ctx, &p.changes);
     Ok(())
 }
@@ -315,7 +317,7 @@ pub fn apply(
 ) -> Result<()> {
     let (opened, loaded) = open_cluster(ctx, raw, true)?;
     let rt = runtime()?;
-    let mut p = rt.block_on(prepare(&opened.repo, &loaded, update_image))?;
+    let mut p = rt.block_on(prepare(&opened, &loaded, update_image))?;
     // Only a primary changes the spec: refused before anything changes.
     if p.pin.is_some() {
         primary_operator(ctx, &opened.repo, &opened.admins, &loaded)?;

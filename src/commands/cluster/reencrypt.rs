@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 
 use super::{open_cluster, primaries_from, primary_certs, primary_operator, Loaded};
 use crate::cluster::admins::{cert_file, csr_file, rbac_file, sig_file};
+use crate::cluster::issued::{issued_file, Issued};
 use crate::cluster::rotation::{Exposure, Record, Rotation, State, ROTATION_FILE};
 use crate::cluster::{rotate, token, PRIMARIES_FILE};
 use crate::commands::Opened;
@@ -146,6 +147,9 @@ pub fn reencrypt(ctx: &Ctx, raw: &str, names: &[String], mode: Mode) -> Result<(
         );
     }
     if mode == Mode::Rotate {
+        let ca_pem = read_text(&repo, &loaded, "pki/ca.crt")?;
+        let found = crate::commands::admin::held(&repo, &loaded, &admins, &ca_pem)?;
+        print_access(&loaded, &found, &admins, &new);
         println!("New CAs and a new service-account key are staged (pki/staged/); the bundles trust them beside the");
         println!(
             "current ones, which still sign everything. Roll the bundles out with `kaws cluster apply {}`,",
@@ -270,7 +274,10 @@ impl Job<'_> {
                 change.remove(loaded.path(&path));
             }
         }
-        self.reissue_admins(&mut change, &promoted.ca)?;
+        // The administrators' certificates that count under the retiring CA.
+        let ca_pem = read_text(repo, loaded, "pki/ca.crt")?;
+        let found = crate::commands::admin::held(repo, loaded, self.admins, &ca_pem)?;
+        self.reissue_admins(op, &mut change, &promoted.ca, &found)?;
         record.state = State::Promoted;
         if let Some(last) = record.rotations.last_mut() {
             last.promoted = Some(crate::context::rfc3339(ctx.now));
@@ -287,26 +294,54 @@ impl Job<'_> {
             loaded.name, loaded.name
         );
         println!("Then distrust the retired CAs: kaws cluster reencrypt {} --finish-rotation", loaded.name);
+        print_access(loaded, &found, self.admins, &loaded.primaries);
         Ok(())
     }
 
-    /// Every administrator's certificate, re-issued under `ca`; one that
-    /// cannot be is removed, with its binding, and named.
-    fn reissue_admins(&self, change: &mut Change, ca: &crate::pki::issue::Authority) -> Result<()> {
-        let (repo, loaded) = (self.repo, self.loaded);
-        for (file, bytes) in repo.list_head(&loaded.path("admins"))? {
-            let Some(raw) = file.strip_suffix(".crt") else {
-                continue;
+    /// Administrators' certificates re-issued under `ca` (the demotion
+    /// rule): each that counts under the retiring CA (see
+    /// `cluster::issued`), whose signer is still a primary and whose holder
+    /// is still the administrator it was issued to. Any other is not carried
+    /// over: its certificate, record and binding are removed, and named. A
+    /// file that does not count is named and left alone.
+    fn reissue_admins(
+        &self,
+        op: &Operator,
+        change: &mut Change,
+        ca: &crate::pki::issue::Authority,
+        found: &crate::commands::admin::Found,
+    ) -> Result<()> {
+        let loaded = self.loaded;
+        found.warn(&loaded.name);
+        let (keeps, _) = access(found, self.admins, &loaded.primaries);
+        for h in &found.held {
+            let name = &h.name;
+            let drop = |change: &mut Change| {
+                for rel in [cert_file(name), issued_file(name), rbac_file(name)] {
+                    change.remove(loaded.path(&rel));
+                }
             };
-            let name: AdminName = parse_name(raw, "administrator file")?;
-            match self.reissue(&name, &bytes, ca) {
+            if !keeps.iter().any(|k| k.name == *name) {
+                drop(change);
+                continue;
+            }
+            match self.reissue(name, &h.pem, ca) {
                 Ok(pem) => {
-                    change.write(loaded.path(&cert_file(&name)), pem);
+                    let facts = crate::pki::inspect::facts(&pem)?;
+                    let record = Issued {
+                        serial: facts.serial,
+                        sha256: facts.sha256,
+                        issued_at: crate::context::rfc3339(self.ctx.now),
+                        reissued_by: Some(op.fingerprint()),
+                        ..h.record.clone()
+                    };
+                    change
+                        .write(loaded.path(&cert_file(name)), pem)
+                        .write(loaded.path(&issued_file(name)), record.to_toml());
                 }
                 Err(e) => {
                     eprintln!("warning: {name}'s certificate is not re-issued ({e:#}); {name} must run `kaws admin create` again");
-                    change.remove(loaded.path(&cert_file(&name)));
-                    change.remove(loaded.path(&rbac_file(&name)));
+                    drop(change);
                 }
             }
         }
@@ -314,15 +349,65 @@ impl Job<'_> {
     }
 
     /// `name`'s certificate under the new CA, from the files on record.
-    fn reissue(&self, name: &AdminName, old_cert: &[u8], ca: &crate::pki::issue::Authority) -> Result<String> {
+    fn reissue(&self, name: &AdminName, old_cert: &str, ca: &crate::pki::issue::Authority) -> Result<String> {
         let (ctx, repo, loaded) = (self.ctx, self.repo, self.loaded);
         let admin = self.admins.get(name).context("no longer an administrator")?;
         let csr = read_text(repo, loaded, &csr_file(name))?;
         let sig = repo.read_head(&loaded.path(&sig_file(name)))?.context("no CSR signature")?;
-        let cert = String::from_utf8_lossy(old_cert);
         let files =
-            rotate::AdminFiles { name: name.as_str(), openpgp: &admin.cert, csr: &csr, csr_sig: &sig, cert: &cert };
+            rotate::AdminFiles { name: name.as_str(), openpgp: &admin.cert, csr: &csr, csr_sig: &sig, cert: old_cert };
         rotate::reissue(&files, &loaded.spec, ca, &ctx.policy, ctx.now)
+    }
+}
+
+/// One administrator's cluster access, and the primary it rests on.
+struct Access {
+    name: AdminName,
+    signed_by: String,
+}
+
+/// Who keeps cluster access through a rotation to `primaries`, and who
+/// loses it: a certificate is carried over only when the primary who signed
+/// it is still one (access rests on a current primary's decision; a
+/// removed primary's own grants lapse with the rotation).
+fn access(
+    found: &crate::commands::admin::Found,
+    admins: &Admins,
+    primaries: &crate::cluster::Primaries,
+) -> (Vec<Access>, Vec<Access>) {
+    let (mut keeps, mut loses) = (Vec::new(), Vec::new());
+    for h in &found.held {
+        let a = Access { name: h.name.clone(), signed_by: describe(admins, &h.record.signed_by) };
+        if primaries.contains(&h.record.signed_by) {
+            keeps.push(a);
+        } else {
+            loses.push(a);
+        }
+    }
+    (keeps, loses)
+}
+
+/// Prints who keeps cluster access through the rotation, and who does not.
+fn print_access(
+    loaded: &Loaded,
+    found: &crate::commands::admin::Found,
+    admins: &Admins,
+    primaries: &crate::cluster::Primaries,
+) {
+    let (keeps, loses) = access(found, admins, primaries);
+    let list = |v: &[Access]| -> String {
+        if v.is_empty() {
+            return "nobody".to_owned();
+        }
+        v.iter().map(|a| format!("{} (signed by {})", a.name, a.signed_by)).collect::<Vec<_>>().join(", ")
+    };
+    println!("Cluster access carried over by this rotation (re-issued at --promote): {}", list(&keeps));
+    if !loses.is_empty() {
+        println!(
+            "Not carried over (signed by someone no longer a primary): {}; a primary grants it again with `kaws admin sign {} NAME`",
+            list(&loses),
+            loaded.name
+        );
     }
 }
 

@@ -18,25 +18,43 @@ use crate::pki::inspect;
 use crate::render::{self, Context, Role};
 use crate::repo::{Change, Repo};
 
-/// The public inputs of a render, from HEAD.
-pub(crate) fn public_inputs(repo: &Repo, loaded: &Loaded) -> Result<render::context::Public> {
+/// Every public certificate, bundle and key under the cluster's `pki/` at
+/// HEAD, with the bundles checked against the rotation's phase (and made
+/// from the CA when none is on file), and the cluster CA bundle's pins.
+pub(crate) fn verified_pki(repo: &Repo, loaded: &Loaded) -> Result<(Vec<(String, String)>, Vec<String>)> {
     let mut pki = Vec::new();
     for (path, bytes) in repo.walk_head(&loaded.path("pki"))? {
         if path.ends_with(".crt") || path.ends_with(".pub") {
             pki.push((path, String::from_utf8(bytes).context("a certificate is not text")?));
         }
     }
-    // Bindings are rendered from the administrators who hold a certificate
-    // (admins/NAME.crt); no manifest text is copied from the repository.
-    let mut admins = Vec::new();
-    for (file, _) in repo.list_head(&loaded.path("admins"))? {
-        let Some(name) = file.strip_suffix(".crt") else { continue };
-        let name: crate::name::AdminName =
-            name.parse().map_err(|e| refused(format!("{}: {e}", loaded.path(&format!("admins/{file}")))))?;
-        admins.push(name);
-    }
     let record: Record = repo.read_toml(&loaded.path(ROTATION_FILE))?.unwrap_or_default();
     let ca_hashes = trust_bundles(loaded, &record, &mut pki)?;
+    Ok((pki, ca_hashes))
+}
+
+/// The CAs a client of the cluster's API trusts now: the cluster CA
+/// bundle, as the phase rules of [`trust_bundles`] allow it (a bundle
+/// planted beside a cluster that is not rotating is refused).
+pub(crate) fn ca_bundle(repo: &Repo, loaded: &Loaded) -> Result<String> {
+    let (pki, _) = verified_pki(repo, loaded)?;
+    pki.into_iter().find(|(p, _)| p == "ca-bundle.crt").map(|(_, t)| t).context("the cluster CA bundle is missing")
+}
+
+/// The public inputs of a render, from HEAD.
+pub(crate) fn public_inputs(
+    repo: &Repo,
+    loaded: &Loaded,
+    admins: &crate::identity::Admins,
+) -> Result<render::context::Public> {
+    let (pki, ca_hashes) = verified_pki(repo, loaded)?;
+    // Bindings are rendered for the administrators who hold a certificate
+    // kaws issued (see `cluster::issued`); no manifest text is copied from
+    // the repository, and a file that does not count is named and skipped.
+    let ca = pki.iter().find(|(p, _)| p == "ca.crt").map(|(_, t)| t.as_str()).context("pki/ca.crt is missing")?;
+    let found = crate::commands::admin::held(repo, loaded, admins, ca)?;
+    found.warn(&loaded.name);
+    let admins = found.held.into_iter().map(|h| h.name).collect();
     let record: token::Record =
         repo.read_toml(&loaded.path(token::RECORD_FILE))?.context("bootstrap-token.toml is missing")?;
     Ok(render::context::Public { pki, admins, ca_hashes, token_expires: record.expires })
@@ -77,7 +95,9 @@ fn trust_bundles(loaded: &Loaded, record: &Record, pki: &mut Vec<(String, String
                         let f = inspect::facts_der(p.contents()).map_err(|e| bad(file, e.to_string()))?;
                         Ok((f.spki, f.sha256))
                     }
-                    ("PUBLIC KEY", "pub") => Ok((p.contents().to_vec(), String::new())),
+                    ("PUBLIC KEY", "pub") => {
+                        Ok((p.contents().to_vec(), crate::cluster::rotate::key_sha256(p.contents())))
+                    }
                     (tag, _) => Err(bad(file, format!("holds a {tag}")).into()),
                 })
                 .collect()
@@ -93,7 +113,9 @@ fn trust_bundles(loaded: &Loaded, record: &Record, pki: &mut Vec<(String, String
                     let text = find(pki, &file).ok_or_else(|| failed(format!("pki/{file} is missing")))?;
                     entries(&file, &text)?.first().is_some_and(|(k, _)| k == key)
                 }
-                State::Promoted => ext == "pub" || retired(&path).contains(sha),
+                // The retired key by its recorded SHA-256: the service-account
+                // key's too, never any other key.
+                State::Promoted => retired(&path).contains(sha),
             })
         };
         let want = if record.state == State::Settled { 1 } else { 2 };
@@ -187,8 +209,8 @@ pub(crate) const SSM_LIMIT: usize = 4096;
 
 /// `kaws cluster render --parameters`: what the instances read from SSM.
 pub fn render_parameters(ctx: &Ctx, raw: &str) -> Result<()> {
-    let (Opened { repo, .. }, loaded) = open_cluster(ctx, raw, false)?;
-    let public = public_inputs(&repo, &loaded)?;
+    let (Opened { repo, admins, .. }, loaded) = open_cluster(ctx, raw, false)?;
+    let public = public_inputs(&repo, &loaded, &admins)?;
     let values: std::collections::BTreeMap<String, String> = public_parameters(&loaded, &public)?.into_iter().collect();
     println!("{}", serde_json::to_string_pretty(&values)?);
     Ok(())
@@ -202,7 +224,7 @@ pub fn render(
     endpoint: Option<&str>,
     out: Option<&Path>,
 ) -> Result<()> {
-    let (Opened { repo, .. }, loaded) = open_cluster(ctx, raw, false)?;
+    let (Opened { repo, admins, .. }, loaded) = open_cluster(ctx, raw, false)?;
     let role = match (role, index) {
         (RenderRole::Master, Some(i)) => Role::Master(i),
         (RenderRole::Master, None) => return Err(UserError::usage("--role master needs --index I").into()),
@@ -214,7 +236,7 @@ pub fn render(
         Some(e) => e.parse().map_err(|e| UserError::usage(format!("--endpoint: {e}")))?,
         None => loaded.spec.api_name().parse().expect("the API name of a valid spec is a DNS name"),
     };
-    let public = public_inputs(&repo, &loaded)?;
+    let public = public_inputs(&repo, &loaded, &admins)?;
     let context = Context::new(&loaded.spec, role, &endpoint, &public).map_err(|e| e.into_user())?;
     let text = render::user_data(&context).context("rendering the user-data")?;
     match out {

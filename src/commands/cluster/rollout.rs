@@ -19,7 +19,7 @@ use crate::repo::Repo;
 
 /// The repository's trust generation: what every instance should run.
 pub(crate) fn current(repo: &Repo, loaded: &Loaded) -> Result<String> {
-    Ok(crate::render::context::generation(&super::render::public_inputs(repo, loaded)?.pki))
+    Ok(crate::render::context::generation(&super::render::verified_pki(repo, loaded)?.0))
 }
 
 /// Whether an instance reports running `want`, up.

@@ -131,15 +131,19 @@ pub fn status(ctx: &Ctx, raw: &str, endpoint: Option<&str>) -> Result<()> {
         });
     }
     let outputs: Option<Outputs> = repo.read_toml(&loaded.path(OUTPUTS_FILE))?;
-    // The CAs the cluster trusts: the bundle during a rotation, else the CA.
-    let bundle = match repo.read_head(&loaded.path("pki/ca-bundle.crt"))? {
-        Some(b) => b,
-        None => repo.read_head(&loaded.path("pki/ca.crt"))?.context("pki/ca.crt is missing")?,
+    // The CAs the cluster trusts, as the rotation's phase allows them; the
+    // API's name from the spec, its address from outputs (checked) or --endpoint.
+    let bundle = super::ca_bundle(&repo, &loaded)?.into_bytes();
+    let api = match (outputs, endpoint) {
+        (None, _) => None,
+        (Some(_), Some(e)) => Some(probe(e, &spec.api_name(), &bundle)),
+        (Some(o), None) => Some(match o.checked_endpoint(spec) {
+            Ok(host) => probe(&format!("{host}:6443"), &spec.api_name(), &bundle),
+            Err(why) => {
+                Api { endpoint: o.api_endpoint.clone(), name: spec.api_name(), error: Some(why), ..Api::default() }
+            }
+        }),
     };
-    let api = outputs.map(|o| {
-        let target = endpoint.map_or_else(|| format!("{}:6443", o.api_endpoint), String::from);
-        probe(&target, &o.api_name, &bundle)
-    });
     let found = ssm::node_token_found(spec, world.found.values().flatten());
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let token = token(found, now);
@@ -224,15 +228,23 @@ fn handshake(target: &str, name: &str, bundle: Option<&[u8]>) -> Result<X509> {
     stream.ssl().peer_certificate().context("the endpoint presented no certificate")
 }
 
+/// The report as text. Every field kaws did not write itself (what EC2,
+/// the instances, `outputs.toml` and the API endpoint say, TLS errors) is
+/// escaped for the terminal.
 fn text(s: &Status) -> String {
-    let mut out =
-        format!("{} in {}: trust generation {} (rotation {})\n", s.cluster, s.region, s.generation, s.rotation.label());
+    let e = |t: &str| crate::text::escape(t).into_owned();
+    let esc = |v: &Option<String>| v.as_deref().map_or_else(|| "-".to_owned(), e);
+    let mut out = format!(
+        "{} in {}: trust generation {} (rotation {})\n",
+        s.cluster,
+        e(&s.region),
+        s.generation,
+        s.rotation.label()
+    );
     out += &format!(
         "  {:<22} {:<21} {:<13} {:<15} {:<14} {:<26} {}\n",
         "instance", "id", "state", "address", "stage", "generation", "etcd volume"
     );
-    // What an instance reports is its own text: escaped for the terminal.
-    let esc = |v: &Option<String>| v.as_deref().map_or_else(|| "-".to_owned(), |t| crate::text::escape(t).into_owned());
     for i in &s.instances {
         let generation = match &i.generation {
             Some(_) if i.current => format!("{} (current)", esc(&i.generation)),
@@ -241,31 +253,31 @@ fn text(s: &Status) -> String {
         };
         out += &format!(
             "  {:<22} {:<21} {:<13} {:<15} {:<14} {:<26} {}\n",
-            i.key,
-            i.id,
-            i.state,
-            i.private_ip.as_deref().unwrap_or("-"),
+            e(&i.key),
+            e(&i.id),
+            e(&i.state),
+            esc(&i.private_ip),
             esc(&i.stage),
             generation,
-            i.etcd_volume.as_deref().unwrap_or("")
+            e(i.etcd_volume.as_deref().unwrap_or(""))
         );
     }
     match &s.api {
         None => out += "  API: not applied yet (no outputs.toml)\n",
         Some(a) => {
             let served = match (&a.subject, &a.issuer, &a.not_after) {
-                (Some(sub), Some(iss), Some(na)) => format!("{sub}, issued by {iss}, valid until {na}"),
+                (Some(sub), Some(iss), Some(na)) => format!("{}, issued by {}, valid until {}", e(sub), e(iss), e(na)),
                 _ => "nothing".into(),
             };
             let verdict = if a.verified {
                 "verified against the cluster's CA bundle".to_owned()
             } else {
-                format!("NOT verified: {}", a.error.as_deref().unwrap_or("unknown"))
+                format!("NOT verified: {}", e(a.error.as_deref().unwrap_or("unknown")))
             };
-            out += &format!("  API {} (as {}): serves {served}; {verdict}\n", a.endpoint, a.name);
+            out += &format!("  API {} (as {}): serves {served}; {verdict}\n", e(&a.endpoint), e(&a.name));
         }
     }
-    let at = |t: &Token| t.last_written.clone().unwrap_or_else(|| "an unknown time".into());
+    let at = |t: &Token| t.last_written.as_deref().map_or_else(|| "an unknown time".to_owned(), e);
     out += &match &s.token {
         None => "  bootstrap token: not written to SSM yet\n".into(),
         Some(t) if t.live == Some(true) => format!("  bootstrap token: renewed by the cluster at {}\n", at(t)),
@@ -295,5 +307,46 @@ mod tests {
         assert_eq!(token(Some(&renewed), 100 + 7_199).unwrap().live, Some(true));
         assert_eq!(token(Some(&renewed), 100 + 7_200).unwrap().live, Some(false));
         assert!(token(None, 0).is_none());
+    }
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::*;
+
+    #[test]
+    fn nothing_from_outside_reaches_the_terminal_raw() {
+        let evil = "x\u{1b}[2J\u{202e}y".to_owned();
+        let s = Status {
+            cluster: "prod".into(),
+            region: evil.clone(),
+            generation: "g".into(),
+            rotation: crate::cluster::rotation::State::Settled,
+            instances: vec![Instance {
+                key: evil.clone(),
+                id: evil.clone(),
+                state: evil.clone(),
+                private_ip: Some(evil.clone()),
+                public_ip: Some(evil.clone()),
+                etcd_volume: Some(evil.clone()),
+                stage: Some(evil.clone()),
+                generation: Some(evil.clone()),
+                current: false,
+            }],
+            api: Some(Api {
+                endpoint: evil.clone(),
+                name: evil.clone(),
+                reachable: true,
+                verified: false,
+                error: Some(evil.clone()),
+                subject: Some(evil.clone()),
+                issuer: Some(evil.clone()),
+                not_after: Some(evil.clone()),
+            }),
+            token: Some(Token { written_by: "kaws".into(), last_written: Some(evil.clone()), live: None }),
+        };
+        let out = text(&s);
+        assert!(!out.chars().any(|c| c == '\u{1b}' || c == '\u{202e}'), "{out}");
+        assert!(out.contains("x\\u{001b}[2J\\u{202e}y"), "{out}");
     }
 }
