@@ -14,28 +14,12 @@ use std::path::Path;
 
 use common::*;
 
-fn head(repo: &Path) -> String {
-    git(repo, &["rev-parse", "HEAD"]).trim().to_owned()
-}
-
 /// `git merge -S --no-ff BRANCH` into the current branch as the holder of `fpr`.
 fn merge_signed(repo: &Path, gpg: &Gpg, fpr: &str, branch: &str) -> String {
     let merge = ["merge", "-q", "-S", "--no-ff", "-m", &format!("Merge {branch}"), branch];
     let out = git_signing(repo, gpg, fpr).args(merge).output().unwrap();
     assert!(out.status.success(), "git merge: {}", String::from_utf8_lossy(&out.stderr));
     head(repo)
-}
-
-/// Runs `args` as the holder of `secret` and checks a refusal: exit 3,
-/// `needle` in the message, a hint, and a byte-identical work tree.
-fn refused(f: &Fixture, secret: &Path, args: &[&str], needle: &str) -> Run {
-    let before = snapshot(&f.repo());
-    let r = f.with_key(secret, args);
-    assert_eq!(r.code, 3, "{args:?}: {}", r.stderr);
-    assert!(r.stderr.contains(needle), "{args:?}: expected {needle:?} in:\n{}", r.stderr);
-    assert!(r.stderr.contains("hint:"), "{args:?}: no next step in:\n{}", r.stderr);
-    assert_eq!(before, snapshot(&f.repo()), "{args:?} changed the work tree");
-    r
 }
 
 /// The audit refuses HEAD for `commit`, with every `needle` among its reasons.
@@ -46,7 +30,7 @@ fn audit_refuses(f: &Fixture, commit: &str, needles: &[&str]) {
     for n in needles {
         assert!(why.contains(n), "expected {n:?} among the reasons for {commit}: {why}");
     }
-    refused(f, &f.alice_secret, &["cluster", "render", "prod", "--role", "node"], "is not authenticated");
+    refused_as(f, &f.alice_secret, &["cluster", "render", "prod", "--role", "node"], "is not authenticated");
 }
 
 fn edit(path: &Path, from: &str, to: &str) {
@@ -185,22 +169,48 @@ fn a_certificate_kaws_did_not_issue_grants_nothing() {
         std::fs::create_dir_all(repo.join("clusters/prod/admins")).unwrap();
         std::fs::copy(&crt, repo.join("clusters/prod/admins/bob.crt")).unwrap();
         let record = format!(
-            "name = \"bob\"\nfingerprint = \"{}\"\nserial = \"01\"\nsha256 = \"00\"\nsigned-by = \"{}\"\nissued-at = \"2026-01-01T00:00:00Z\"\n",
+            "name = \"bob\"\nfingerprint = \"{}\"\nserial = \"01\"\nsha256 = \"00\"\nsigned-by = \"{}\"\nissued-at = \"2026-01-01T00:00:00Z\"\ngrant-signature = \"x\"\n",
             bob.fpr, f.alice.fpr
         );
         std::fs::write(repo.join("clusters/prod/admins/bob.issued.toml"), record).unwrap();
     };
+    // bob, on a branch from before prod existed, makes a prod of his own
+    // (any administrator may create a cluster) holding his certificate, and
+    // merges that file into main's prod.
     git(&repo, &["switch", "-q", "-c", "bob-side", &before_cluster]);
+    let init = ["cluster", "init", "prod", "--domain", "example.com", "--region", "eu-west-1", "--masters", "1"];
+    let r = f.with_key(&bob_sec, &init);
+    assert_eq!(r.code, 0, "{}", r.stderr);
     plant(&repo);
     git_commit_signed(&repo, &f.gpg, &bob.fpr, "my certificate");
     let side = head(&repo);
     git(&repo, &["switch", "-q", "main"]);
-    let merge = merge_signed(&repo, &f.gpg, &bob.fpr, "bob-side");
+    plant(&repo);
+    git(&repo, &["add", "-A"]);
+    let tree = git(&repo, &["write-tree"]).trim().to_owned();
+    let out = git_signing(&repo, &f.gpg, &bob.fpr)
+        .args(["commit-tree", &tree, "-p", &main, "-p", &side, "-m", "Merge bob-side"])
+        .arg(format!("-S{}", bob.fpr))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let merge = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    git(&repo, &["update-ref", "refs/heads/main", &merge]);
+    git(&repo, &["reset", "-q", "--hard", &merge]);
     audit_refuses(
         &f,
         &merge,
-        &[&format!("bob is not a primary of cluster prod in parent {main}"), "admins/bob.crt", &side],
+        &[
+            &format!("bob is not a primary of cluster prod in parent {main}"),
+            "admins/bob.crt",
+            &format!("commit {side}, signed by bob"),
+        ],
     );
+    // The same files, planted straight into a prod that does not exist, make no cluster.
+    git(&repo, &["reset", "-q", "--hard", &before_cluster]);
+    plant(&repo);
+    git_commit_signed(&repo, &f.gpg, &bob.fpr, "my certificate");
+    audit_refuses(&f, &head(&repo), &["creates clusters/prod, which is no cluster kaws can work with"]);
 
     // The same files committed by a primary (a careless merge, a stolen
     // workstation): authenticated, but the certificate counts for nothing.
@@ -220,7 +230,7 @@ fn a_certificate_kaws_did_not_issue_grants_nothing() {
     let user_data = render(&f, "prod", &["master", "--index", "0"]);
     assert!(user_data.contains("rbac/alice.yaml") && !user_data.contains("rbac/bob.yaml"), "bob is bound");
     let kc = f.file("bob.kubeconfig");
-    refused(&f, &bob_sec, &["admin", "install", "prod", "bob", "--kubeconfig", s(&kc).as_str()], "admins/bob.crt");
+    refused_as(&f, &bob_sec, &["admin", "install", "prod", "bob", "--kubeconfig", s(&kc).as_str()], "admins/bob.crt");
     assert!(!kc.exists());
     // A record that matches the certificate does not make it the CA's.
     let der = pem::parse(std::fs::read(&crt).unwrap()).unwrap().into_contents();
@@ -233,7 +243,7 @@ fn a_certificate_kaws_did_not_issue_grants_nothing() {
         &format!("serial = \"{serial}\"\nsha256 = \"{sha}\""),
     );
     git_commit_signed(&repo, &f.gpg, &f.alice.fpr, "a matching record");
-    let r = refused(
+    let r = refused_as(
         &f,
         &bob_sec,
         &["admin", "install", "prod", "bob", "--kubeconfig", s(&kc).as_str()],

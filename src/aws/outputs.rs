@@ -29,17 +29,12 @@ impl crate::tomlfile::TomlFile for Outputs {
 
 impl Outputs {
     /// The API endpoint, checked before anyone connects to it: any
-    /// administrator may record `outputs.toml`, so it must be a DNS name of
-    /// a load balancer in the cluster's own region (as ELB names them; a
+    /// administrator may record `outputs.toml`, so it must be the DNS name
+    /// of the cluster's own load balancer in its region (as ELB names them; a
     /// connection to it is still verified against the cluster CA for the
     /// spec's API name, never outputs' `api-name`).
     pub fn checked_endpoint(&self, spec: &ClusterSpec) -> Result<crate::name::DnsName, String> {
-        let bad = |why: &str| {
-            format!(
-                "outputs.toml: api-endpoint {:?} {why}; restore outputs.toml from a reviewed commit or run `kaws cluster apply` again",
-                crate::text::escape(&self.api_endpoint)
-            )
-        };
+        let bad = |why: &str| format!("outputs.toml: api-endpoint {:?} {why}", crate::text::escape(&self.api_endpoint));
         let name: crate::name::DnsName = self.api_endpoint.parse().map_err(|_| bad("is not a DNS name"))?;
         let region = spec.region.as_str();
         let elb = [
@@ -49,6 +44,11 @@ impl Outputs {
         ];
         if !elb.iter().any(|suffix| self.api_endpoint.ends_with(suffix.as_str())) {
             return Err(bad(&format!("is not a load balancer's name in {region}")));
+        }
+        // ELB names it after the load balancer kaws made: NAME-ID.….
+        let lb = super::naming::short_name(spec, "api").to_lowercase();
+        if !self.api_endpoint.starts_with(&format!("{lb}-")) {
+            return Err(bad(&format!("is not the name of the load balancer kaws makes ({lb})")));
         }
         Ok(name)
     }

@@ -28,6 +28,40 @@ pub struct Issued {
     /// The primary who last re-issued it under a new CA (`--promote`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reissued_by: Option<Fingerprint>,
+    /// `signed-by`'s detached OpenPGP signature over [`Issued::grant`]: who
+    /// granted the access is proven by their key, not by a field any primary
+    /// could edit. It survives re-issue (the grant is the same).
+    pub grant_signature: String,
+}
+
+impl Issued {
+    /// The statement the granting primary signs: this administrator (by
+    /// fingerprint) gets a certificate for this cluster, by their decision,
+    /// at that time. Serial and digest are not in it: a re-issue under a new
+    /// CA keeps the grant.
+    pub fn grant(
+        cluster: &crate::name::ClusterName,
+        name: &AdminName,
+        holder: &Fingerprint,
+        granted_by: &Fingerprint,
+        at: &str,
+    ) -> String {
+        format!("kaws-grant-v1\ncluster {cluster}\nname {name}\nholder {holder}\ngranted-by {granted_by}\nat {at}\n")
+    }
+
+    /// Whether `grant_signature` is `signed_by`'s (`cert`) over this record's grant.
+    pub fn grant_verifies(
+        &self,
+        cluster: &crate::name::ClusterName,
+        cert: &sequoia_openpgp::Cert,
+        policy: &dyn sequoia_openpgp::policy::Policy,
+        now: std::time::SystemTime,
+    ) -> bool {
+        let grant = Issued::grant(cluster, &self.name, &self.fingerprint, &self.signed_by, &self.issued_at);
+        cert.fingerprint() == *self.signed_by.inner()
+            && crate::identity::verify::detached(grant.as_bytes(), self.grant_signature.as_bytes(), cert, policy, now)
+                .is_ok()
+    }
 }
 
 impl crate::tomlfile::TomlFile for Issued {

@@ -126,6 +126,19 @@ pub enum Rejection {
         admin: String,
         parent: String,
     },
+    /// The commit writes a path kaws cannot read (not UTF-8, or a control character).
+    UnreadableName {
+        paths: Vec<String>,
+    },
+    /// The commit creates a cluster kaws cannot work with.
+    BadNewCluster {
+        cluster: String,
+        detail: String,
+    },
+    /// The commit writes a public key that another cluster carries.
+    CopiedKey {
+        files: Vec<String>,
+    },
     /// The commit changes a cluster's keys, certificates or primaries, and
     /// its signer is not one of that cluster's primaries in the parent; in a
     /// merge, nor is the signer of the commit that made the change on the
@@ -178,6 +191,19 @@ impl std::fmt::Display for Rejection {
             Rejection::CertificateShrank { admin, parent } => write!(
                 f,
                 "replaces {admin}'s certificate with one lacking part of parent {parent}'s (a revocation, expiry or binding rolled back)"
+            ),
+            Rejection::UnreadableName { paths } => write!(
+                f,
+                "writes {} under kaws' paths: names must be UTF-8 without control characters",
+                paths.join(", ")
+            ),
+            Rejection::BadNewCluster { cluster, detail } => {
+                write!(f, "creates clusters/{cluster}, which is no cluster kaws can work with: {detail}")
+            }
+            Rejection::CopiedKey { files } => write!(
+                f,
+                "writes a public key another cluster carries: {}; every cluster has keys of its own",
+                files.join("; ")
             ),
             Rejection::NotAPrimary { admin, cluster, parent, paths, carried_from } => {
                 write!(

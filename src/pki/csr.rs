@@ -60,10 +60,15 @@ pub fn check_request(pem_text: &str, expected: &str) -> Result<Vec<u8>, CsrError
     Ok(csr.certification_request_info.subject_pki.raw.to_vec())
 }
 
-/// The public key (SPKI DER) of a CSR, without judging it.
+/// The public key (SPKI DER) of a CSR whose own signature verifies (proof
+/// that its maker holds the key), whatever its subject. A CSR that carries
+/// someone else's public key without that proof holds no key: anyone may
+/// write their own request, and a copy of another key must not make that
+/// key look shared.
 pub fn public_key_of_request(pem_text: &str) -> Option<Vec<u8>> {
     let p = ::pem::parse(pem_text).ok()?;
     let (_, csr) = X509CertificationRequest::from_der(p.contents()).ok()?;
+    csr.verify_signature().ok()?;
     Some(csr.certification_request_info.subject_pki.raw.to_vec())
 }
 

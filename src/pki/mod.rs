@@ -14,6 +14,18 @@ use anyhow::{anyhow, Context as _, Result};
 use zeroize::Zeroizing;
 
 pub use algorithm::KeyAlgorithm;
+
+/// The public key (SPKI DER) a file of a cluster carries, by its extension:
+/// a certificate (`.crt`, the first of a bundle), a request (`.csr`, only
+/// when its own signature verifies) or a PEM public key (`.pub`).
+pub fn public_key_in(path: &str, text: &str) -> Option<Vec<u8>> {
+    match path.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("csr") => csr::public_key_of_request(text),
+        Some("crt") => inspect::facts(text).ok().map(|f| f.spki),
+        Some("pub") => csr::public_key_of_pem(text),
+        _ => None,
+    }
+}
 use issue::Authority;
 use table::{CaId, Leaf};
 

@@ -90,6 +90,11 @@ impl Repo {
         let Some(made) = self.made_on(side, &others, path)? else {
             return Ok(Some(format!("parent {side}, where no commit since the merge base made it")));
         };
+        // Only a change history vouches for: a commit signed elsewhere (another
+        // repository, an orphan root) and pulled in by a side branch counts for nothing.
+        if !j.authenticated.contains_key(&made) {
+            return Ok(Some(format!("commit {made}, which is not authenticated from the trust root")));
+        }
         Ok(match self.signer_in_every_parent(made, j, at) {
             Err(why) => Some(format!("commit {made} ({why})")),
             Ok(fpr) => match self.lacks_authority(j.parents, &fpr, change)? {

@@ -432,6 +432,7 @@ impl Repo {
                     signer: name,
                     signer_fpr: fpr,
                     at: signed_at,
+                    authenticated: &auth,
                 };
                 reasons.extend(self.content_rules(&j, policy, now)?);
             }

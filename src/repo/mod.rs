@@ -6,6 +6,7 @@
 mod cachekey;
 mod carried;
 pub mod config;
+mod creation;
 pub mod history;
 mod ratchet;
 mod rules;

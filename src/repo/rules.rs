@@ -44,11 +44,16 @@ pub(super) struct Judging<'a> {
     /// When its change enters history: the newest of its signature's time
     /// and its parents' (unix seconds).
     pub at: u64,
+    /// The commits authenticated so far (every ancestor is judged first).
+    pub authenticated: &'a std::collections::HashMap<Oid, u64>,
 }
 
 /// One path under kaws' paths that differs between a parent and a commit.
 pub(super) struct Changed {
     pub path: String,
+    /// Every component of the path is UTF-8 without control characters
+    /// (kaws cannot read, name or remove anything else).
+    pub readable: bool,
     /// Its mode in the commit; `None` when the commit deletes it.
     pub mode: Option<FileMode>,
 }
@@ -126,7 +131,9 @@ impl Repo {
             }
             let (fx, fy) = (x.filter(|(_, m)| !is_tree(*m)), y.filter(|(_, m)| !is_tree(*m)));
             if fx.is_some() || fy.is_some() {
-                out.push(Changed { path, mode: fy.map(|(_, m)| mode_of(*m)) });
+                // (Invalid UTF-8 became U+FFFD in `path`.)
+                let readable = !path.chars().any(|c| c == '\u{FFFD}' || c.is_control());
+                out.push(Changed { path, readable, mode: fy.map(|(_, m)| mode_of(*m)) });
             }
         }
         Ok(())
@@ -171,7 +178,11 @@ impl Repo {
 
     /// The primaries' fingerprints of `cluster` at `commit`; `None` when the
     /// cluster does not exist there.
-    fn primaries_at(&self, commit: Oid, cluster: &str) -> Result<Option<Result<BTreeSet<Fingerprint>, String>>> {
+    pub(super) fn primaries_at(
+        &self,
+        commit: Oid,
+        cluster: &str,
+    ) -> Result<Option<Result<BTreeSet<Fingerprint>, String>>> {
         let tree = self.git.find_commit(commit)?.tree()?;
         let dir = format!("{CLUSTERS_DIR}/{cluster}");
         match tree.get_path(Path::new(&dir)) {
@@ -221,6 +232,7 @@ impl Repo {
         let mut irregular = BTreeSet::new();
         let mut pubkeys_changed = false;
         let oids: Vec<Oid> = j.parents.iter().map(|(o, _)| *o).collect();
+        let mut all_changes: Vec<Changed> = Vec::new();
         for (parent, _) in j.parents {
             for c in self.managed_changes(*parent, j.commit)? {
                 if matches!(c.mode, Some(m) if !super::txn::is_regular(m)) {
@@ -230,11 +242,15 @@ impl Repo {
                 if let Some((cluster, rest)) = c.path.strip_prefix("clusters/").and_then(|p| p.split_once('/')) {
                     cluster_paths.insert((cluster.to_owned(), rest.to_owned()), c.mode.is_none());
                 }
+                if !all_changes.iter().any(|a| a.path == c.path) {
+                    all_changes.push(c);
+                }
             }
         }
         if !irregular.is_empty() {
             out.push(Rejection::NotRegularFile { paths: irregular.into_iter().collect() });
         }
+        out.extend(self.cluster_rules(j, &all_changes)?);
         // (cluster, parent where the signer lacks authority) → (paths, where the changes came from)
         let mut refused: BTreeMap<(String, Oid), (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
         for ((cluster, rest), deleted) in cluster_paths {

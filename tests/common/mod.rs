@@ -580,3 +580,20 @@ pub fn kubectl_ok(kc: &Path) -> bool {
         .unwrap()
         .success()
 }
+
+/// HEAD's commit id in `repo`.
+pub fn head(repo: &Path) -> String {
+    git(repo, &["rev-parse", "HEAD"]).trim().to_owned()
+}
+
+/// Runs `args` as the holder of `secret` and checks a refusal: exit 3,
+/// `needle` in the message, a hint, and a byte-identical work tree.
+pub fn refused_as(f: &Fixture, secret: &Path, args: &[&str], needle: &str) -> Run {
+    let before = snapshot(&f.repo());
+    let r = f.with_key(secret, args);
+    assert_eq!(r.code, 3, "{args:?}: {}", r.stderr);
+    assert!(r.stderr.contains(needle), "{args:?}: expected {needle:?} in:\n{}", r.stderr);
+    assert!(r.stderr.contains("hint:"), "{args:?}: no next step in:\n{}", r.stderr);
+    assert_eq!(before, snapshot(&f.repo()), "{args:?} changed the work tree");
+    r
+}

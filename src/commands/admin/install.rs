@@ -106,7 +106,13 @@ pub fn install(ctx: &Ctx, cluster: &str, raw: &str, path: Option<&std::path::Pat
         repo.read_toml(&loaded.path(crate::commands::cluster::OUTPUTS_FILE))?;
     let (server, tls_server_name) = match outputs {
         Some(o) if loaded.spec.aws.hosted_zone.is_none() => {
-            (o.checked_endpoint(&loaded.spec).map_err(refused)?.to_string(), Some(loaded.spec.api_name()))
+            let host = o.checked_endpoint(&loaded.spec).map_err(|why| {
+                refused(why).hint(format!(
+                    "restore clusters/{0}/outputs.toml from a reviewed commit, or run `kaws cluster apply {0}` again",
+                    loaded.name
+                ))
+            })?;
+            (host.to_string(), Some(loaded.spec.api_name()))
         }
         _ => (loaded.spec.api_name(), None),
     };

@@ -32,6 +32,24 @@ pub fn sign(ctx: &Ctx, cluster: &str, raw: &str, days: u32) -> Result<()> {
             .hint(format!("{name} runs `kaws admin create {} {name}`", loaded.name))
             .into()
     };
+    // A name given to another key holder since the last certificate (a
+    // rename): the binding is by name, so the primary decides knowingly.
+    if let Some(before) = repo.read_toml::<Issued>(&loaded.path(&issued_file(&name)))? {
+        if before.fingerprint != admin.fingerprint {
+            return Err(refused(format!(
+                "{}/{}: {name}'s certificate was issued to {}, and the administrator named {name} now is {} (renamed since?)",
+                loaded.name,
+                issued_file(&name),
+                before.fingerprint,
+                admin.fingerprint
+            ))
+            .hint(format!(
+                "check with your team who {name} is; to grant the new holder access, first `kaws admin revoke {} {name}`, then sign again",
+                loaded.name
+            ))
+            .into());
+        }
+    }
     let csr_bytes = read(&repo, &loaded, &csr_file(&name), missing)?;
     let sig_bytes = read(&repo, &loaded, &sig_file(&name), missing)?;
 
@@ -65,14 +83,17 @@ pub fn sign(ctx: &Ctx, cluster: &str, raw: &str, days: u32) -> Result<()> {
         .map_err(|p| anyhow::anyhow!("the issued certificate fails its own checks: {}", p.join("; ")))?;
 
     let facts = inspect::facts(&cert_pem)?;
+    let issued_at = crate::context::rfc3339(ctx.now);
+    let grant = Issued::grant(&loaded.name, &name, &admin.fingerprint, &op.fingerprint(), &issued_at);
     let record = Issued {
         name: name.clone(),
         fingerprint: admin.fingerprint.clone(),
         serial: facts.serial,
         sha256: facts.sha256,
         signed_by: op.fingerprint(),
-        issued_at: crate::context::rfc3339(ctx.now),
+        issued_at,
         reissued_by: None,
+        grant_signature: op.sign_detached(grant.as_bytes()).context("signing the grant")?,
     };
     let mut change = Change::default();
     change

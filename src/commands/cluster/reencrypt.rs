@@ -149,7 +149,7 @@ pub fn reencrypt(ctx: &Ctx, raw: &str, names: &[String], mode: Mode) -> Result<(
     if mode == Mode::Rotate {
         let ca_pem = read_text(&repo, &loaded, "pki/ca.crt")?;
         let found = crate::commands::admin::held(&repo, &loaded, &admins, &ca_pem)?;
-        print_access(&loaded, &found, &admins, &new);
+        print_access(ctx, &loaded, &found, &admins, &new);
         println!("New CAs and a new service-account key are staged (pki/staged/); the bundles trust them beside the");
         println!(
             "current ones, which still sign everything. Roll the bundles out with `kaws cluster apply {}`,",
@@ -294,7 +294,7 @@ impl Job<'_> {
             loaded.name, loaded.name
         );
         println!("Then distrust the retired CAs: kaws cluster reencrypt {} --finish-rotation", loaded.name);
-        print_access(loaded, &found, self.admins, &loaded.primaries);
+        print_access(ctx, loaded, &found, self.admins, &loaded.primaries);
         Ok(())
     }
 
@@ -313,7 +313,7 @@ impl Job<'_> {
     ) -> Result<()> {
         let loaded = self.loaded;
         found.warn(&loaded.name);
-        let (keeps, _) = access(found, self.admins, &loaded.primaries);
+        let (keeps, _) = access(self.ctx, loaded, found, self.admins, &loaded.primaries);
         for h in &found.held {
             let name = &h.name;
             let drop = |change: &mut Change| {
@@ -328,10 +328,11 @@ impl Job<'_> {
             match self.reissue(name, &h.pem, ca) {
                 Ok(pem) => {
                     let facts = crate::pki::inspect::facts(&pem)?;
+                    // The grant (who, by whose decision, when) is kept;
+                    // the certificate's serial and digest are the new one's.
                     let record = Issued {
                         serial: facts.serial,
                         sha256: facts.sha256,
-                        issued_at: crate::context::rfc3339(self.ctx.now),
                         reissued_by: Some(op.fingerprint()),
                         ..h.record.clone()
                     };
@@ -367,18 +368,29 @@ struct Access {
 }
 
 /// Who keeps cluster access through a rotation to `primaries`, and who
-/// loses it: a certificate is carried over only when the primary who signed
-/// it is still one (access rests on a current primary's decision; a
-/// removed primary's own grants lapse with the rotation).
+/// loses it: a certificate is carried over only when the primary who
+/// granted it is still one, proven by their signature over the grant
+/// (access rests on a current primary's decision; a removed primary's own
+/// grants lapse with the rotation, and a record naming another granter
+/// than the one who signed it grants nothing).
 fn access(
+    ctx: &Ctx,
+    loaded: &Loaded,
     found: &crate::commands::admin::Found,
     admins: &Admins,
     primaries: &crate::cluster::Primaries,
 ) -> (Vec<Access>, Vec<Access>) {
     let (mut keeps, mut loses) = (Vec::new(), Vec::new());
     for h in &found.held {
-        let a = Access { name: h.name.clone(), signed_by: describe(admins, &h.record.signed_by) };
-        if primaries.contains(&h.record.signed_by) {
+        let r = &h.record;
+        let granter = admins.by_fingerprint(&r.signed_by);
+        let proven = granter.is_some_and(|g| r.grant_verifies(&loaded.name, &g.cert, &ctx.policy, ctx.now));
+        let mut signed_by = describe(admins, &r.signed_by);
+        if !proven {
+            signed_by += ", whose signature over the grant does not verify";
+        }
+        let a = Access { name: h.name.clone(), signed_by };
+        if proven && primaries.contains(&r.signed_by) {
             keeps.push(a);
         } else {
             loses.push(a);
@@ -389,12 +401,13 @@ fn access(
 
 /// Prints who keeps cluster access through the rotation, and who does not.
 fn print_access(
+    ctx: &Ctx,
     loaded: &Loaded,
     found: &crate::commands::admin::Found,
     admins: &Admins,
     primaries: &crate::cluster::Primaries,
 ) {
-    let (keeps, loses) = access(found, admins, primaries);
+    let (keeps, loses) = access(ctx, loaded, found, admins, primaries);
     let list = |v: &[Access]| -> String {
         if v.is_empty() {
             return "nobody".to_owned();
@@ -404,7 +417,7 @@ fn print_access(
     println!("Cluster access carried over by this rotation (re-issued at --promote): {}", list(&keeps));
     if !loses.is_empty() {
         println!(
-            "Not carried over (signed by someone no longer a primary): {}; a primary grants it again with `kaws admin sign {} NAME`",
+            "Not carried over (granted by someone no longer a primary, or not proven): {}; a primary grants it again with `kaws admin sign {} NAME`",
             list(&loses),
             loaded.name
         );

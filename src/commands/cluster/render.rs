@@ -115,7 +115,9 @@ fn trust_bundles(loaded: &Loaded, record: &Record, pki: &mut Vec<(String, String
                 }
                 // The retired key by its recorded SHA-256: the service-account
                 // key's too, never any other key.
-                State::Promoted => retired(&path).contains(sha),
+                // (A rotation promoted by a kaws that recorded no retired
+                // service-account key: one other key, as that kaws allowed.)
+                State::Promoted => retired(&path).contains(sha) || (ext == "pub" && retired(&path).is_empty()),
             })
         };
         let want = if record.state == State::Settled { 1 } else { 2 };

@@ -13,7 +13,7 @@ use super::Loaded;
 use crate::cluster::token;
 use crate::context::Ctx;
 use crate::error::refused;
-use crate::pki::{csr, inspect, issue};
+use crate::pki::issue;
 use crate::repo::Repo;
 use crate::vault::KeyRing;
 
@@ -39,7 +39,7 @@ fn public_half(repo: &Repo, loaded: &Loaded, rel: &str) -> Result<Half> {
             .into());
     };
     let bytes = repo.read_head(&loaded.path(&file))?.with_context(|| format!("{} is missing", loaded.path(&file)))?;
-    let spki = public_key_in(&file, &String::from_utf8_lossy(&bytes))
+    let spki = crate::pki::public_key_in(&file, &String::from_utf8_lossy(&bytes))
         .ok_or_else(|| refused(format!("{} holds no readable public key", loaded.path(&file))))?;
     if cluster_key {
         if let Some(other) = foreign_owner(repo, loaded, &spki)? {
@@ -52,17 +52,6 @@ fn public_half(repo: &Repo, loaded: &Loaded, rel: &str) -> Result<Half> {
         }
     }
     Ok(Half::PublicKey(spki, file))
-}
-
-/// The public key (SPKI DER) in a certificate (`.crt`), request (`.csr`)
-/// or PEM public key (`.pub`), by the file's extension.
-fn public_key_in(path: &str, text: &str) -> Option<Vec<u8>> {
-    match path.rsplit_once('.').map(|(_, ext)| ext) {
-        Some("csr") => csr::public_key_of_request(text),
-        Some("crt") => inspect::facts(text).ok().map(|f| f.spki),
-        Some("pub") => csr::public_key_of_pem(text),
-        _ => None,
-    }
 }
 
 /// Which other cluster's certificate, CSR or public key carries `spki`, if any.
@@ -78,7 +67,7 @@ pub(crate) fn public_key_holder(repo: &Repo, spki: &[u8], skip: impl Fn(&str, &s
             if skip(&dir, &path) {
                 continue;
             }
-            if public_key_in(&path, &String::from_utf8_lossy(&bytes)).as_deref() == Some(spki) {
+            if crate::pki::public_key_in(&path, &String::from_utf8_lossy(&bytes)).as_deref() == Some(spki) {
                 return Ok(Some(format!("{}/{dir}/{path}", crate::repo::CLUSTERS_DIR)));
             }
         }
