@@ -21,24 +21,28 @@ impl Repo {
     /// The newest commit on `side` (not reachable from the merge's other
     /// parents) that changed `path`: its entry differs from a parent's.
     /// The side's own merges count as commits that made the change (their
-    /// signer vouched for it when they were judged).
-    pub(super) fn made_on(&self, side: Oid, others: &[Oid], path: &str) -> Result<Option<Oid>> {
-        let mut walk = self.git.revwalk()?;
-        walk.set_sorting(Sort::TOPOLOGICAL)?;
-        walk.push(side)?;
-        for o in others.iter().filter(|o| **o != side) {
-            walk.hide(*o)?;
+    /// signer vouched for it when they were judged). The side's commits are
+    /// listed once per merge (`j.walks`), however many paths it carries.
+    pub(super) fn made_on(&self, side: Oid, j: &Judging, path: &str) -> Result<Option<Oid>> {
+        let mut walks = j.walks.borrow_mut();
+        if !walks.contains_key(&side) {
+            let mut walk = self.git.revwalk()?;
+            walk.set_sorting(Sort::TOPOLOGICAL)?;
+            walk.push(side)?;
+            for (o, _) in j.parents.iter().filter(|(o, _)| *o != side) {
+                walk.hide(*o)?;
+            }
+            walks.insert(side, walk.collect::<Result<Vec<Oid>, _>>()?);
         }
-        for oid in walk {
-            let oid = oid?;
-            let commit = self.git.find_commit(oid)?;
-            let mine = self.entry_at(oid, path)?;
+        for oid in &walks[&side] {
+            let commit = self.git.find_commit(*oid)?;
+            let mine = self.entry_at(*oid, path)?;
             if commit.parent_count() == 0 && mine.is_some() {
-                return Ok(Some(oid));
+                return Ok(Some(*oid));
             }
             for parent in commit.parent_ids() {
                 if self.entry_at(parent, path)? != mine {
-                    return Ok(Some(oid));
+                    return Ok(Some(*oid));
                 }
             }
         }
@@ -86,8 +90,7 @@ impl Repo {
         j: &Judging,
         at: (&dyn Policy, SystemTime),
     ) -> Result<Option<String>> {
-        let others: Vec<Oid> = j.parents.iter().map(|(o, _)| *o).collect();
-        let Some(made) = self.made_on(side, &others, path)? else {
+        let Some(made) = self.made_on(side, j, path)? else {
             return Ok(Some(format!("parent {side}, where no commit since the merge base made it")));
         };
         // Only a change history vouches for: a commit signed elsewhere (another

@@ -433,6 +433,7 @@ impl Repo {
                     signer_fpr: fpr,
                     at: signed_at,
                     authenticated: &auth,
+                    walks: Default::default(),
                 };
                 reasons.extend(self.content_rules(&j, policy, now)?);
             }

@@ -46,6 +46,8 @@ pub(super) struct Judging<'a> {
     pub at: u64,
     /// The commits authenticated so far (every ancestor is judged first).
     pub authenticated: &'a std::collections::HashMap<Oid, u64>,
+    /// Each side's commits, newest first, listed once (`Repo::made_on`).
+    pub walks: std::cell::RefCell<std::collections::HashMap<Oid, Vec<Oid>>>,
 }
 
 /// One path under kaws' paths that differs between a parent and a commit.
