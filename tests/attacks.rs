@@ -331,7 +331,7 @@ fn backdated_future_and_soft_revoked_signatures_do_not_count() {
     let bob = add_old_admin(&f, "bob");
     let carol = add_old_admin(&f, "carol");
     let base = head(&repo);
-    let note = |t: &str| std::fs::write(repo.join("clusters/notes.txt"), t).unwrap();
+    let note = |t: &str| std::fs::write(repo.join("clusters/README.md"), t).unwrap();
 
     // carol, a valid administrator, dates her signature before its parent's.
     note("backdated");
@@ -410,7 +410,7 @@ fn a_forged_audit_cache_authenticates_nothing() {
 
     // An unsigned commit, and a cache claiming it is authenticated: the
     // old plain format, and the new one with a made-up tag.
-    std::fs::write(repo.join("clusters/notes.txt"), "unsigned").unwrap();
+    std::fs::write(repo.join("clusters/README.md"), "unsigned").unwrap();
     git(&repo, &["add", "-A"]);
     git(&repo, &["-c", "user.name=m", "-c", "user.email=m@x", "commit", "-qm", "unsigned"]);
     let evil = head(&repo);

@@ -43,7 +43,7 @@ fn another_administrators_key_in_a_certificate_is_stripped_or_refused() {
     std::fs::write(repo.join(format!("pubkeys/{}.asc", eve.fpr)), hidden.armored().to_vec().unwrap()).unwrap();
     git_commit_signed(&repo, &f.gpg, &eve.fpr, "my certificate");
     // alice's signatures are still alice's.
-    std::fs::write(repo.join("clusters/notes.txt"), "alice").unwrap();
+    std::fs::write(repo.join("clusters/README.md"), "alice").unwrap();
     git_commit_signed(&repo, &f.gpg, &f.alice.fpr, "alice still signs");
     let (code, report) = audit_json(&f);
     assert_eq!(code, 0, "{report}");
@@ -184,7 +184,7 @@ fn kubectl_still_reads_a_kubeconfig_kaws_rewrote() {
 fn only_one_gpgsig_header_is_a_signature() {
     let f = Fixture::new();
     let repo = f.repo();
-    std::fs::write(repo.join("clusters/notes.txt"), "x").unwrap();
+    std::fs::write(repo.join("clusters/README.md"), "x").unwrap();
     git_commit_signed(&repo, &f.gpg, &f.alice.fpr, "signed");
     let signed = head(&repo);
     let raw = git(&repo, &["cat-file", "commit", "HEAD"]);

@@ -22,7 +22,7 @@ fn administrators_changes_are_authenticated_and_reported() {
     assert_eq!(change["signed_by"], "alice");
     assert_eq!(change["added"][0], format!("bob ({})", bob.fpr));
     // A commit by bob, made with real git and gpg, is authenticated too.
-    std::fs::write(f.repo().join("clusters/notes.txt"), "hello").unwrap();
+    std::fs::write(f.repo().join("clusters/README.md"), "hello").unwrap();
     git_commit_signed(&f.repo(), &f.gpg, &bob.fpr, "bob's note");
     let (code, report) = audit_json(&f);
     assert_eq!(code, 0, "{report}");
@@ -95,7 +95,7 @@ fn removed_revoked_forged_and_unknown_signers_are_not_authenticated() {
     let bob = add_admin(&f, "bob");
     let carol = add_admin(&f, "carol");
     let base = head(&f);
-    let tweak = |n: &str| std::fs::write(repo.join("clusters/notes.txt"), n).unwrap();
+    let tweak = |n: &str| std::fs::write(repo.join("clusters/README.md"), n).unwrap();
     // Going back to `base` is a rewind this clone must be told to accept.
     let back = || {
         rewind(&f, &repo, &base);

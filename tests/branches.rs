@@ -210,7 +210,7 @@ fn a_certificate_kaws_did_not_issue_grants_nothing() {
     git(&repo, &["reset", "-q", "--hard", &before_cluster]);
     plant(&repo);
     git_commit_signed(&repo, &f.gpg, &bob.fpr, "my certificate");
-    audit_refuses(&f, &head(&repo), &["creates clusters/prod, which is no cluster kaws can work with"]);
+    audit_refuses(&f, &head(&repo), &["leaves clusters/prod as no cluster kaws can work with"]);
 
     // The same files committed by a primary (a careless merge, a stolen
     // workstation): authenticated, but the certificate counts for nothing.

@@ -135,12 +135,16 @@ fn a_hostile_file_or_a_rename_fails_no_primary_operation() {
     // A cluster no one could work with, or ever remove, is not created.
     let base = head(&repo);
     for (path, text, why) in [
-        ("clusters/Zz/x", "x", "creates clusters/Zz, which is no cluster kaws can work with"),
-        ("clusters/junk/primaries.toml", "garbage", "creates clusters/junk, which is no cluster kaws can work with"),
+        ("clusters/Zz/x", "x", "leaves clusters/Zz as no cluster kaws can work with"),
+        ("clusters/junk/primaries.toml", "garbage", "leaves clusters/junk as no cluster kaws can work with"),
+        // A primary, too, cannot leave a cluster no one could change again.
+        ("clusters/prod/primaries.toml", "garbage", "leaves clusters/prod as no cluster kaws can work with"),
+        ("clusters/Stray", "x", "leaves clusters/Stray as no cluster kaws can work with: a file where only"),
     ] {
         std::fs::create_dir_all(repo.join(path).parent().unwrap()).unwrap();
         std::fs::write(repo.join(path), text).unwrap();
-        git_commit_signed(&repo, &f.gpg, &bob.fpr, "plant");
+        let signer = if path.starts_with("clusters/prod/") { &f.alice.fpr } else { &bob.fpr };
+        git_commit_signed(&repo, &f.gpg, signer, "plant");
         let (code, report) = audit_json(&f);
         assert_eq!(code, 3, "{report}");
         assert!(reasons(&report, &head(&repo)).contains(why), "{report}");
@@ -243,11 +247,11 @@ fn a_demoted_primary_keeps_only_access_a_current_primary_granted() {
     git_commit_signed(&repo, &f.gpg, &bob.fpr, "granted by alice");
     assert_eq!(audit_json(&f).0, 0, "bob is a primary");
     let r = ok(f.alice(&["cluster", "reencrypt", "prod", "--primary", "alice", "--rotate"]));
-    assert!(r.stdout.contains("whose signature over the grant does not verify"), "{}", r.stdout);
+    assert!(r.stdout.contains("not proven: the granter's signature over the grant does not verify"), "{}", r.stdout);
     let alice_signed = format!("(signed by alice ({}))", f.alice.fpr);
     assert!(r.stdout.contains(&format!("alice {alice_signed}, carol {alice_signed}")), "{}", r.stdout);
     let lost = format!(
-        "Not carried over (granted by someone no longer a primary, or not proven): bob (signed by alice ({}), whose signature over the grant does not verify)",
+        "Not carried over (granted by someone no longer a primary, or not proven): bob (signed by alice ({}), not proven: the granter's signature over the grant does not verify)",
         f.alice.fpr
     );
     assert!(r.stdout.contains(&lost), "{}", r.stdout);

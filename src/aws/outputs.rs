@@ -45,9 +45,12 @@ impl Outputs {
         if !elb.iter().any(|suffix| self.api_endpoint.ends_with(suffix.as_str())) {
             return Err(bad(&format!("is not a load balancer's name in {region}")));
         }
-        // ELB names it after the load balancer kaws made: NAME-ID.….
+        // ELB names it after the load balancer kaws made: NAME-ID.… (ID
+        // letters and digits only, so another cluster's NAME-more-ID is not it).
         let lb = super::naming::short_name(spec, "api").to_lowercase();
-        if !self.api_endpoint.starts_with(&format!("{lb}-")) {
+        let label = self.api_endpoint.split('.').next().unwrap_or_default();
+        let id = label.strip_prefix(&format!("{lb}-")).unwrap_or_default();
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(bad(&format!("is not the name of the load balancer kaws makes ({lb})")));
         }
         Ok(name)

@@ -28,39 +28,81 @@ pub struct Issued {
     /// The primary who last re-issued it under a new CA (`--promote`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reissued_by: Option<Fingerprint>,
-    /// `signed-by`'s detached OpenPGP signature over [`Issued::grant`]: who
+    /// The certificate's not-after when it was granted (unix seconds): a
+    /// re-issue under a new CA keeps it (rounded up to a whole day).
+    #[serde(default)]
+    pub granted_until: i64,
+    /// `signed-by`'s detached OpenPGP signature over the [`Grant`]: who
     /// granted the access is proven by their key, not by a field any primary
-    /// could edit. It survives re-issue (the grant is the same).
+    /// could edit. It survives re-issue (the grant is the same); empty in a
+    /// record that predates it, which proves nothing.
+    #[serde(default)]
     pub grant_signature: String,
 }
 
-impl Issued {
-    /// The statement the granting primary signs: this administrator (by
-    /// fingerprint) gets a certificate for this cluster, by their decision,
-    /// at that time. Serial and digest are not in it: a re-issue under a new
-    /// CA keeps the grant.
-    pub fn grant(
-        cluster: &crate::name::ClusterName,
-        name: &AdminName,
-        holder: &Fingerprint,
-        granted_by: &Fingerprint,
-        at: &str,
-    ) -> String {
-        format!("kaws-grant-v1\ncluster {cluster}\nname {name}\nholder {holder}\ngranted-by {granted_by}\nat {at}\n")
-    }
+/// What a granting primary signs: this administrator (by fingerprint) gets a
+/// certificate for this cluster, for this key, until then, by their
+/// decision, at that time. Serial and digest are not in it: a re-issue
+/// under a new CA keeps the grant.
+pub struct Grant<'a> {
+    pub cluster: &'a crate::name::ClusterName,
+    pub name: &'a AdminName,
+    pub holder: &'a Fingerprint,
+    pub granted_by: &'a Fingerprint,
+    pub at: &'a str,
+    /// The certified public key (SPKI DER).
+    pub key: &'a [u8],
+    pub until: i64,
+}
 
-    /// Whether `grant_signature` is `signed_by`'s (`cert`) over this record's grant.
+impl Grant<'_> {
+    pub fn statement(&self) -> String {
+        let key: String = openssl::sha::sha256(self.key).iter().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "kaws-grant-v1\ncluster {}\nname {}\nholder {}\ngranted-by {}\nat {}\nkey-sha256 {key}\nuntil {}\n",
+            self.cluster, self.name, self.holder, self.granted_by, self.at, self.until
+        )
+    }
+}
+
+/// How much later than the grant a re-issued certificate may end (re-issue
+/// rounds the days left up to a whole day).
+const REISSUE_SLACK_SECS: i64 = 86_400;
+
+impl Issued {
+    /// Whether the grant proves itself for the certificate it now covers
+    /// (`facts`): the granter's (`cert`, `signed_by`) signature over this
+    /// record's grant, for that key, ending no later than granted.
     pub fn grant_verifies(
         &self,
         cluster: &crate::name::ClusterName,
+        facts: &inspect::Facts,
         cert: &sequoia_openpgp::Cert,
-        policy: &dyn sequoia_openpgp::policy::Policy,
-        now: std::time::SystemTime,
-    ) -> bool {
-        let grant = Issued::grant(cluster, &self.name, &self.fingerprint, &self.signed_by, &self.issued_at);
-        cert.fingerprint() == *self.signed_by.inner()
-            && crate::identity::verify::detached(grant.as_bytes(), self.grant_signature.as_bytes(), cert, policy, now)
-                .is_ok()
+        (policy, now): (&dyn sequoia_openpgp::policy::Policy, std::time::SystemTime),
+    ) -> Result<(), String> {
+        if cert.fingerprint() != *self.signed_by.inner() {
+            return Err("the granter's certificate is another".to_owned());
+        }
+        if facts.not_after > self.granted_until + REISSUE_SLACK_SECS {
+            return Err("the certificate outlives its grant".to_owned());
+        }
+        let grant = Grant {
+            cluster,
+            name: &self.name,
+            holder: &self.fingerprint,
+            granted_by: &self.signed_by,
+            at: &self.issued_at,
+            key: &facts.spki,
+            until: self.granted_until,
+        };
+        crate::identity::verify::detached(
+            grant.statement().as_bytes(),
+            self.grant_signature.as_bytes(),
+            cert,
+            policy,
+            now,
+        )
+        .map_err(|_| "the granter's signature over the grant does not verify".to_owned())
     }
 }
 

@@ -198,7 +198,9 @@ pub fn reissue(
     // waits for a primary's `admin sign`.
     ensure!(spki == old.spki, "the CSR on file is not for the key of the certificate being re-issued");
     let unix = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-    let days = ((old.not_after - unix).max(0) as u64).div_ceil(86_400).clamp(1, u64::from(csr::MAX_DAYS)) as u32;
+    // Whole days left, rounded down: a re-issue never outlives the grant
+    // (`cluster::issued`) by more than the last day.
+    let days = ((old.not_after - unix).max(0) as u64 / 86_400).clamp(1, u64::from(csr::MAX_DAYS)) as u32;
     Ok(csr::issue_admin(a.csr, a.name, spec.key_algorithm, ca, now, days)?)
 }
 

@@ -232,12 +232,19 @@ pub fn remove(ctx: &Ctx, raw_name: &str) -> Result<()> {
 fn clusters_readable_by(repo: &Repo, fpr: &Fingerprint) -> Result<Vec<(ClusterName, Primaries)>> {
     let mut out = Vec::new();
     for dir in repo.list_head_dirs(CLUSTERS_DIR)? {
-        let cluster: ClusterName =
-            dir.parse().map_err(|e| refused(format!("clusters/{dir} is not a valid cluster name: {e}")))?;
+        // What kaws cannot read is named and skipped, never a reason to fail.
+        let shown = crate::text::escape(&dir).into_owned();
+        let Ok(cluster) = dir.parse::<ClusterName>() else {
+            eprintln!("warning: clusters/{shown} is not a valid cluster name; skipped");
+            continue;
+        };
         let Some(bytes) = repo.read_head(&format!("{CLUSTERS_DIR}/{cluster}/{PRIMARIES_FILE}"))? else {
             continue;
         };
-        let primaries = Primaries::parse(&cluster, &String::from_utf8_lossy(&bytes))?;
+        let Ok(primaries) = Primaries::parse(&cluster, &String::from_utf8_lossy(&bytes)) else {
+            eprintln!("warning: clusters/{cluster}/{PRIMARIES_FILE} is not valid; skipped");
+            continue;
+        };
         if primaries.contains(fpr) {
             out.push((cluster, primaries));
         }

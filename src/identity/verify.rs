@@ -130,8 +130,8 @@ pub enum Rejection {
     UnreadableName {
         paths: Vec<String>,
     },
-    /// The commit creates a cluster kaws cannot work with.
-    BadNewCluster {
+    /// The commit leaves a cluster in a state kaws cannot work with (or could never change again).
+    BadCluster {
         cluster: String,
         detail: String,
     },
@@ -197,8 +197,8 @@ impl std::fmt::Display for Rejection {
                 "writes {} under kaws' paths: names must be UTF-8 without control characters",
                 paths.join(", ")
             ),
-            Rejection::BadNewCluster { cluster, detail } => {
-                write!(f, "creates clusters/{cluster}, which is no cluster kaws can work with: {detail}")
+            Rejection::BadCluster { cluster, detail } => {
+                write!(f, "leaves clusters/{cluster} as no cluster kaws can work with: {detail}")
             }
             Rejection::CopiedKey { files } => write!(
                 f,

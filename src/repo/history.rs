@@ -68,7 +68,7 @@ pub struct Audit {
 
 /// Bumped whenever the rules change: verdicts reached under other rules are
 /// not reused.
-const CACHE_VERSION: u32 = 3;
+const CACHE_VERSION: u32 = 4;
 
 /// What `.git/kaws/audit.json` holds (inside a MAC'd envelope).
 #[derive(Serialize, Deserialize, Default)]

@@ -234,7 +234,7 @@ impl Repo {
         let mut irregular = BTreeSet::new();
         let mut pubkeys_changed = false;
         let oids: Vec<Oid> = j.parents.iter().map(|(o, _)| *o).collect();
-        let mut all_changes: Vec<Changed> = Vec::new();
+        let (mut all_changes, mut seen): (Vec<Changed>, BTreeSet<String>) = (Vec::new(), BTreeSet::new());
         for (parent, _) in j.parents {
             for c in self.managed_changes(*parent, j.commit)? {
                 if matches!(c.mode, Some(m) if !super::txn::is_regular(m)) {
@@ -244,7 +244,7 @@ impl Repo {
                 if let Some((cluster, rest)) = c.path.strip_prefix("clusters/").and_then(|p| p.split_once('/')) {
                     cluster_paths.insert((cluster.to_owned(), rest.to_owned()), c.mode.is_none());
                 }
-                if !all_changes.iter().any(|a| a.path == c.path) {
+                if seen.insert(c.path.clone()) {
                     all_changes.push(c);
                 }
             }

@@ -72,6 +72,8 @@ pub(crate) struct Held {
 #[derive(Default)]
 pub(crate) struct Found {
     pub held: Vec<Held>,
+    /// The cluster's `revoked.toml`.
+    pub revoked: Option<crate::cluster::admins::Revoked>,
     /// Each certificate file that does not count: (file, why), both
     /// escaped for a terminal.
     pub ignored: Vec<(String, String)>,
@@ -91,7 +93,8 @@ impl Found {
 /// kaws' rules, or one that does not count, is reported and skipped: never
 /// a reason for a primary's command to fail.
 pub(crate) fn held(repo: &crate::repo::Repo, loaded: &Loaded, admins: &Admins, ca_pem: &str) -> Result<Found> {
-    let mut out = Found::default();
+    let mut out =
+        Found { revoked: repo.read_toml(&loaded.path(crate::cluster::admins::REVOKED_FILE))?, ..Found::default() };
     for (file, bytes) in repo.list_head(&loaded.path("admins"))? {
         let Some(raw) = file.strip_suffix(".crt") else { continue };
         let shown = crate::text::escape(&file).into_owned();

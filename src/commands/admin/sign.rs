@@ -5,7 +5,7 @@ use anyhow::{Context as _, Result};
 
 use super::{admin, read};
 use crate::cluster::admins::{cert_file, csr_file, rbac_file, rbac_manifest, sig_file};
-use crate::cluster::issued::{issued_file, Issued};
+use crate::cluster::issued::{issued_file, Grant, Issued};
 use crate::commands::cluster::{open_cluster, primary_operator};
 use crate::context::Ctx;
 use crate::error::{failed, refused, UserError};
@@ -84,16 +84,27 @@ pub fn sign(ctx: &Ctx, cluster: &str, raw: &str, days: u32) -> Result<()> {
 
     let facts = inspect::facts(&cert_pem)?;
     let issued_at = crate::context::rfc3339(ctx.now);
-    let grant = Issued::grant(&loaded.name, &name, &admin.fingerprint, &op.fingerprint(), &issued_at);
+    let granter = op.fingerprint();
+    let grant = Grant {
+        cluster: &loaded.name,
+        name: &name,
+        holder: &admin.fingerprint,
+        granted_by: &granter,
+        at: &issued_at,
+        key: &facts.spki,
+        until: facts.not_after,
+    };
+    let grant_signature = op.sign_detached(grant.statement().as_bytes()).context("signing the grant")?;
     let record = Issued {
         name: name.clone(),
         fingerprint: admin.fingerprint.clone(),
         serial: facts.serial,
         sha256: facts.sha256,
-        signed_by: op.fingerprint(),
-        issued_at,
+        signed_by: granter.clone(),
+        issued_at: issued_at.clone(),
         reissued_by: None,
-        grant_signature: op.sign_detached(grant.as_bytes()).context("signing the grant")?,
+        granted_until: facts.not_after,
+        grant_signature,
     };
     let mut change = Change::default();
     change

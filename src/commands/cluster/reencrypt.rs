@@ -381,16 +381,26 @@ fn access(
     primaries: &crate::cluster::Primaries,
 ) -> (Vec<Access>, Vec<Access>) {
     let (mut keeps, mut loses) = (Vec::new(), Vec::new());
+    let revoked: crate::cluster::admins::Revoked = found.revoked.clone().unwrap_or_default();
     for h in &found.held {
         let r = &h.record;
-        let granter = admins.by_fingerprint(&r.signed_by);
-        let proven = granter.is_some_and(|g| r.grant_verifies(&loaded.name, &g.cert, &ctx.policy, ctx.now));
+        let proven = match admins.by_fingerprint(&r.signed_by) {
+            None => Err("no longer an administrator".to_owned()),
+            Some(g) => r.grant_verifies(&loaded.name, &h.facts, &g.cert, (&ctx.policy, ctx.now)),
+        }
+        .and_then(|()| {
+            // A grant revoked since (`admin revoke` of that name) is not restored by its old record.
+            match revoked.entries.iter().any(|e| e.name == h.name && e.revoked_at >= r.issued_at) {
+                true => Err("the name was revoked after this grant".to_owned()),
+                false => Ok(()),
+            }
+        });
         let mut signed_by = describe(admins, &r.signed_by);
-        if !proven {
-            signed_by += ", whose signature over the grant does not verify";
+        if let Err(why) = &proven {
+            signed_by += &format!(", not proven: {why}");
         }
         let a = Access { name: h.name.clone(), signed_by };
-        if proven && primaries.contains(&r.signed_by) {
+        if proven.is_ok() && primaries.contains(&r.signed_by) {
             keeps.push(a);
         } else {
             loses.push(a);
