@@ -65,7 +65,7 @@ fn main() -> Result<()> {
             }
         } else {
             let blob = git.blob(format!("note {i}\n").as_bytes())?;
-            update.upsert("clusters/notes.txt", blob, FileMode::Blob);
+            update.upsert("clusters/README.md", blob, FileMode::Blob);
             message = format!("note {i}");
         }
         let tree = git.find_tree(update.create_updated(&git, &parent.tree()?)?)?;
