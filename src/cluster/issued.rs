@@ -29,7 +29,7 @@ pub struct Issued {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reissued_by: Option<Fingerprint>,
     /// The certificate's not-after when it was granted (unix seconds): a
-    /// re-issue under a new CA keeps it (rounded up to a whole day).
+    /// re-issue under a new CA keeps it (whole days left, rounded down).
     #[serde(default)]
     pub granted_until: i64,
     /// `signed-by`'s detached OpenPGP signature over the [`Grant`]: who
@@ -65,8 +65,8 @@ impl Grant<'_> {
     }
 }
 
-/// How much later than the grant a re-issued certificate may end (re-issue
-/// rounds the days left up to a whole day).
+/// How much later than the grant a re-issued certificate may end (a
+/// re-issue with less than a day left still gets one day).
 const REISSUE_SLACK_SECS: i64 = 86_400;
 
 impl Issued {

@@ -22,8 +22,7 @@ fn current_cert(
     loaded: &Loaded,
     name: &AdminName,
 ) -> Result<(String, inspect::Facts)> {
-    let ca = read(repo, loaded, "pki/ca.crt", || failed("pki/ca.crt is missing").into())?;
-    let found = super::held(repo, loaded, admins, &String::from_utf8_lossy(&ca))?;
+    let found = super::held_at_head(repo, loaded, admins)?;
     let Some(held) = found.held.into_iter().find(|h| h.name == *name) else {
         let file = format!("{name}.crt");
         return Err(match found.ignored.into_iter().find(|(f, _)| *f == file) {

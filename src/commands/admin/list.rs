@@ -37,8 +37,7 @@ pub fn list(ctx: &Ctx, cluster: &str) -> Result<()> {
         }
     }
     // Certificates: only those kaws issued count; the others are named, with why.
-    let ca = super::read(&repo, &loaded, "pki/ca.crt", || crate::error::failed("pki/ca.crt is missing").into())?;
-    let found = super::held(&repo, &loaded, &admins, &String::from_utf8_lossy(&ca))?;
+    let found = super::held_at_head(&repo, &loaded, &admins)?;
     for h in found.held {
         let row = rows.entry(h.name.to_string()).or_default();
         row.name = h.name.to_string();

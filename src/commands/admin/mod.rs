@@ -88,6 +88,12 @@ impl Found {
     }
 }
 
+/// [`held`] under the cluster CA at HEAD (`pki/ca.crt`).
+pub(crate) fn held_at_head(repo: &crate::repo::Repo, loaded: &Loaded, admins: &Admins) -> Result<Found> {
+    let ca = read(repo, loaded, "pki/ca.crt", || failed("pki/ca.crt is missing").into())?;
+    held(repo, loaded, admins, &String::from_utf8_lossy(&ca))
+}
+
 /// Every administrator certificate of the cluster at HEAD that counts (see
 /// `cluster::issued`), checked against `ca_pem`. A file with a name outside
 /// kaws' rules, or one that does not count, is reported and skipped: never

@@ -147,9 +147,8 @@ pub fn reencrypt(ctx: &Ctx, raw: &str, names: &[String], mode: Mode) -> Result<(
         );
     }
     if mode == Mode::Rotate {
-        let ca_pem = read_text(&repo, &loaded, "pki/ca.crt")?;
-        let found = crate::commands::admin::held(&repo, &loaded, &admins, &ca_pem)?;
-        print_access(ctx, &loaded, &found, &admins, &new);
+        let found = crate::commands::admin::held_at_head(&repo, &loaded, &admins)?;
+        print_access(&loaded, &access(ctx, &loaded, &found, &admins, &new));
         println!("New CAs and a new service-account key are staged (pki/staged/); the bundles trust them beside the");
         println!(
             "current ones, which still sign everything. Roll the bundles out with `kaws cluster apply {}`,",
@@ -274,10 +273,12 @@ impl Job<'_> {
                 change.remove(loaded.path(&path));
             }
         }
-        // The administrators' certificates that count under the retiring CA.
-        let ca_pem = read_text(repo, loaded, "pki/ca.crt")?;
-        let found = crate::commands::admin::held(repo, loaded, self.admins, &ca_pem)?;
-        self.reissue_admins(op, &mut change, &promoted.ca, &found)?;
+        // The administrators' certificates that count under the retiring CA,
+        // and which of them are carried over.
+        let found = crate::commands::admin::held_at_head(repo, loaded, self.admins)?;
+        found.warn(&loaded.name);
+        let carried = access(ctx, loaded, &found, self.admins, &loaded.primaries);
+        self.reissue_admins(op, &mut change, &promoted.ca, (&found, &carried))?;
         record.state = State::Promoted;
         if let Some(last) = record.rotations.last_mut() {
             last.promoted = Some(crate::context::rfc3339(ctx.now));
@@ -294,7 +295,7 @@ impl Job<'_> {
             loaded.name, loaded.name
         );
         println!("Then distrust the retired CAs: kaws cluster reencrypt {} --finish-rotation", loaded.name);
-        print_access(ctx, loaded, &found, self.admins, &loaded.primaries);
+        print_access(loaded, &carried);
         Ok(())
     }
 
@@ -309,11 +310,9 @@ impl Job<'_> {
         op: &Operator,
         change: &mut Change,
         ca: &crate::pki::issue::Authority,
-        found: &crate::commands::admin::Found,
+        (found, carried): (&crate::commands::admin::Found, &Carried),
     ) -> Result<()> {
         let loaded = self.loaded;
-        found.warn(&loaded.name);
-        let (keeps, _) = access(self.ctx, loaded, found, self.admins, &loaded.primaries);
         for h in &found.held {
             let name = &h.name;
             let drop = |change: &mut Change| {
@@ -321,7 +320,7 @@ impl Job<'_> {
                     change.remove(loaded.path(&rel));
                 }
             };
-            if !keeps.iter().any(|k| k.name == *name) {
+            if !carried.keeps.iter().any(|k| k.name == *name) {
                 drop(change);
                 continue;
             }
@@ -367,6 +366,12 @@ struct Access {
     signed_by: String,
 }
 
+/// Who keeps cluster access through a rotation, and who does not.
+struct Carried {
+    keeps: Vec<Access>,
+    loses: Vec<Access>,
+}
+
 /// Who keeps cluster access through a rotation to `primaries`, and who
 /// loses it: a certificate is carried over only when the primary who
 /// granted it is still one, proven by their signature over the grant
@@ -379,56 +384,45 @@ fn access(
     found: &crate::commands::admin::Found,
     admins: &Admins,
     primaries: &crate::cluster::Primaries,
-) -> (Vec<Access>, Vec<Access>) {
-    let (mut keeps, mut loses) = (Vec::new(), Vec::new());
-    let revoked: crate::cluster::admins::Revoked = found.revoked.clone().unwrap_or_default();
+) -> Carried {
+    let mut carried = Carried { keeps: Vec::new(), loses: Vec::new() };
+    let revoked = found.revoked.as_ref().map_or(&[][..], |r| r.entries.as_slice());
     for h in &found.held {
         let r = &h.record;
+        // A grant revoked since (`admin revoke` of that name) is not restored by its old record.
+        let revoked_since = revoked.iter().any(|e| e.name == h.name && e.revoked_at >= r.issued_at);
         let proven = match admins.by_fingerprint(&r.signed_by) {
             None => Err("no longer an administrator".to_owned()),
+            Some(_) if revoked_since => Err("the name was revoked after this grant".to_owned()),
             Some(g) => r.grant_verifies(&loaded.name, &h.facts, &g.cert, (&ctx.policy, ctx.now)),
-        }
-        .and_then(|()| {
-            // A grant revoked since (`admin revoke` of that name) is not restored by its old record.
-            match revoked.entries.iter().any(|e| e.name == h.name && e.revoked_at >= r.issued_at) {
-                true => Err("the name was revoked after this grant".to_owned()),
-                false => Ok(()),
-            }
-        });
+        };
         let mut signed_by = describe(admins, &r.signed_by);
         if let Err(why) = &proven {
             signed_by += &format!(", not proven: {why}");
         }
         let a = Access { name: h.name.clone(), signed_by };
         if proven.is_ok() && primaries.contains(&r.signed_by) {
-            keeps.push(a);
+            carried.keeps.push(a);
         } else {
-            loses.push(a);
+            carried.loses.push(a);
         }
     }
-    (keeps, loses)
+    carried
 }
 
 /// Prints who keeps cluster access through the rotation, and who does not.
-fn print_access(
-    ctx: &Ctx,
-    loaded: &Loaded,
-    found: &crate::commands::admin::Found,
-    admins: &Admins,
-    primaries: &crate::cluster::Primaries,
-) {
-    let (keeps, loses) = access(ctx, loaded, found, admins, primaries);
+fn print_access(loaded: &Loaded, Carried { keeps, loses }: &Carried) {
     let list = |v: &[Access]| -> String {
         if v.is_empty() {
             return "nobody".to_owned();
         }
         v.iter().map(|a| format!("{} (signed by {})", a.name, a.signed_by)).collect::<Vec<_>>().join(", ")
     };
-    println!("Cluster access carried over by this rotation (re-issued at --promote): {}", list(&keeps));
+    println!("Cluster access carried over by this rotation (re-issued at --promote): {}", list(keeps));
     if !loses.is_empty() {
         println!(
             "Not carried over (granted by someone no longer a primary, or not proven): {}; a primary grants it again with `kaws admin sign {} NAME`",
-            list(&loses),
+            list(loses),
             loaded.name
         );
     }
